@@ -1,0 +1,81 @@
+//! Command-line and environment configuration: the only place that reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// exechub: a real-time event hub for executions.
+///
+/// Every flag can also be set through the environment variable named in its help.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "exechub", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "EXECHUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Seconds an execution's history is kept after its last event.
+    #[arg(long, env = "EXECHUB_EVENT_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_ttl: u64,
+
+    /// Largest accepted event body (HTTP) or publish frame (WebSocket), in bytes.
+    #[arg(long, env = "EXECHUB_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Events retained per execution; the oldest are trimmed beyond this.
+    #[arg(long, env = "EXECHUB_MAX_EVENTS_PER_EXECUTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events_per_execution: u64,
+
+    /// Frames queued per connection (WebSocket or SSE) before it counts as slow.
+    #[arg(long, env = "EXECHUB_CLIENT_QUEUE", default_value_t = 1024)]
+    pub client_queue: usize,
+
+    /// Live events buffered per execution for subscribers that are momentarily busy.
+    #[arg(long, env = "EXECHUB_SUBSCRIBER_BUFFER", default_value_t = 4096)]
+    pub subscriber_buffer: usize,
+
+    /// Milliseconds a live event may wait for room in a full client queue
+    /// before that client is disconnected as a slow consumer.
+    #[arg(long, env = "EXECHUB_SLOW_CLIENT_TIMEOUT_MS", default_value_t = 2000)]
+    pub slow_client_timeout_ms: u64,
+
+    /// Subscriptions allowed on one WebSocket connection.
+    #[arg(long, env = "EXECHUB_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub max_subscriptions: usize,
+
+    /// Seconds between SSE keep-alive comments.
+    #[arg(long, env = "EXECHUB_SSE_KEEPALIVE", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_keepalive: u64,
+
+    /// Seconds to wait for open connections to close on shutdown.
+    #[arg(long, env = "EXECHUB_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+
+    /// Directory of static files served at `/` (the web demo).
+    #[arg(long, env = "EXECHUB_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// History time-to-live.
+    pub fn event_ttl(&self) -> Duration {
+        Duration::from_secs(self.event_ttl)
+    }
+
+    /// Slow-consumer timeout.
+    pub fn slow_client_timeout(&self) -> Duration {
+        Duration::from_millis(self.slow_client_timeout_ms)
+    }
+
+    /// Shutdown grace period.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// Defaults, as if no flag or variable were given (for embedding and tests).
+    pub fn defaults() -> Self {
+        Self::parse_from(["exechub"])
+    }
+}

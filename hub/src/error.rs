@@ -1,0 +1,80 @@
+//! The edge error type and its mapping to HTTP answers and WebSocket error codes.
+//!
+//! Handlers return [`ApiError`]; this is the one place that decides status
+//! codes, bodies and what is logged. Internal causes are logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use exechub_protocol::{ErrorCode, HttpValidationError, ValidationError};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The input is invalid; one entry per problem (HTTP 422).
+    #[error("invalid request")]
+    Validation(Vec<ValidationError>),
+    /// The body exceeds the configured limit (HTTP 413).
+    #[error("body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The store failed (HTTP 503 when retryable, 500 otherwise).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::Validation(vec![error])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Validation(detail) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(HttpValidationError { detail }),
+            )
+                .into_response(),
+            Self::PayloadTooLarge { limit } => {
+                let detail = format!("event body exceeds the limit of {limit} bytes");
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Json(json!({ "detail": detail })),
+                )
+                    .into_response()
+            }
+            Self::Store(error) if error.is_retryable() => {
+                tracing::warn!(%error, "store unavailable");
+                let body = Json(json!({ "detail": "event store unavailable, retry later" }));
+                let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+                (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
+            }
+            Self::Store(error) => {
+                tracing::error!(%error, "store failure");
+                let body = Json(json!({ "detail": "internal error" }));
+                (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+            }
+        }
+    }
+}
+
+/// The WebSocket error code and client-facing message for a store failure.
+pub fn ws_store_error(error: &StoreError) -> (ErrorCode, &'static str) {
+    if error.is_retryable() {
+        tracing::warn!(%error, "store unavailable");
+        (
+            ErrorCode::Unavailable,
+            "event store unavailable, retry later",
+        )
+    } else {
+        tracing::error!(%error, "store failure");
+        (ErrorCode::Internal, "internal error")
+    }
+}

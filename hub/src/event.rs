@@ -1,0 +1,173 @@
+//! Events as the hub handles them: serialized once, shared by every subscriber.
+//!
+//! A publish is encoded into JSON exactly once, before the store assigns its
+//! seq (the seq is spliced in front, so the store never re-serializes). The
+//! per-transport frames (WebSocket text, SSE message) are built lazily, once
+//! per event, and shared by reference count with every subscriber.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use exechub_protocol::{EventData, PublishRequest};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// An accepted event: its seq and its JSON, plus frames derived from it once.
+#[derive(Clone, Debug)]
+pub struct SharedEvent(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    seq: u64,
+    json: Bytes,
+    ws_frame: OnceLock<Utf8Bytes>,
+    sse_frame: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    /// Wraps the stored JSON of the event with sequence number `seq`.
+    pub fn new(seq: u64, json: Bytes) -> Self {
+        Self(Arc::new(Inner {
+            seq,
+            json,
+            ws_frame: OnceLock::new(),
+            sse_frame: OnceLock::new(),
+        }))
+    }
+
+    /// The event's position in its execution's stream.
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// The event as stored: a JSON object (`exechub_protocol::Event`).
+    pub fn json(&self) -> &Bytes {
+        &self.0.json
+    }
+
+    /// The WebSocket frame `{"type":"event","event":…}`, built on first use.
+    pub fn ws_frame(&self) -> Utf8Bytes {
+        self.0
+            .ws_frame
+            .get_or_init(|| {
+                let json = String::from_utf8_lossy(&self.0.json);
+                Utf8Bytes::from(format!(r#"{{"type":"event","event":{json}}}"#))
+            })
+            .clone()
+    }
+
+    /// The SSE message `id: <seq>\ndata: <json>\n\n`, built on first use.
+    pub fn sse_frame(&self) -> Bytes {
+        self.0
+            .sse_frame
+            .get_or_init(|| {
+                let mut buf = BytesMut::with_capacity(self.0.json.len() + 32);
+                buf.put_slice(format!("id: {}\ndata: ", self.0.seq).as_bytes());
+                buf.put_slice(&self.0.json);
+                buf.put_slice(b"\n\n");
+                buf.freeze()
+            })
+            .clone()
+    }
+}
+
+/// A validated publish, encoded but not yet numbered.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    execution_id: String,
+    timestamp: String,
+    /// Everything after the seq: `,"execution_id":…,"data":{…}}`.
+    tail: Bytes,
+}
+
+#[derive(Serialize)]
+struct Tail<'a> {
+    execution_id: &'a str,
+    event_type: &'a str,
+    timestamp: &'a str,
+    data: &'a EventData,
+}
+
+impl NewEvent {
+    /// Encodes a validated request, stamping the current time when it has none.
+    pub fn encode(execution_id: String, request: &PublishRequest) -> Self {
+        let timestamp = request.timestamp.clone().unwrap_or_else(now_rfc3339);
+        let tail = Tail {
+            execution_id: &execution_id,
+            event_type: &request.event_type,
+            timestamp: &timestamp,
+            data: &request.data,
+        };
+        // Serializing plain strings and a JSON map cannot fail.
+        let mut tail = serde_json::to_vec(&tail).unwrap_or_else(|_| b"{}".to_vec());
+        tail[0] = b',';
+        Self {
+            execution_id,
+            timestamp,
+            tail: tail.into(),
+        }
+    }
+
+    /// The execution the event is for.
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// The event's timestamp.
+    pub fn timestamp(&self) -> &str {
+        &self.timestamp
+    }
+
+    /// The JSON after the seq; stores that splice the seq themselves (Redis) use it.
+    pub fn tail(&self) -> &Bytes {
+        &self.tail
+    }
+
+    /// The complete event once `seq` is known.
+    pub fn numbered(&self, seq: u64) -> SharedEvent {
+        SharedEvent::new(seq, splice_seq(seq, &self.tail))
+    }
+}
+
+/// `{"seq":<seq>` followed by the encoded tail.
+pub fn splice_seq(seq: u64, tail: &[u8]) -> Bytes {
+    let head = format!(r#"{{"seq":{seq}"#);
+    let mut json = BytesMut::with_capacity(head.len() + tail.len());
+    json.put_slice(head.as_bytes());
+    json.put_slice(tail);
+    json.freeze()
+}
+
+/// Current UTC time as RFC 3339 with milliseconds, e.g. `2026-11-28T14:03:07.123Z`.
+pub fn now_rfc3339() -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exechub_protocol::Event;
+
+    #[test]
+    fn numbered_event_is_the_protocol_event() {
+        let request = PublishRequest::from_slice(br#"{"event_type":"log","data":{"line":"a\nb"}}"#)
+            .expect("valid");
+        let event = NewEvent::encode("exec-1".into(), &request).numbered(42);
+        let decoded: Event = serde_json::from_slice(event.json()).expect("valid JSON");
+        assert_eq!(decoded.seq, 42);
+        assert_eq!(decoded.execution_id, "exec-1");
+        assert_eq!(decoded.data["line"], "a\nb");
+        assert_eq!(decoded.timestamp.len(), "2026-11-28T14:03:07.123Z".len());
+        let sse = event.sse_frame();
+        assert!(sse.starts_with(b"id: 42\ndata: {"));
+        assert_eq!(sse.iter().filter(|b| **b == b'\n').count(), 3);
+        let ws: serde_json::Value = serde_json::from_str(event.ws_frame().as_str()).expect("JSON");
+        assert_eq!(ws["event"]["seq"], 42);
+    }
+}

@@ -1,0 +1,157 @@
+//! exechub: a real-time event hub for executions.
+//!
+//! Workers publish events about an execution (HTTP `POST` or a WebSocket
+//! `publish`); the [`store`] assigns each one the next per-execution `seq`,
+//! keeps it, and announces it on the [`broker`]'s live feed, where every local
+//! subscriber (WebSocket or SSE) shares the one serialized copy. A subscriber
+//! that asks to resume after a seq gets history first, then live events, merged
+//! by seq so nothing is skipped or repeated ([`broker::follow`]). Transports in
+//! [`transport`] only parse and hand off; a WebSocket connection's loop lives in
+//! [`session`]. All queues are bounded: a client that cannot keep up is
+//! disconnected with a close code and resumes, instead of slowing anyone down.
+//!
+//! Modules: [`config`] (flags and environment), [`error`] (the one mapping of
+//! failures to HTTP statuses and WebSocket codes), [`event`] (serialize-once
+//! events), [`store`], [`broker`], [`transport`], [`session`].
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod session;
+pub mod store;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::broker::Topics;
+use crate::store::EventStore;
+use crate::store::memory::{MemoryConfig, MemoryStore};
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where events are stored and announced.
+    pub store: Arc<dyn EventStore>,
+    /// Local live feeds, for `/health` counts.
+    pub topics: Arc<Topics>,
+    /// The configuration the hub started with.
+    pub config: Arc<Config>,
+    /// Cancelled when the hub shuts down; long-lived connections watch it.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket sessions so shutdown can wait for their close frames.
+    pub sessions: TaskTracker,
+    /// Open connection counts.
+    pub stats: Arc<Stats>,
+}
+
+/// Open connection counters, reported by `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    websockets: AtomicUsize,
+    sse_streams: AtomicUsize,
+}
+
+impl Stats {
+    /// Counts an open WebSocket until the guard drops.
+    pub fn websocket(self: &Arc<Self>) -> ConnectionGuard {
+        ConnectionGuard::new(Arc::clone(self), |s| &s.websockets)
+    }
+
+    /// Counts an open SSE stream until the guard drops.
+    pub fn sse_stream(self: &Arc<Self>) -> ConnectionGuard {
+        ConnectionGuard::new(Arc::clone(self), |s| &s.sse_streams)
+    }
+
+    /// (open WebSockets, open SSE streams).
+    pub fn open(&self) -> (usize, usize) {
+        (
+            self.websockets.load(Ordering::Relaxed),
+            self.sse_streams.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Decrements a [`Stats`] counter on drop.
+pub struct ConnectionGuard {
+    stats: Arc<Stats>,
+    counter: fn(&Stats) -> &AtomicUsize,
+}
+
+impl ConnectionGuard {
+    fn new(stats: Arc<Stats>, counter: fn(&Stats) -> &AtomicUsize) -> Self {
+        counter(&stats).fetch_add(1, Ordering::Relaxed);
+        Self { stats, counter }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        (self.counter)(&self.stats).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    /// Builds the state for `config`: the store it selects, empty registries.
+    pub fn new(config: Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let topics = Topics::new(config.subscriber_buffer);
+        let memory = MemoryStore::new(
+            MemoryConfig {
+                ttl: config.event_ttl(),
+                max_events: usize::try_from(config.max_events_per_execution).unwrap_or(usize::MAX),
+            },
+            Arc::clone(&topics),
+        );
+        memory.spawn_sweeper(shutdown.clone());
+        Self {
+            store: memory,
+            topics,
+            config: Arc::new(config),
+            shutdown,
+            sessions: TaskTracker::new(),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// Serves the hub on `listener` until `shutdown` completes, then closes every
+/// connection (WebSockets with 1001 "going away") and returns.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let sessions = state.sessions.clone();
+    let grace = state.config.shutdown_timeout();
+    let app = transport::router(state);
+    let stop = token.clone();
+    let signalled = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: closing connections");
+        stop.cancel();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signalled)
+        .await?;
+    sessions.close();
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        tracing::warn!("some WebSocket sessions did not close within {grace:?}");
+    }
+    Ok(())
+}

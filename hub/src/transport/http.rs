@@ -1,0 +1,168 @@
+//! HTTP handlers: publish, history, health.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use exechub_protocol::{
+    Loc, PublishAccepted, PublishRequest, ValidationError, validate_execution_id,
+};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::event::NewEvent;
+
+/// Largest page `GET …/events` returns.
+pub const MAX_HISTORY_LIMIT: u64 = 10_000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
+
+/// `POST /api/v1/executions/{execution_id}/events`: validate, store, answer 202 with the seq.
+pub async fn publish(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
+    let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
+    let id = execution_id(path);
+    let request = PublishRequest::from_slice(&body);
+    let (execution_id, request) = match (id, request) {
+        (Ok(id), Ok(request)) => (id, request),
+        (id, request) => {
+            let detail = id
+                .err()
+                .into_iter()
+                .chain(request.err().into_iter().flatten())
+                .collect();
+            return Err(ApiError::Validation(detail));
+        }
+    };
+    let event = NewEvent::encode(execution_id, &request);
+    let stored = app.store.append(event.clone()).await?;
+    let accepted = PublishAccepted {
+        status: "accepted".into(),
+        execution_id: event.execution_id().to_owned(),
+        seq: stored.seq(),
+        timestamp: event.timestamp().to_owned(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `GET /api/v1/executions/{execution_id}/events?after=N&limit=M`: stored events after N.
+pub async fn history(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let execution_id = execution_id(path)?;
+    let after = query_u64(&query, "after", 0, u64::MAX)?;
+    let limit = query_u64(&query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let page = app.store.range(&execution_id, after, limit).await?;
+    // Stored events are already JSON: splice them in rather than re-encoding.
+    let mut body = Vec::with_capacity(
+        page.events
+            .iter()
+            .map(|e| e.json().len() + 1)
+            .sum::<usize>()
+            + 128,
+    );
+    body.extend_from_slice(br#"{"execution_id":"#);
+    body.extend_from_slice(json!(execution_id).to_string().as_bytes());
+    body.extend_from_slice(format!(r#","last_seq":{},"oldest_seq":"#, page.last_seq).as_bytes());
+    body.extend_from_slice(json!(page.oldest_seq).to_string().as_bytes());
+    body.extend_from_slice(br#","events":["#);
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event.json());
+    }
+    body.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /health`: the store in use and whether it works, and open connections.
+pub async fn health(State(app): State<AppState>) -> Response {
+    let store = app.store.health().await;
+    let (websockets, sse) = app.stats.open();
+    let status = if store.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if store.ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": store,
+        "connections": { "websocket": websockets, "sse": sse },
+        "subscribed_executions": app.topics.active(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// The empty execution id (`/api/v1/executions//events`): a 422 like any other bad id.
+pub async fn empty_execution_id() -> ApiError {
+    match validate_execution_id("") {
+        Err(error) => error.into(),
+        Ok(()) => ApiError::Validation(Vec::new()),
+    }
+}
+
+/// The validated `{execution_id}` path segment.
+pub(crate) fn execution_id(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, ValidationError> {
+    let loc = || vec![Loc::from("path"), Loc::from("execution_id")];
+    let Path(id) = path.map_err(|rejection| {
+        ValidationError::new(
+            loc(),
+            "string_type",
+            &format!("Input should be a valid string: {rejection}"),
+        )
+    })?;
+    validate_execution_id(&id)?;
+    Ok(id)
+}
+
+/// An optional non-negative integer query parameter, at most `max`.
+pub(crate) fn query_u64(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ValidationError> {
+    let loc = || vec![Loc::from("query"), Loc::from(name)];
+    let Some(raw) = query.get(name) else {
+        return Ok(default);
+    };
+    let value = raw.parse::<u64>().map_err(|_| {
+        ValidationError::new(
+            loc(),
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+    })?;
+    if value > max {
+        let msg = format!("Input should be less than or equal to {max}");
+        return Err(ValidationError::new(loc(), "less_than_equal", &msg));
+    }
+    Ok(value)
+}
+
+fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::Validation(vec![ValidationError::new(
+            vec![Loc::from("body")],
+            "body_unreadable",
+            &format!("The request body could not be read: {rejection}"),
+        )])
+    }
+}

@@ -1,0 +1,21 @@
+//! Wire types shared by the exechub hub and its clients.
+//!
+//! Everything that crosses a socket between a worker, the hub and a browser is
+//! defined here exactly once, so the server (`exechub`) and the browser client
+//! (`exechub-client`) can never disagree about a field name or an error shape.
+//! The crate is serde-only and compiles for `wasm32-unknown-unknown`.
+//!
+//! - [`event`]: the stored and delivered [`Event`], history pages and the publish answer.
+//! - [`publish`]: the publish request and its FastAPI-compatible validation.
+//! - [`validation`]: the `HTTPValidationError` body used by 422 answers and WebSocket errors.
+//! - [`ws`]: WebSocket messages in both directions, error codes and close codes.
+
+pub mod event;
+pub mod publish;
+pub mod validation;
+pub mod ws;
+
+pub use event::{Event, EventData, HistoryPage, PublishAccepted};
+pub use publish::{MAX_EXECUTION_ID_BYTES, PublishRequest, validate_execution_id};
+pub use validation::{HttpValidationError, Loc, ValidationError};
+pub use ws::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};

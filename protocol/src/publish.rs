@@ -1,0 +1,222 @@
+//! The publish request and its validation.
+//!
+//! Validation mirrors FastAPI/pydantic v2 so that a 422 from exechub is the
+//! same body the replaced API returned: every problem is reported (not just the
+//! first), each with a `loc` that points at the offending field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::EventData;
+use crate::validation::{Loc, ValidationError};
+
+/// Longest accepted execution id, in bytes.
+pub const MAX_EXECUTION_ID_BYTES: usize = 256;
+
+/// Body of `POST /api/v1/executions/{execution_id}/events` (`StreamingEventRequest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// What happened, e.g. `tool_started`.
+    pub event_type: String,
+    /// Free-form payload; must be a JSON object.
+    pub data: EventData,
+    /// RFC 3339 time; when absent or null the hub stamps the arrival time.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+impl PublishRequest {
+    /// Parses and validates a request body.
+    ///
+    /// # Errors
+    /// Every problem found, in FastAPI's format: an empty body, malformed JSON,
+    /// a body that is not an object, missing fields and fields of the wrong type.
+    pub fn from_slice(body: &[u8]) -> Result<Self, Vec<ValidationError>> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(vec![ValidationError::new(
+                vec!["body".into()],
+                "missing",
+                "Field required",
+            )]);
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => Self::from_fields(fields),
+            Ok(_) => Err(vec![not_an_object()]),
+            Err(err) => Err(vec![json_invalid(body, &err)]),
+        }
+    }
+
+    /// Validates the fields of an already parsed JSON object (a WebSocket
+    /// `publish` frame carries them next to `op` and `id`, which are ignored).
+    ///
+    /// # Errors
+    /// One entry per missing or mistyped field.
+    pub fn from_fields(mut fields: EventData) -> Result<Self, Vec<ValidationError>> {
+        let mut errors = Vec::new();
+        let event_type = match fields.remove("event_type") {
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                errors.push(string_type("event_type"));
+                None
+            }
+            None => {
+                errors.push(missing("event_type"));
+                None
+            }
+        };
+        let data = match fields.remove("data") {
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => {
+                errors.push(ValidationError::body_field(
+                    "data",
+                    "dict_type",
+                    "Input should be a valid dictionary",
+                ));
+                None
+            }
+            None => {
+                errors.push(missing("data"));
+                None
+            }
+        };
+        let timestamp = match fields.remove("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                errors.push(string_type("timestamp"));
+                None
+            }
+        };
+        match (event_type, data) {
+            (Some(event_type), Some(data)) if errors.is_empty() => Ok(Self {
+                event_type,
+                data,
+                timestamp,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Checks an execution id taken from a URL path or a WebSocket frame.
+///
+/// # Errors
+/// A `["path", "execution_id"]` error when the id is empty, longer than
+/// [`MAX_EXECUTION_ID_BYTES`] or contains control characters.
+pub fn validate_execution_id(id: &str) -> Result<(), ValidationError> {
+    let problem = if id.is_empty() {
+        Some((
+            "string_too_short",
+            "String should have at least 1 character",
+        ))
+    } else if id.len() > MAX_EXECUTION_ID_BYTES {
+        Some(("string_too_long", "String should have at most 256 bytes"))
+    } else if id.chars().any(char::is_control) {
+        Some((
+            "value_error",
+            "Value error, must not contain control characters",
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some((kind, msg)) => Err(ValidationError::new(
+            vec!["path".into(), "execution_id".into()],
+            kind,
+            msg,
+        )),
+    }
+}
+
+fn missing(field: &str) -> ValidationError {
+    ValidationError::body_field(field, "missing", "Field required")
+}
+
+fn string_type(field: &str) -> ValidationError {
+    ValidationError::body_field(field, "string_type", "Input should be a valid string")
+}
+
+fn not_an_object() -> ValidationError {
+    ValidationError::new(
+        vec!["body".into()],
+        "model_attributes_type",
+        "Input should be a valid dictionary or object to extract fields from",
+    )
+}
+
+fn json_invalid(body: &[u8], err: &serde_json::Error) -> ValidationError {
+    let mut error = ValidationError::new(
+        vec!["body".into(), Loc::Index(byte_offset(body, err))],
+        "json_invalid",
+        "JSON decode error",
+    );
+    error.ctx = Some(serde_json::json!({ "error": err.to_string() }));
+    error
+}
+
+/// serde_json reports line/column (1-based); FastAPI reports a position in the body.
+fn byte_offset(body: &[u8], err: &serde_json::Error) -> u64 {
+    let line_start: usize = body
+        .split(|b| *b == b'\n')
+        .take(err.line().saturating_sub(1))
+        .map(|line| line.len() + 1)
+        .sum();
+    (line_start + err.column().saturating_sub(1)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(body: &str) -> Vec<(Vec<Loc>, String)> {
+        PublishRequest::from_slice(body.as_bytes())
+            .expect_err("invalid")
+            .into_iter()
+            .map(|e| (e.loc, e.kind))
+            .collect()
+    }
+
+    #[test]
+    fn accepts_a_valid_body_and_ignores_unknown_fields() {
+        let req = PublishRequest::from_slice(br#"{"event_type":"x","data":{"a":1},"extra":true}"#)
+            .expect("valid");
+        assert_eq!(req.event_type, "x");
+        assert_eq!(req.timestamp, None);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_location() {
+        let found = kinds(r#"{"event_type":5,"timestamp":7}"#);
+        assert_eq!(
+            found,
+            vec![
+                (
+                    vec!["body".into(), "event_type".into()],
+                    "string_type".into()
+                ),
+                (vec!["body".into(), "data".into()], "missing".into()),
+                (
+                    vec!["body".into(), "timestamp".into()],
+                    "string_type".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_json_points_at_the_offset() {
+        let found = kinds("{\n \"event_type\": }");
+        assert_eq!(found[0].0, vec![Loc::from("body"), Loc::Index(17)]);
+        assert_eq!(found[0].1, "json_invalid");
+    }
+
+    #[test]
+    fn execution_ids_are_bounded_and_printable() {
+        assert!(validate_execution_id("exec-1").is_ok());
+        assert!(validate_execution_id("").is_err());
+        assert!(validate_execution_id("a\u{7}b").is_err());
+        assert!(validate_execution_id(&"x".repeat(257)).is_err());
+        assert!(validate_execution_id(&"x".repeat(256)).is_ok());
+    }
+}

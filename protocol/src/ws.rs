@@ -1,0 +1,430 @@
+//! WebSocket messages (`GET /ws`): JSON text frames in both directions.
+//!
+//! Client frames carry `op`, server frames carry `type`. Every client request
+//! may carry an `id` of its choosing, echoed in the answer. See
+//! `docs/protocol.md` for an example exchange.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{Event, EventData};
+use crate::publish::{PublishRequest, validate_execution_id};
+use crate::validation::ValidationError;
+
+/// A client-chosen request id, echoed in the answer: a string or an integer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// Numeric id.
+    Num(u64),
+    /// String id.
+    Str(String),
+}
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Receive an execution's events: the stored ones after `after` (if given),
+    /// then live ones, in seq order without gaps or duplicates.
+    Subscribe {
+        /// Echoed in `subscribed` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution to follow.
+        execution_id: String,
+        /// Replay stored events with `seq > after` first; live only when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+    },
+    /// Stop receiving an execution's events.
+    Unsubscribe {
+        /// Echoed in `unsubscribed` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution to stop following.
+        execution_id: String,
+    },
+    /// Append an event, answered with `ack` (carrying the seq) or `error`.
+    Publish {
+        /// Echoed in `ack` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution to append to.
+        execution_id: String,
+        /// The event, validated exactly like the HTTP body.
+        #[serde(flatten)]
+        event: PublishRequest,
+    },
+    /// Liveness check, answered with `pong`.
+    Ping {
+        /// Echoed in `pong`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+}
+
+/// A frame sent by the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// An event of a subscribed execution.
+    Event {
+        /// The event, with its `execution_id` and `seq`.
+        event: Event,
+    },
+    /// A subscription is active; events follow.
+    Subscribed {
+        /// The request id of the `subscribe`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution subscribed to.
+        execution_id: String,
+    },
+    /// A subscription ended at the client's request.
+    Unsubscribed {
+        /// The request id of the `unsubscribe`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution unsubscribed from.
+        execution_id: String,
+    },
+    /// A publish was stored.
+    Ack {
+        /// The request id of the `publish`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution appended to.
+        execution_id: String,
+        /// The seq the store assigned.
+        seq: u64,
+        /// The event's timestamp.
+        timestamp: String,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The request id of the `ping`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// The requested position no longer exists (history expired or was
+    /// trimmed): events `after + 1 ..= resume_after` are gone, delivery
+    /// continues with `resume_after + 1`.
+    HistoryLost {
+        /// The execution concerned.
+        execution_id: String,
+        /// The position the client asked to resume after.
+        after: u64,
+        /// Delivery continues after this seq.
+        resume_after: u64,
+    },
+    /// A request failed; the connection stays usable.
+    Error {
+        /// The request id of the failed request, when it could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// What went wrong, as data.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+        /// The execution concerned, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        execution_id: Option<String>,
+        /// For `invalid_request`: the same entries a 422 would carry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Vec<ValidationError>>,
+    },
+}
+
+/// Why a request failed. Data, so clients can branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not a JSON object with a string `op`, or is binary.
+    BadFrame,
+    /// `op` names no known operation.
+    UnknownOp,
+    /// Fields are missing or mistyped; `detail` says which.
+    InvalidRequest,
+    /// `unsubscribe` for an execution that is not subscribed.
+    NotSubscribed,
+    /// `subscribe` for an execution that is already subscribed on this connection.
+    AlreadySubscribed,
+    /// The connection reached its subscription limit.
+    TooManySubscriptions,
+    /// The event store is unavailable; retry later.
+    Unavailable,
+    /// An unexpected server-side failure.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `"bad_frame"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::UnknownOp => "unknown_op",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotSubscribed => "not_subscribed",
+            Self::AlreadySubscribed => "already_subscribed",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A client frame that could not be decoded, with what is needed to answer it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    /// The request id, when the frame had a readable one.
+    pub id: Option<RequestId>,
+    /// The kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Field-level problems for `invalid_request`.
+    pub detail: Option<Vec<ValidationError>>,
+}
+
+impl FrameError {
+    fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    fn invalid(id: Option<RequestId>, detail: Vec<ValidationError>) -> Self {
+        Self {
+            detail: Some(detail),
+            ..Self::new(id, ErrorCode::InvalidRequest, "invalid request")
+        }
+    }
+
+    /// The `error` frame that answers this failure.
+    pub fn into_msg(self) -> ServerMsg {
+        ServerMsg::Error {
+            id: self.id,
+            code: self.code,
+            message: self.message,
+            execution_id: None,
+            detail: self.detail,
+        }
+    }
+}
+
+impl ClientMsg {
+    /// Decodes one text frame, validating fields the way the HTTP API does.
+    ///
+    /// # Errors
+    /// A [`FrameError`] describing the first structural problem, or every
+    /// field problem at once for `invalid_request`.
+    pub fn decode(text: &str) -> Result<Self, FrameError> {
+        let mut fields = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::BadFrame,
+                    "frame must be a JSON object",
+                ));
+            }
+            Err(err) => {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::BadFrame,
+                    format!("frame is not JSON: {err}"),
+                ));
+            }
+        };
+        let id = match fields.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(raw) => Some(serde_json::from_value(raw).map_err(|_| {
+                FrameError::new(
+                    None,
+                    ErrorCode::BadFrame,
+                    "id must be a string or a non-negative integer",
+                )
+            })?),
+        };
+        let op = match fields.remove("op") {
+            Some(Value::String(op)) => op,
+            _ => {
+                return Err(FrameError::new(
+                    id,
+                    ErrorCode::BadFrame,
+                    "frame needs a string `op`",
+                ));
+            }
+        };
+        match op.as_str() {
+            "subscribe" => decode_subscribe(id, fields),
+            "unsubscribe" => {
+                let execution_id = execution_id(&id, &mut fields)
+                    .map_err(|d| FrameError::invalid(id.clone(), d))?;
+                Ok(Self::Unsubscribe { id, execution_id })
+            }
+            "publish" => decode_publish(id, fields),
+            "ping" => Ok(Self::Ping { id }),
+            other => Err(FrameError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!("unknown op `{other}`"),
+            )),
+        }
+    }
+}
+
+fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
+    let mut detail = Vec::new();
+    let execution_id = execution_id(&id, &mut fields)
+        .map_err(|d| detail.extend(d))
+        .ok();
+    let after = match fields.remove("after") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            detail.push(ValidationError::body_field(
+                "after",
+                "int_type",
+                "Input should be a valid non-negative integer",
+            ));
+            None
+        }
+    };
+    match execution_id {
+        Some(execution_id) if detail.is_empty() => Ok(ClientMsg::Subscribe {
+            id,
+            execution_id,
+            after,
+        }),
+        _ => Err(FrameError::invalid(id, detail)),
+    }
+}
+
+fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
+    let execution_id = execution_id(&id, &mut fields);
+    match (execution_id, PublishRequest::from_fields(fields)) {
+        (Ok(execution_id), Ok(event)) => Ok(ClientMsg::Publish {
+            id,
+            execution_id,
+            event,
+        }),
+        (Ok(_), Err(detail)) | (Err(detail), Ok(_)) => Err(FrameError::invalid(id, detail)),
+        (Err(mut detail), Err(more)) => {
+            detail.extend(more);
+            Err(FrameError::invalid(id, detail))
+        }
+    }
+}
+
+/// Takes and validates `execution_id`; in a frame its location is the body.
+fn execution_id(
+    _id: &Option<RequestId>,
+    fields: &mut EventData,
+) -> Result<String, Vec<ValidationError>> {
+    let field =
+        |kind: &str, msg: &str| vec![ValidationError::body_field("execution_id", kind, msg)];
+    match fields.remove("execution_id") {
+        Some(Value::String(s)) => match validate_execution_id(&s) {
+            Ok(()) => Ok(s),
+            Err(e) => Err(field(&e.kind, &e.msg)),
+        },
+        Some(_) => Err(field("string_type", "Input should be a valid string")),
+        None => Err(field("missing", "Field required")),
+    }
+}
+
+/// WebSocket close codes the hub uses, and what a client should do on each.
+///
+/// Ranges: 4000–4499 mean "reconnect and resume from your last seq";
+/// 4500–4999 mean "do not reconnect without changing something".
+pub mod close {
+    /// The hub is shutting down: reconnect (possibly to another node) and resume.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame exceeded the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Unexpected server failure: reconnect with backoff.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The client could not keep up with its events and its outbound queue
+    /// filled: reconnect and resume from the last seq received.
+    pub const SLOW_CONSUMER: u16 = 4001;
+
+    /// Whether a client should reconnect (with backoff) after this close code.
+    pub fn should_reconnect(code: u16) -> bool {
+        matches!(code, 1001 | 1006 | 1011 | 1012 | 1013 | 1014) || (4000..4500).contains(&code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_op() {
+        let sub = ClientMsg::decode(r#"{"op":"subscribe","id":1,"execution_id":"e","after":3}"#);
+        assert_eq!(
+            sub,
+            Ok(ClientMsg::Subscribe {
+                id: Some(RequestId::Num(1)),
+                execution_id: "e".into(),
+                after: Some(3)
+            })
+        );
+        let publish = ClientMsg::decode(
+            r#"{"op":"publish","id":"p","execution_id":"e","event_type":"t","data":{}}"#,
+        );
+        assert!(matches!(publish, Ok(ClientMsg::Publish { .. })));
+        assert_eq!(
+            ClientMsg::decode(r#"{"op":"ping"}"#),
+            Ok(ClientMsg::Ping { id: None })
+        );
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let msg = ClientMsg::Publish {
+            id: Some(RequestId::Str("a".into())),
+            execution_id: "e".into(),
+            event: PublishRequest {
+                event_type: "t".into(),
+                data: EventData::new(),
+                timestamp: None,
+            },
+        };
+        let text = serde_json::to_string(&msg).expect("serializes");
+        assert_eq!(ClientMsg::decode(&text), Ok(msg));
+    }
+
+    #[test]
+    fn bad_frames_keep_the_id_when_readable() {
+        let err = ClientMsg::decode(r#"{"op":"fly","id":7}"#).expect_err("unknown");
+        assert_eq!(
+            (err.id, err.code),
+            (Some(RequestId::Num(7)), ErrorCode::UnknownOp)
+        );
+        let err = ClientMsg::decode("nope").expect_err("not json");
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = ClientMsg::decode(r#"{"op":"publish","id":2,"data":[]}"#).expect_err("invalid");
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert_eq!(err.detail.map(|d| d.len()), Some(3));
+    }
+
+    #[test]
+    fn error_code_strings_match_serde() {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::TooManySubscriptions,
+            ErrorCode::Unavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serializes"),
+                code.as_str()
+            );
+        }
+    }
+}
