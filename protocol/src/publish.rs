@@ -155,8 +155,12 @@ fn json_invalid(body: &[u8], err: &serde_json::Error) -> ValidationError {
     error
 }
 
-/// serde_json reports line/column (1-based); FastAPI reports a position in the body.
+/// serde_json reports line/column (1-based); FastAPI (Python's `json`) reports
+/// a position in the body, which at end of input is the body's length.
 fn byte_offset(body: &[u8], err: &serde_json::Error) -> u64 {
+    if err.is_eof() {
+        return body.len() as u64;
+    }
     let line_start: usize = body
         .split(|b| *b == b'\n')
         .take(err.line().saturating_sub(1))

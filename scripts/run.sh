@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the hub on http://127.0.0.1:8080 with the embedded store.
+# Extra arguments go to the hub (see `--help`), e.g. scripts/run.sh --listen 0.0.0.0:8080
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure.sh
+
+ensure_rust
+exec cargo run --locked --release -p exechub --bin exechub -- "$@"
