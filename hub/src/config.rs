@@ -53,6 +53,16 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
 
+    /// Redis URL (e.g. `redis://127.0.0.1:6379`): store events in Redis and fan
+    /// out across hub nodes. Without it the hub uses its embedded store.
+    /// `REDIS_URL` is also accepted.
+    #[arg(long, env = "EXECHUB_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Seconds an idempotency key is remembered (a retry within it returns the original seq).
+    #[arg(long, env = "EXECHUB_IDEMPOTENCY_WINDOW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idempotency_window: u64,
+
     /// Directory of static files served at `/` (the web demo).
     #[arg(long, env = "EXECHUB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
@@ -74,8 +84,23 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout)
     }
 
-    /// Defaults, as if no flag or variable were given (for embedding and tests).
-    pub fn defaults() -> Self {
-        Self::parse_from(["exechub"])
+    /// Parses flags and environment, including the conventional `REDIS_URL`.
+    pub fn from_env() -> Self {
+        let mut config = Self::parse();
+        if config.redis_url.is_none() {
+            config.redis_url = std::env::var("REDIS_URL")
+                .ok()
+                .filter(|url| !url.is_empty());
+        }
+        config
+    }
+
+    /// Settings for the store.
+    pub fn store(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            ttl: self.event_ttl(),
+            max_events: self.max_events_per_execution,
+            idempotency_window: Duration::from_secs(self.idempotency_window),
+        }
     }
 }

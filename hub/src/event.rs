@@ -78,6 +78,7 @@ impl SharedEvent {
 pub struct NewEvent {
     execution_id: String,
     timestamp: String,
+    idempotency_key: Option<String>,
     /// Everything after the seq: `,"execution_id":…,"data":{…}}`.
     tail: Bytes,
 }
@@ -106,8 +107,21 @@ impl NewEvent {
         Self {
             execution_id,
             timestamp,
+            idempotency_key: None,
             tail: tail.into(),
         }
+    }
+
+    /// Marks the event with a publisher's idempotency key: a retry with the
+    /// same key returns the original seq instead of appending again.
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+
+    /// The publisher's idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
     }
 
     /// The execution the event is for.
@@ -129,6 +143,14 @@ impl NewEvent {
     pub fn numbered(&self, seq: u64) -> SharedEvent {
         SharedEvent::new(seq, splice_seq(seq, &self.tail))
     }
+}
+
+/// The seq of a stored event JSON, read from its `{"seq":N,` prefix (the hub
+/// always writes `seq` first), without parsing the rest.
+pub fn seq_of(json: &[u8]) -> Option<u64> {
+    let digits = json.strip_prefix(br#"{"seq":"#)?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 /// `{"seq":<seq>` followed by the encoded tail.
@@ -169,5 +191,7 @@ mod tests {
         assert_eq!(sse.iter().filter(|b| **b == b'\n').count(), 3);
         let ws: serde_json::Value = serde_json::from_str(event.ws_frame().as_str()).expect("JSON");
         assert_eq!(ws["event"]["seq"], 42);
+        assert_eq!(seq_of(event.json()), Some(42));
+        assert_eq!(seq_of(b"{\"seq\":x}"), None);
     }
 }

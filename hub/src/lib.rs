@@ -33,8 +33,9 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 
 use crate::broker::Topics;
-use crate::store::EventStore;
-use crate::store::memory::{MemoryConfig, MemoryStore};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{EventStore, StoreError};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -101,25 +102,31 @@ impl Drop for ConnectionGuard {
 
 impl AppState {
     /// Builds the state for `config`: the store it selects, empty registries.
-    pub fn new(config: Config) -> Self {
+    ///
+    /// # Errors
+    /// [`StoreError`] when the configured Redis cannot be reached.
+    pub async fn new(config: Config) -> Result<Self, StoreError> {
         let shutdown = CancellationToken::new();
         let topics = Topics::new(config.subscriber_buffer);
-        let memory = MemoryStore::new(
-            MemoryConfig {
-                ttl: config.event_ttl(),
-                max_events: usize::try_from(config.max_events_per_execution).unwrap_or(usize::MAX),
-            },
-            Arc::clone(&topics),
-        );
-        memory.spawn_sweeper(shutdown.clone());
-        Self {
-            store: memory,
+        let store: Arc<dyn EventStore> = match &config.redis_url {
+            Some(url) => {
+                RedisStore::connect(url, config.store(), Arc::clone(&topics), shutdown.clone())
+                    .await?
+            }
+            None => {
+                let memory = MemoryStore::new(config.store(), Arc::clone(&topics));
+                memory.spawn_sweeper(shutdown.clone());
+                memory
+            }
+        };
+        Ok(Self {
+            store,
             topics,
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
             stats: Arc::default(),
-        }
+        })
     }
 }
 

@@ -3,14 +3,13 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::Parser;
 use exechub::{AppState, Config};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -22,7 +21,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    let state = AppState::new(config);
+    let redis = config.redis_url.is_some();
+    let state = AppState::new(config).await.context(if redis {
+        "cannot connect to Redis"
+    } else {
+        "cannot start the store"
+    })?;
     let health = state.store.health().await;
     tracing::info!(store = health.backend, "exechub listening on http://{addr}");
     exechub::run(listener, state, shutdown_signal())

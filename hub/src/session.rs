@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use exechub_protocol::ws::FrameError;
-use exechub_protocol::{ClientMsg, ErrorCode, PublishRequest, RequestId, ServerMsg, close};
+use exechub_protocol::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
@@ -122,7 +122,12 @@ impl Session {
                 id,
                 execution_id,
                 event,
-            } => self.publish(id, execution_id, &event).await,
+                idempotency_key,
+            } => {
+                let event =
+                    NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
+                self.publish(id, event).await
+            }
             ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }).await,
         }
     }
@@ -190,23 +195,18 @@ impl Session {
         }
     }
 
-    async fn publish(
-        &mut self,
-        id: Option<RequestId>,
-        execution_id: String,
-        event: &PublishRequest,
-    ) -> Result<(), Ending> {
-        let event = NewEvent::encode(execution_id, event);
-        let answer = match self.app.store.append(event.clone()).await {
-            Ok(stored) => ServerMsg::Ack {
+    async fn publish(&mut self, id: Option<RequestId>, event: NewEvent) -> Result<(), Ending> {
+        let execution_id = event.execution_id().to_owned();
+        let answer = match self.app.store.append(event).await {
+            Ok(receipt) => ServerMsg::Ack {
                 id,
-                execution_id: event.execution_id().to_owned(),
-                seq: stored.seq(),
-                timestamp: event.timestamp().to_owned(),
+                execution_id,
+                seq: receipt.seq,
+                timestamp: receipt.timestamp,
             },
             Err(error) => {
                 let (code, message) = ws_store_error(&error);
-                error_msg(id, code, message, Some(event.execution_id().to_owned()))
+                error_msg(id, code, message, Some(execution_id))
             }
         };
         self.reply(answer).await

@@ -16,6 +16,8 @@ pub mod validation;
 pub mod ws;
 
 pub use event::{Event, EventData, HistoryPage, PublishAccepted};
-pub use publish::{MAX_EXECUTION_ID_BYTES, PublishRequest, validate_execution_id};
+pub use publish::{
+    MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, validate_execution_id,
+};
 pub use validation::{HttpValidationError, Loc, ValidationError};
 pub use ws::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};

@@ -13,6 +13,9 @@ use crate::validation::{Loc, ValidationError};
 /// Longest accepted execution id, in bytes.
 pub const MAX_EXECUTION_ID_BYTES: usize = 256;
 
+/// Longest accepted idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
 /// Body of `POST /api/v1/executions/{execution_id}/events` (`StreamingEventRequest`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishRequest {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::{Event, EventData};
-use crate::publish::{PublishRequest, validate_execution_id};
+use crate::publish::{MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, validate_execution_id};
 use crate::validation::ValidationError;
 
 /// A client-chosen request id, echoed in the answer: a string or an integer.
@@ -55,6 +55,10 @@ pub enum ClientMsg {
         /// The event, validated exactly like the HTTP body.
         #[serde(flatten)]
         event: PublishRequest,
+        /// A retry with the same key (same execution, within the hub's window)
+        /// is answered with the original seq and stores nothing new.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
     /// Liveness check, answered with `pong`.
     Ping {
@@ -308,11 +312,26 @@ fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<Clie
 
 fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
     let execution_id = execution_id(&id, &mut fields);
+    let idempotency_key = match fields.remove("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
+            Some(key)
+        }
+        Some(_) => {
+            let error = ValidationError::body_field(
+                "idempotency_key",
+                "string_type",
+                "Input should be a non-empty string of at most 256 bytes",
+            );
+            return Err(FrameError::invalid(id, vec![error]));
+        }
+    };
     match (execution_id, PublishRequest::from_fields(fields)) {
         (Ok(execution_id), Ok(event)) => Ok(ClientMsg::Publish {
             id,
             execution_id,
             event,
+            idempotency_key,
         }),
         (Ok(_), Err(detail)) | (Err(detail), Ok(_)) => Err(FrameError::invalid(id, detail)),
         (Err(mut detail), Err(more)) => {
@@ -395,6 +414,7 @@ mod tests {
                 data: EventData::new(),
                 timestamp: None,
             },
+            idempotency_key: Some("k".into()),
         };
         let text = serde_json::to_string(&msg).expect("serializes");
         assert_eq!(ClientMsg::decode(&text), Ok(msg));

@@ -14,11 +14,17 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
+use super::Live;
 use crate::event::SharedEvent;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, Page, StoreError};
 
 /// History is read in pages of this many events.
 const PAGE: usize = 512;
+/// Backoff for history reads while the store is unavailable.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a subscription waits for the store to come back before giving up.
+const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// What a subscription delivers, in order.
 #[derive(Debug, Clone)]
@@ -108,13 +114,20 @@ impl<F> Follower<F> {
             }
         }
         loop {
-            let event = tokio::select! {
+            let live = tokio::select! {
                 received = feed.recv() => match received {
-                    Ok(event) => event,
+                    Ok(live) => live,
                     Err(RecvError::Lagged(_)) => return Err(FollowEnd::SlowConsumer),
                     Err(RecvError::Closed) => return Err(FollowEnd::Closed),
                 },
                 () = self.outbox.queue.closed() => return Err(FollowEnd::Closed),
+            };
+            let event = match live {
+                Live::Event(event) => event,
+                Live::Head(head) => {
+                    self.catch_up(head, true).await?;
+                    continue;
+                }
             };
             if event.seq() > self.last.saturating_add(1) {
                 self.catch_up(event.seq() - 1, true).await?;
@@ -144,11 +157,7 @@ impl<F> Follower<F> {
     }
 
     /// Reports a position that the store no longer has, and moves past it.
-    async fn report_lost(
-        &mut self,
-        page: &crate::store::Page,
-        live: bool,
-    ) -> Result<(), FollowEnd> {
+    async fn report_lost(&mut self, page: &Page, live: bool) -> Result<(), FollowEnd> {
         let resume_after = match page.oldest_seq {
             // The history restarted (expired, then new events): start over.
             _ if self.last > page.last_seq => 0,
@@ -163,11 +172,27 @@ impl<F> Follower<F> {
         self.deliver(item, live).await
     }
 
-    async fn page(&self, after: u64, limit: usize) -> Result<crate::store::Page, FollowEnd> {
-        self.store
-            .range(&self.execution_id, after, limit)
-            .await
-            .map_err(FollowEnd::Store)
+    /// Reads history, riding out a short store outage: a subscriber should not
+    /// lose its subscription because Redis restarted.
+    async fn page(&self, after: u64, limit: usize) -> Result<Page, FollowEnd> {
+        let mut delay = RETRY_FIRST;
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            match self.store.range(&self.execution_id, after, limit).await {
+                Ok(page) => return Ok(page),
+                Err(error)
+                    if error.is_retryable() && tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(%error, execution_id = %self.execution_id, "history read failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.outbox.queue.closed() => return Err(FollowEnd::Closed),
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(error) => return Err(FollowEnd::Store(error)),
+            }
+        }
     }
 
     async fn deliver(&mut self, item: Item, live: bool) -> Result<(), FollowEnd> {

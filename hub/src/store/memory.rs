@@ -13,24 +13,15 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, Page, StoreError, StoreHealth};
+use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth};
 use crate::broker::{LiveFeed, Topics};
 use crate::event::{NewEvent, SharedEvent};
-
-/// Limits of the in-memory store.
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryConfig {
-    /// A history expires this long after its last event.
-    pub ttl: Duration,
-    /// At most this many events are retained per execution; older ones are trimmed.
-    pub max_events: usize,
-}
 
 /// In-process [`EventStore`].
 pub struct MemoryStore {
     histories: Mutex<HashMap<String, History>>,
     topics: Arc<Topics>,
-    config: MemoryConfig,
+    config: StoreConfig,
 }
 
 struct History {
@@ -38,9 +29,20 @@ struct History {
     events: VecDeque<SharedEvent>,
     last_seq: u64,
     expires_at: Instant,
+    /// Idempotency key → (seq, timestamp, remembered until).
+    keys: HashMap<String, (u64, String, Instant)>,
 }
 
 impl History {
+    fn new(now: Instant) -> Self {
+        Self {
+            events: VecDeque::new(),
+            last_seq: 0,
+            expires_at: now,
+            keys: HashMap::new(),
+        }
+    }
+
     fn oldest_seq(&self) -> Option<u64> {
         self.events.front().map(SharedEvent::seq)
     }
@@ -48,7 +50,7 @@ impl History {
 
 impl MemoryStore {
     /// A store announcing appends on `topics`.
-    pub fn new(config: MemoryConfig, topics: Arc<Topics>) -> Arc<Self> {
+    pub fn new(config: StoreConfig, topics: Arc<Topics>) -> Arc<Self> {
         Arc::new(Self {
             histories: Mutex::new(HashMap::new()),
             topics,
@@ -66,7 +68,7 @@ impl MemoryStore {
             let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return,
                     _ = tick.tick() => match store.upgrade() {
                         Some(store) => store.sweep(),
                         None => return,
@@ -78,12 +80,16 @@ impl MemoryStore {
 
     fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain(|_, history| history.expires_at > now);
+        let mut histories = self.lock();
+        histories.retain(|_, history| history.expires_at > now);
+        for history in histories.values_mut() {
+            history.keys.retain(|_, (_, _, until)| *until > now);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, History>> {
-        // A panic while holding the lock cannot leave a history half-written
-        // (every mutation is a single push/pop), so a poisoned map is usable.
+        // Every mutation is a single push/pop/insert, so a panic elsewhere while
+        // the lock was held cannot leave a history half-written.
         self.histories
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -92,30 +98,47 @@ impl MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn append(&self, event: NewEvent) -> Result<SharedEvent, StoreError> {
+    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         let now = Instant::now();
         let mut histories = self.lock();
         let history = histories
             .entry(event.execution_id().to_owned())
-            .or_insert_with(|| History {
-                events: VecDeque::new(),
-                last_seq: 0,
-                expires_at: now,
-            });
+            .or_insert_with(|| History::new(now));
         if history.expires_at <= now {
             // The previous history expired: seqs start again, as after a Redis TTL.
-            history.events.clear();
-            history.last_seq = 0;
+            *history = History::new(now);
+        }
+        if let Some(key) = event.idempotency_key()
+            && let Some((seq, timestamp, until)) = history.keys.get(key)
+            && *until > now
+        {
+            let (seq, timestamp) = (*seq, timestamp.clone());
+            return Ok(Receipt {
+                seq,
+                timestamp,
+                duplicate: true,
+            });
         }
         history.last_seq += 1;
-        let numbered = event.numbered(history.last_seq);
+        let seq = history.last_seq;
+        let numbered = event.numbered(seq);
         history.events.push_back(numbered.clone());
-        while history.events.len() > self.config.max_events {
+        while history.events.len() as u64 > self.config.max_events {
             history.events.pop_front();
         }
         history.expires_at = now + self.config.ttl;
+        if let Some(key) = event.idempotency_key() {
+            let until = now + self.config.idempotency_window;
+            history
+                .keys
+                .insert(key.to_owned(), (seq, event.timestamp().to_owned(), until));
+        }
         self.topics.publish(event.execution_id(), &numbered);
-        Ok(numbered)
+        Ok(Receipt {
+            seq,
+            timestamp: event.timestamp().to_owned(),
+            duplicate: false,
+        })
     }
 
     async fn range(
@@ -165,30 +188,28 @@ mod tests {
     use super::*;
     use exechub_protocol::PublishRequest;
 
-    fn store(ttl_secs: u64, max_events: usize) -> Arc<MemoryStore> {
-        let config = MemoryConfig {
+    fn store(ttl_secs: u64, max_events: u64) -> Arc<MemoryStore> {
+        let config = StoreConfig {
             ttl: Duration::from_secs(ttl_secs),
             max_events,
+            idempotency_window: Duration::from_secs(5),
         };
         MemoryStore::new(config, Topics::new(16))
     }
 
-    async fn publish(store: &MemoryStore, id: &str) -> u64 {
+    async fn publish(store: &MemoryStore, id: &str, key: Option<&str>) -> Receipt {
         let request =
             PublishRequest::from_slice(br#"{"event_type":"t","data":{}}"#).expect("valid");
-        store
-            .append(NewEvent::encode(id.into(), &request))
-            .await
-            .expect("append")
-            .seq()
+        let event = NewEvent::encode(id.into(), &request).with_idempotency_key(key.map(Into::into));
+        store.append(event).await.expect("append")
     }
 
     #[tokio::test(start_paused = true)]
     async fn history_expires_ttl_after_the_last_event_and_seqs_restart() {
         let store = store(10, 100);
-        assert_eq!(publish(&store, "e").await, 1);
+        assert_eq!(publish(&store, "e", None).await.seq, 1);
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(publish(&store, "e").await, 2);
+        assert_eq!(publish(&store, "e", None).await.seq, 2);
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(
             store.range("e", 0, 10).await.expect("range").events.len(),
@@ -196,14 +217,14 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(store.range("e", 0, 10).await.expect("range").last_seq, 0);
-        assert_eq!(publish(&store, "e").await, 1);
+        assert_eq!(publish(&store, "e", None).await.seq, 1);
     }
 
     #[tokio::test]
     async fn retention_cap_trims_the_oldest_and_reports_it() {
         let store = store(60, 3);
         for _ in 0..5 {
-            publish(&store, "e").await;
+            publish(&store, "e", None).await;
         }
         let page = store.range("e", 0, 10).await.expect("range");
         let seqs: Vec<u64> = page.events.iter().map(SharedEvent::seq).collect();
@@ -212,9 +233,25 @@ mod tests {
             (vec![3, 4, 5], Some(3), 5)
         );
         let page = store.range("e", 3, 1).await.expect("range");
+        let seqs: Vec<u64> = page.events.iter().map(SharedEvent::seq).collect();
+        assert_eq!(seqs, vec![4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_retry_returns_the_original_seq_within_the_window() {
+        let store = store(60, 100);
+        let first = publish(&store, "e", Some("k1")).await;
+        let retry = publish(&store, "e", Some("k1")).await;
         assert_eq!(
-            page.events.iter().map(SharedEvent::seq).collect::<Vec<_>>(),
-            vec![4]
+            (retry.seq, retry.duplicate, retry.timestamp),
+            (1, true, first.timestamp)
         );
+        assert_eq!(publish(&store, "e", Some("k2")).await.seq, 2);
+        assert_eq!(
+            store.range("e", 0, 10).await.expect("range").events.len(),
+            2
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(publish(&store, "e", Some("k1")).await.seq, 3);
     }
 }

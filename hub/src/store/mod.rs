@@ -6,11 +6,14 @@
 //! (Redis) implement the same trait and share the conformance tests.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
 use crate::broker::LiveFeed;
 use crate::event::{NewEvent, SharedEvent};
+
+use std::time::Duration;
 
 /// Failures of a store operation.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,9 @@ pub enum StoreError {
     /// The backend answered with data the hub cannot read; not retryable.
     #[error("event store returned corrupt data: {0}")]
     Corrupt(String),
+    /// The backend refused the operation (bad configuration, wrong key type…); not retryable.
+    #[error("event store refused the operation: {0}")]
+    Rejected(String),
 }
 
 impl StoreError {
@@ -29,6 +35,18 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+}
+
+/// What an append returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The seq of the event (the original one for an idempotent retry).
+    pub seq: u64,
+    /// The event's timestamp (the original one for an idempotent retry).
+    pub timestamp: String,
+    /// `true` when an earlier publish with the same idempotency key was found
+    /// and nothing new was stored.
+    pub duplicate: bool,
 }
 
 /// A slice of an execution's stored history.
@@ -40,6 +58,17 @@ pub struct Page {
     pub last_seq: u64,
     /// Lowest seq still retained, if any.
     pub oldest_seq: Option<u64>,
+}
+
+/// Settings every backend honours.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    /// A history expires this long after its last event.
+    pub ttl: Duration,
+    /// At most this many events are retained per execution; older ones are trimmed.
+    pub max_events: u64,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
 }
 
 /// Whether a store can serve requests, for `/health`.
@@ -59,12 +88,14 @@ pub struct StoreHealth {
 /// seq order.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Appends an event and returns it numbered.
+    /// Appends an event, or finds the earlier append with the same idempotency
+    /// key, and says which seq it has. Returns only once the write is durable
+    /// as far as the backend goes.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the backend cannot take the write; the
-    /// event was then not stored.
-    async fn append(&self, event: NewEvent) -> Result<SharedEvent, StoreError>;
+    /// event may then be retried (with its idempotency key, if it had one).
+    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError>;
 
     /// Returns up to `limit` stored events of `execution_id` with `seq > after`.
     ///

@@ -6,10 +6,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use exechub_protocol::{
-    Loc, PublishAccepted, PublishRequest, ValidationError, validate_execution_id,
+    Loc, MAX_IDEMPOTENCY_KEY_BYTES, PublishAccepted, PublishRequest, ValidationError,
+    validate_execution_id,
 };
 use serde_json::json;
 
@@ -23,34 +24,63 @@ pub const MAX_HISTORY_LIMIT: u64 = 10_000;
 pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 
 /// `POST /api/v1/executions/{execution_id}/events`: validate, store, answer 202 with the seq.
+///
+/// An `Idempotency-Key` header makes retries safe: a repeat within the window
+/// answers 202 with the original seq (and `Idempotent-Replayed: true`).
 pub async fn publish(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let id = execution_id(path);
-    let request = PublishRequest::from_slice(&body);
-    let (execution_id, request) = match (id, request) {
-        (Ok(id), Ok(request)) => (id, request),
-        (id, request) => {
+    let (id, key, request) = (
+        execution_id(path),
+        idempotency_key(&headers),
+        PublishRequest::from_slice(&body),
+    );
+    let (execution_id, key, request) = match (id, key, request) {
+        (Ok(id), Ok(key), Ok(request)) => (id, key, request),
+        (id, key, request) => {
             let detail = id
                 .err()
                 .into_iter()
+                .chain(key.err())
                 .chain(request.err().into_iter().flatten())
                 .collect();
             return Err(ApiError::Validation(detail));
         }
     };
-    let event = NewEvent::encode(execution_id, &request);
-    let stored = app.store.append(event.clone()).await?;
+    let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
+    let receipt = app.store.append(event).await?;
+    let replayed = [(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static(if receipt.duplicate { "true" } else { "false" }),
+    )];
     let accepted = PublishAccepted {
         status: "accepted".into(),
-        execution_id: event.execution_id().to_owned(),
-        seq: stored.seq(),
-        timestamp: event.timestamp().to_owned(),
+        execution_id,
+        seq: receipt.seq,
+        timestamp: receipt.timestamp,
     };
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    Ok((StatusCode::ACCEPTED, replayed, Json(accepted)).into_response())
+}
+
+/// The optional `Idempotency-Key` header: 1–256 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match raw.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ValidationError::new(
+            vec![Loc::from("header"), Loc::from("idempotency-key")],
+            "string_type",
+            "Input should be 1 to 256 visible ASCII characters",
+        )),
+    }
 }
 
 /// `GET /api/v1/executions/{execution_id}/events?after=N&limit=M`: stored events after N.

@@ -5,8 +5,10 @@
 //! on drop. Clients for HTTP, WebSocket and SSE wrap real connections and put
 //! a timeout on every wait, so a broken hub fails a test instead of hanging it.
 
-#![allow(dead_code, missing_docs)]
+// Each test binary uses a different part of the helpers.
+#![allow(dead_code, unused_imports, missing_docs)]
 
+pub mod redis;
 pub mod sse;
 pub mod ws;
 
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use redis::TestRedis;
 pub use sse::SseClient;
 pub use ws::WsClient;
 
@@ -158,6 +161,12 @@ impl TestHub {
         let pid = self.child.id().context("hub already exited")?;
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Kills the process outright (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.child.kill().await?;
         Ok(())
     }
 

@@ -1,0 +1,327 @@
+//! Redis persistence and multi-node fan-out, against real redis-server and hub processes.
+
+mod helpers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use helpers::ws::Received;
+use helpers::{TestHub, TestRedis, assert_contiguous, execution_id, within};
+use redis::Commands;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+async fn node(redis: &TestRedis) -> Result<TestHub> {
+    TestHub::spawn(&["--redis-url", &redis.url()]).await
+}
+
+fn stored_seqs(redis: &TestRedis, id: &str) -> Result<Vec<u64>> {
+    let items: Vec<String> = redis
+        .client()?
+        .lrange(format!("execution:{id}:events"), 0, -1)?;
+    items
+        .iter()
+        .map(|item| {
+            let event: Value = serde_json::from_str(item)?;
+            event["seq"].as_u64().context("stored item has a seq")
+        })
+        .collect()
+}
+
+/// Publisher progress, watched by the test: events acknowledged, and 503s seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    acked: u64,
+    refused: u32,
+}
+
+/// POSTs event `n` with idempotency key `n` to the first node that answers
+/// 202, retrying (as a worker would) through outages and dead nodes.
+async fn publish_until_accepted(
+    http: &reqwest::Client,
+    urls: &[String],
+    n: u64,
+    progress: &watch::Sender<Progress>,
+) -> Result<u64> {
+    let body = json!({ "event_type": "tick", "data": { "n": n } });
+    within("a publish to be accepted", async {
+        loop {
+            for url in urls {
+                let request = http.post(url).header("Idempotency-Key", format!("n-{n}"));
+                match request.json(&body).send().await {
+                    Ok(response) if response.status() == 202 => {
+                        let accepted: Value = response.json().await?;
+                        progress.send_modify(|p| p.acked += 1);
+                        return accepted["seq"].as_u64().context("seq");
+                    }
+                    Ok(response) if response.status() == 503 => {
+                        assert!(response.headers().contains_key("retry-after"));
+                        progress.send_modify(|p| p.refused += 1);
+                    }
+                    Ok(response) => bail!("publish answered {}", response.status()),
+                    Err(_) => {} // node down: try the next one
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await; // retry interval
+        }
+    })
+    .await?
+}
+
+/// Publishes events 0..total through `urls` in order, returning the acknowledged seqs.
+fn spawn_publisher(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    total: u64,
+) -> (
+    tokio::task::JoinHandle<Result<Vec<u64>>>,
+    watch::Receiver<Progress>,
+) {
+    let (progress_tx, progress) = watch::channel(Progress::default());
+    let task = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for n in 0..total {
+            acked.push(publish_until_accepted(&http, &urls, n, &progress_tx).await?);
+        }
+        Ok(acked)
+    });
+    (task, progress)
+}
+
+#[tokio::test]
+async fn events_live_in_the_seed_list_with_a_ttl() -> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let hub = node(&redis).await?;
+    let id = execution_id("seed-key");
+    hub.publish(&id, "tool_started", json!({ "tool": "grep" }))
+        .await?;
+    hub.publish(&id, "log", json!({ "line": "x" })).await?;
+    let mut client = redis.client()?;
+    let items: Vec<String> = client.lrange(format!("execution:{id}:events"), 0, -1)?;
+    assert_eq!(items.len(), 2);
+    let first: Value = serde_json::from_str(&items[0])?;
+    assert_eq!(
+        (first["seq"].as_u64(), first["event_type"].as_str()),
+        (Some(1), Some("tool_started"))
+    );
+    assert_eq!(first["data"], json!({ "tool": "grep" }));
+    assert!(first["timestamp"].is_string());
+    let ttl: i64 = client.ttl(format!("execution:{id}:events"))?;
+    assert!((1..=3600).contains(&ttl), "TTL {ttl}");
+    let health: Value = hub
+        .http
+        .get(hub.url("/health"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (
+            health["status"].as_str(),
+            health["store"]["backend"].as_str()
+        ),
+        (Some("ok"), Some("redis"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_publishers_on_two_nodes_get_unique_contiguous_seqs() -> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let nodes = Arc::new([node(&redis).await?, node(&redis).await?]);
+    let id = execution_id("two-nodes");
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (nodes, id) = (nodes.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..50 {
+                    seqs.push(
+                        nodes[t % 2]
+                            .publish(&id, "tick", json!({ "t": t, "i": i }))
+                            .await?,
+                    );
+                }
+                anyhow::Ok(seqs)
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.extend(task.await??);
+    }
+    seqs.sort_unstable();
+    assert_contiguous(&seqs, 1, 400);
+    assert_contiguous(&stored_seqs(&redis, &id)?, 1, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn subscriber_on_one_node_gets_events_published_on_the_other_exactly_once_in_order()
+-> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let (a, b) = (node(&redis).await?, node(&redis).await?);
+    let id = execution_id("cross-node");
+    let mut ws = a.ws().await?;
+    ws.subscribe(&id, None).await?;
+    let mut sse = a.sse(&id, "", None).await?;
+    for i in 0..100 {
+        let publisher = if i % 3 == 0 { &a } else { &b };
+        publisher.publish(&id, "tick", json!({ "i": i })).await?;
+    }
+    assert_contiguous(&ws.events_until(100).await?, 1, 100);
+    for seq in 1..=100 {
+        assert_eq!(sse.next_event().await?.seq, seq);
+    }
+    // Nothing more: the next message is the answer to a ping.
+    ws.request(json!({ "op": "ping" })).await?;
+    assert!(matches!(
+        ws.next_msg().await?,
+        exechub_protocol::ServerMsg::Pong { .. }
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn replay_then_live_across_nodes_under_concurrent_publishing() -> Result<()> {
+    const ROUNDS: u64 = 12;
+    const TOTAL: u64 = 200;
+    let redis = TestRedis::spawn().await?;
+    let (a, b) = (node(&redis).await?, Arc::new(node(&redis).await?));
+    for round in 0..ROUNDS {
+        let id = execution_id("replay-nodes");
+        let published = Arc::new(AtomicU64::new(0));
+        let (progress_tx, mut progress) = watch::channel(0u64);
+        let publishers: Vec<_> = (0..3)
+            .map(|_| {
+                let (b, id, published, progress_tx) = (
+                    b.clone(),
+                    id.clone(),
+                    published.clone(),
+                    progress_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    while published.fetch_add(1, Ordering::SeqCst) < TOTAL {
+                        let seq = b.publish(&id, "tick", json!({})).await?;
+                        progress_tx.send_modify(|max| *max = (*max).max(seq));
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        let join_at = 10 + round * 11;
+        within(
+            "publishers to make progress",
+            progress.wait_for(|n| *n >= join_at),
+        )
+        .await??;
+        let mut ws = a.ws().await?;
+        ws.subscribe(&id, Some(join_at / 2)).await?;
+        assert_contiguous(&ws.events_until(TOTAL).await?, join_at / 2 + 1, TOTAL);
+        for publisher in publishers {
+            publisher.await??;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotent_retry_on_another_node_returns_the_original_seq() -> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let (a, b) = (node(&redis).await?, node(&redis).await?);
+    let id = execution_id("idem");
+    let body = json!({ "event_type": "tool_finished", "data": { "ok": true } });
+    let mut answers = Vec::new();
+    for hub in [&a, &b] {
+        let response = hub
+            .http
+            .post(hub.events_url(&id))
+            .header("Idempotency-Key", "job-7")
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 202);
+        let replayed = response.headers().get("idempotent-replayed").cloned();
+        answers.push((replayed, response.json::<Value>().await?));
+    }
+    assert_eq!(answers[0].1, answers[1].1, "same seq and timestamp");
+    assert_eq!(
+        answers[1].0.as_ref().map(|h| h.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(stored_seqs(&redis, &id)?, vec![1]);
+    Ok(())
+}
+
+/// Redis goes away mid-stream and comes back with its data: publishes answer
+/// 503 meanwhile, and the subscriber ends with every acknowledged event once.
+#[tokio::test]
+async fn redis_restart_mid_stream_loses_nothing_acknowledged() -> Result<()> {
+    const TOTAL: u64 = 200;
+    let mut redis = TestRedis::spawn().await?;
+    let (a, b) = (node(&redis).await?, node(&redis).await?);
+    let id = execution_id("outage");
+    let mut ws = a.ws().await?;
+    ws.subscribe(&id, Some(0)).await?;
+
+    let (publisher, mut progress) = spawn_publisher(b.http.clone(), vec![b.events_url(&id)], TOTAL);
+    within("first publishes", progress.wait_for(|p| p.acked >= 50)).await??;
+    redis.stop().await?;
+    within(
+        "a publish refused with 503",
+        progress.wait_for(|p| p.refused > 0),
+    )
+    .await??;
+    let health = b.http.get(b.url("/health")).send().await?;
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.json::<Value>().await?["status"], "degraded");
+    redis.start().await?;
+
+    let mut acked = publisher.await??;
+    acked.sort_unstable();
+    assert_contiguous(&acked, 1, TOTAL);
+    assert_contiguous(&ws.events_until(TOTAL).await?, 1, TOTAL);
+    assert_contiguous(&stored_seqs(&redis, &id)?, 1, TOTAL);
+    Ok(())
+}
+
+/// A node dies with SIGKILL while publishers and a subscriber use it: the
+/// subscriber resumes on the other node from its last seq and, in the end,
+/// has seen every acknowledged event exactly once, in order.
+#[tokio::test]
+async fn killed_node_loses_nothing_and_clients_resume_on_another() -> Result<()> {
+    const TOTAL: u64 = 200;
+    let redis = TestRedis::spawn().await?;
+    let (mut a, b) = (node(&redis).await?, node(&redis).await?);
+    let id = execution_id("kill-9");
+    let mut ws = a.ws().await?;
+    ws.subscribe(&id, Some(0)).await?;
+
+    let urls = vec![a.events_url(&id), b.events_url(&id)];
+    let (publisher, mut progress) = spawn_publisher(b.http.clone(), urls, TOTAL);
+    within("first publishes", progress.wait_for(|p| p.acked >= 60)).await??;
+    let mut seen = Vec::new();
+    while seen.len() < 30 {
+        seen.push(ws.next_event().await?.seq);
+    }
+    a.kill().await?;
+    // Drain whatever the dead node managed to send, then resume on the other.
+    loop {
+        match ws.next().await {
+            Ok(Received::Msg(exechub_protocol::ServerMsg::Event { event })) => seen.push(event.seq),
+            Ok(Received::Msg(other)) => bail!("unexpected {other:?}"),
+            Ok(Received::Closed(_)) | Err(_) => break,
+        }
+    }
+    let last = *seen.last().context("saw events")?;
+    let mut resumed = b.ws().await?;
+    resumed.subscribe(&id, Some(last)).await?;
+    let mut acked = publisher.await??;
+    acked.sort_unstable();
+    assert_contiguous(&acked, 1, TOTAL);
+    seen.extend(resumed.events_until(TOTAL).await?);
+    assert_contiguous(&seen, 1, TOTAL);
+    Ok(())
+}
