@@ -32,3 +32,37 @@ ensure_rust() {
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   fi
 }
+
+# npm packages of the repo root (binaryen's wasm-opt, tsc, playwright-core).
+ensure_node_tools() {
+  if ! command -v npm >/dev/null; then
+    ensure_apt nodejs npm
+  fi
+  if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    say "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  # wasm-pack runs the first wasm-opt on PATH: binaryen from npm, never Debian's
+  # (binaryen 108 silently breaks wasm-bindgen output).
+  export PATH="$PWD/node_modules/.bin:$PATH"
+}
+
+# The wasm32 target, wasm-pack, and the wasm-bindgen CLI at exactly the version in Cargo.lock.
+ensure_wasm_tools() {
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
+    rustup target add wasm32-unknown-unknown
+  fi
+  command -v wasm-pack >/dev/null || { say "installing wasm-pack"; cargo install wasm-pack --locked; }
+  local want have
+  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+  have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')
+  if [ "$have" != "$want" ]; then
+    say "installing wasm-bindgen-cli $want"
+    cargo install wasm-bindgen-cli --version "$want" --force
+  fi
+}
+
+# Debian's chromium and its driver, for the browser tests.
+ensure_browser() {
+  ensure_apt chromium chromium-driver
+}

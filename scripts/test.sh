@@ -1,14 +1,49 @@
 #!/usr/bin/env bash
-# Runs the whole exechub test suite: unit tests, then end-to-end tests that
-# start the real hub binary (and the servers they need) on free loopback ports.
-# Installs what is missing first, or says exactly what to install.
+# Runs the whole exechub test suite:
+#   1. cargo test --workspace: unit tests, and end-to-end tests that start the
+#      real hub binary and real redis-server processes on free loopback ports;
+#   2. the browser client: its TypeScript types under `tsc --strict`, and its
+#      wasm-bindgen tests in headless Chromium against a real hub;
+#   3. the web demo in Chromium (playwright-core), against real hub and Redis.
+# Installs what is missing first (apt packages as root, cargo and npm tools),
+# or says exactly what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure.sh
 
 ensure_rust
-# The Redis tests start their own redis-server processes on free ports.
+# The end-to-end tests start their own servers on free ports.
 ensure_apt redis-server
+ensure_browser
+ensure_wasm_tools
+ensure_node_tools
+
+say "cargo test (unit and end-to-end)"
 # Build once up front so the end-to-end tests find the hub binary ready.
 cargo build --locked -p exechub --bin exechub
 cargo test --locked --workspace "$@"
+
+scripts/build-web.sh
+say "tsc --strict on the generated TypeScript types"
+tsc -p wasm-client/typecheck
+
+# A hub for the wasm-bindgen tests, on a free port; stopped on exit.
+hub_log=$(mktemp)
+./target/debug/exechub --listen 127.0.0.1:0 2>"$hub_log" &
+hub_pid=$!
+trap 'kill "$hub_pid" 2>/dev/null || true; rm -f "$hub_log"' EXIT
+hub_url=""
+for _ in $(seq 1 200); do
+  hub_url=$(grep -o 'listening on http://[0-9.:]*' "$hub_log" | head -n 1 | sed 's/listening on //') || true
+  [ -n "$hub_url" ] && break
+  kill -0 "$hub_pid" 2>/dev/null || { cat "$hub_log" >&2; echo "the hub exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$hub_url" ] || { echo "the hub did not report its address" >&2; exit 1; }
+
+say "wasm-bindgen tests in headless Chromium against $hub_url"
+(cd wasm-client && EXECHUB_TEST_URL="$hub_url" CHROMEDRIVER=/usr/bin/chromedriver \
+  wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --mode no-install)
+
+say "web demo in Chromium"
+node --test tests/browser/

@@ -63,7 +63,8 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_IDEMPOTENCY_WINDOW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_window: u64,
 
-    /// Directory of static files served at `/` (the web demo).
+    /// Directory of static files served at `/` (the web demo). Defaults to
+    /// `web-demo/dist` when it has been built (`scripts/build-web.sh`).
     #[arg(long, env = "EXECHUB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 }
@@ -93,6 +94,14 @@ impl Config {
                 .filter(|url| !url.is_empty());
         }
         config
+    }
+
+    /// The directory served at `/`: `--static-dir`, or the built demo when present.
+    pub fn static_dir(&self) -> Option<PathBuf> {
+        self.static_dir.clone().or_else(|| {
+            let built = PathBuf::from("web-demo/dist");
+            built.join("index.html").is_file().then_some(built)
+        })
     }
 
     /// Settings for the store.

@@ -28,6 +28,9 @@ async fn main() -> anyhow::Result<()> {
         "cannot start the store"
     })?;
     let health = state.store.health().await;
+    if let Some(dir) = state.config.static_dir() {
+        tracing::info!(dir = %dir.display(), "serving static files at /");
+    }
     tracing::info!(store = health.backend, "exechub listening on http://{addr}");
     exechub::run(listener, state, shutdown_signal())
         .await

@@ -266,9 +266,10 @@ fn ws_encoder(
 ) -> Box<dyn Fn(Item) -> Message + Send + Sync> {
     Box::new(move |item| match item {
         Item::Event(event) => Message::Text(event.ws_frame()),
-        Item::Subscribed => text(&ServerMsg::Subscribed {
+        Item::Subscribed { after } => text(&ServerMsg::Subscribed {
             id: id.clone(),
             execution_id: execution_id.clone(),
+            after,
         }),
         Item::HistoryLost {
             after,

@@ -84,6 +84,11 @@ pub enum ServerMsg {
         id: Option<RequestId>,
         /// The execution subscribed to.
         execution_id: String,
+        /// Delivery continues with the event after this seq: the requested
+        /// `after`, or for a live-only subscription the head at subscribe
+        /// time. A client that reconnects before any event arrives resumes here.
+        #[serde(default)]
+        after: u64,
     },
     /// A subscription ended at the client's request.
     Unsubscribed {

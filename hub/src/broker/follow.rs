@@ -29,8 +29,12 @@ const RETRY_FOR: Duration = Duration::from_secs(60);
 /// What a subscription delivers, in order.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// The live feed is in place: anything published from now on will be delivered.
-    Subscribed,
+    /// The live feed is in place: anything published from now on will be
+    /// delivered, starting after seq `after`.
+    Subscribed {
+        /// Delivery continues with the seq after this one.
+        after: u64,
+    },
     /// The next event.
     Event(SharedEvent),
     /// Events `after + 1 ..= resume_after` no longer exist; delivery goes on after `resume_after`.
@@ -105,12 +109,14 @@ impl<F> Follower<F> {
         match after {
             Some(after) => {
                 self.last = after;
-                self.deliver(Item::Subscribed, false).await?;
+                self.deliver(Item::Subscribed { after: self.last }, false)
+                    .await?;
                 self.catch_up(u64::MAX, false).await?;
             }
             None => {
                 self.last = self.page(0, 0).await?.last_seq;
-                self.deliver(Item::Subscribed, false).await?;
+                self.deliver(Item::Subscribed { after: self.last }, false)
+                    .await?;
             }
         }
         loop {
@@ -199,7 +205,7 @@ impl<F> Follower<F> {
         match &item {
             Item::Event(event) => self.last = event.seq(),
             Item::HistoryLost { resume_after, .. } => self.last = *resume_after,
-            Item::Subscribed => {}
+            Item::Subscribed { .. } => {}
         }
         let frame = (self.outbox.encode)(item);
         if !live {

@@ -11,7 +11,9 @@ pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, header};
 use axum::routing::{any, get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -20,7 +22,7 @@ use crate::AppState;
 /// All routes of the hub.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_event_bytes;
-    let static_dir = state.config.static_dir.clone();
+    let static_dir = state.config.static_dir();
     let api = Router::new()
         .route("/health", get(http::health))
         .route(
@@ -39,5 +41,25 @@ pub fn router(state: AppState) -> Router {
         }
         None => api,
     };
-    api.layer(TraceLayer::new_for_http()).with_state(state)
+    api.layer(cors())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Browser UIs on other origins may call the API. Credentials are bearer
+/// tokens, never cookies, so allowing any origin exposes nothing extra.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("idempotent-replayed"),
+            header::RETRY_AFTER,
+        ])
 }

@@ -106,7 +106,7 @@ async fn next_frame(
 fn encode(item: Item) -> Bytes {
     match item {
         Item::Event(event) => event.sse_frame(),
-        Item::Subscribed => Bytes::from_static(b"retry: 1000\n: subscribed\n\n"),
+        Item::Subscribed { .. } => Bytes::from_static(b"retry: 1000\n: subscribed\n\n"),
         Item::HistoryLost {
             after,
             resume_after,

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the browser client (the npm package in wasm-client/pkg) and the demo
+# page (web-demo/dist), which the hub serves at / when it exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure.sh
+
+ensure_rust
+ensure_wasm_tools
+ensure_node_tools
+
+say "building the exechub-client package (wasm-pack)"
+wasm-pack --quiet build wasm-client --mode no-install --target web --profile wasm-release
+say "building the demo (web-demo/dist)"
+rm -rf web-demo/dist
+mkdir -p web-demo/dist
+cp web-demo/index.html web-demo/app.js web-demo/style.css web-demo/dist/
+cp -r wasm-client/pkg web-demo/dist/pkg

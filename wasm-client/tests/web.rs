@@ -1,0 +1,266 @@
+//! The client in real headless Chromium against a real hub.
+//!
+//! `scripts/test.sh` starts an `exechub` process and compiles these tests with
+//! `EXECHUB_TEST_URL` pointing at it (e.g. `http://127.0.0.1:41234`).
+
+#![cfg(target_arch = "wasm32")]
+#![allow(missing_docs)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use exechub_client::{ExechubClient, history, publish_http};
+use js_sys::{Array, Reflect};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn hub() -> &'static str {
+    env!(
+        "EXECHUB_TEST_URL",
+        "set EXECHUB_TEST_URL to a running hub to build the browser tests"
+    )
+}
+
+fn ws_url() -> String {
+    format!("{}/ws", hub().replacen("http", "ws", 1))
+}
+
+fn execution_id(name: &str) -> String {
+    format!("{name}-{}", (js_sys::Math::random() * 1e12) as u64)
+}
+
+fn get(value: &JsValue, key: &str) -> JsValue {
+    Reflect::get(value, &key.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn data(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).expect("test JSON")
+}
+
+/// Polls `condition` until it holds, for at most 10 s.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if condition() {
+            return;
+        }
+        gloo_timers::future::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Events received by a subscription, and the closure that receives them.
+struct Collector {
+    events: Rc<RefCell<Vec<JsValue>>>,
+    closure: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Collector {
+    fn new() -> Self {
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&events);
+        let closure = Closure::wrap(
+            Box::new(move |event: JsValue| sink.borrow_mut().push(event))
+                as Box<dyn FnMut(JsValue)>,
+        );
+        Self { events, closure }
+    }
+
+    fn handler(&self) -> exechub_client::types::EventHandlerJs {
+        self.closure.as_ref().clone().unchecked_into()
+    }
+
+    fn seqs(&self) -> Vec<f64> {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|e| get(e, "seq").as_f64())
+            .collect()
+    }
+}
+
+async fn connected() -> ExechubClient {
+    let client = ExechubClient::new(&ws_url(), None).expect("client");
+    until("the connection to open", || {
+        JsValue::from(client.state()) == "open"
+    })
+    .await;
+    client
+}
+
+async fn publish_over_http(id: &str, n: u32) -> f64 {
+    let promise = publish_http(
+        hub().into(),
+        id.into(),
+        "tick".into(),
+        data(&format!(r#"{{"n":{n}}}"#)).unchecked_into(),
+        None,
+    );
+    JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect("published")
+        .as_f64()
+        .expect("seq")
+}
+
+#[wasm_bindgen_test]
+async fn receives_events_published_over_http_as_typed_objects() {
+    let client = connected().await;
+    let id = execution_id("receive");
+    let collector = Collector::new();
+    let _subscription = client
+        .subscribe(id.clone(), collector.handler(), None)
+        .expect("subscribe");
+    // Delivery starts once the hub confirmed; publishes after that must arrive.
+    until("the subscription to be confirmed", || {
+        _subscription.last_seq().is_some()
+    })
+    .await;
+    for n in 1..=3 {
+        publish_over_http(&id, n).await;
+    }
+    until("three events", || collector.events.borrow().len() == 3).await;
+    assert_eq!(collector.seqs(), vec![1.0, 2.0, 3.0]);
+    let first = collector.events.borrow()[0].clone();
+    assert_eq!(get(&first, "executionId"), JsValue::from(id.as_str()));
+    assert_eq!(get(&first, "eventType"), "tick");
+    assert_eq!(get(&get(&first, "data"), "n").as_f64(), Some(1.0));
+    assert!(get(&first, "timestamp").is_string());
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn publish_resolves_with_the_seq_and_history_reads_it_back() {
+    let client = connected().await;
+    let id = execution_id("publish");
+    for expected in 1..=3 {
+        let promise = client.publish(
+            id.clone(),
+            "log".into(),
+            data(r#"{"line":"hi"}"#).unchecked_into(),
+            None,
+        );
+        let seq = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+            .await
+            .expect("acked");
+        assert_eq!(seq.as_f64(), Some(f64::from(expected)));
+    }
+    let options = data(r#"{"after":1,"limit":1}"#).unchecked_into();
+    let promise = history(hub().into(), id.clone(), Some(options));
+    let page = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect("history");
+    assert_eq!(get(&page, "lastSeq").as_f64(), Some(3.0));
+    let events: Array = get(&page, "events").unchecked_into();
+    assert_eq!(events.length(), 1);
+    assert_eq!(get(&events.get(0), "seq").as_f64(), Some(2.0));
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn subscribing_with_after_replays_then_continues_live() {
+    let client = connected().await;
+    let id = execution_id("after");
+    for n in 1..=5 {
+        publish_over_http(&id, n).await;
+    }
+    let collector = Collector::new();
+    let options = data(r#"{"after":2}"#).unchecked_into();
+    let _subscription = client
+        .subscribe(id.clone(), collector.handler(), Some(options))
+        .expect("subscribe");
+    until("the replay", || collector.events.borrow().len() == 3).await;
+    publish_over_http(&id, 6).await;
+    until("the live event", || collector.events.borrow().len() == 4).await;
+    assert_eq!(collector.seqs(), vec![3.0, 4.0, 5.0, 6.0]);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn unsubscribe_stops_delivery() {
+    let client = connected().await;
+    let (a, b) = (execution_id("unsub-a"), execution_id("unsub-b"));
+    let (on_a, on_b) = (Collector::new(), Collector::new());
+    let sub_a = client
+        .subscribe(
+            a.clone(),
+            on_a.handler(),
+            Some(data(r#"{"after":0}"#).unchecked_into()),
+        )
+        .expect("a");
+    let _sub_b = client
+        .subscribe(
+            b.clone(),
+            on_b.handler(),
+            Some(data(r#"{"after":0}"#).unchecked_into()),
+        )
+        .expect("b");
+    publish_over_http(&a, 1).await;
+    until("a's first event", || on_a.events.borrow().len() == 1).await;
+    sub_a.unsubscribe();
+    publish_over_http(&a, 2).await;
+    publish_over_http(&b, 1).await;
+    until("b's event", || on_b.events.borrow().len() == 1).await;
+    assert_eq!(on_a.seqs(), vec![1.0], "nothing after unsubscribe");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_rejects_with_a_typed_error_carrying_the_422_detail() {
+    let client = connected().await;
+    let id = execution_id("invalid");
+    let promise = client.publish(id.clone(), "x".into(), data("[1,2]").unchecked_into(), None);
+    let error = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect_err("rejected");
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(get(&error, "name"), "ExechubError");
+    assert_eq!(get(&error, "code"), "invalid_request");
+    let detail: Array = get(&error, "detail").unchecked_into();
+    assert_eq!(
+        js_sys::JSON::stringify(&get(&detail.get(0), "loc"))
+            .ok()
+            .map(String::from),
+        Some(r#"["body","data"]"#.into())
+    );
+
+    // The hub's own 422 over HTTP: an empty execution id.
+    let promise = publish_http(
+        hub().into(),
+        String::new(),
+        "x".into(),
+        data("{}").unchecked_into(),
+        None,
+    );
+    let error = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect_err("422");
+    assert_eq!(
+        (get(&error, "code"), get(&error, "status").as_f64()),
+        (JsValue::from("invalid_request"), Some(422.0))
+    );
+    let detail: Array = get(&error, "detail").unchecked_into();
+    assert_eq!(
+        js_sys::JSON::stringify(&get(&detail.get(0), "loc"))
+            .ok()
+            .map(String::from),
+        Some(r#"["path","execution_id"]"#.into())
+    );
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn close_rejects_further_publishes_and_reports_the_state() {
+    let client = connected().await;
+    client.close();
+    assert_eq!(JsValue::from(client.state()), "closed");
+    let promise = client.publish("x".into(), "y".into(), data("{}").unchecked_into(), None);
+    let error = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect_err("closed");
+    assert_eq!(get(&error, "code"), "closed");
+}

@@ -1,0 +1,72 @@
+// Compiled with `tsc --strict --noEmit` by scripts/test.sh: proves the package's
+// generated types are real types (not `any`) and fit how applications use them.
+import init, {
+  ExechubClient,
+  history,
+  publishHttp,
+  type ConnectionState,
+  type ExechubError,
+  type ExecutionEvent,
+  type HistoryLost,
+  type HistoryPage,
+  type Subscription,
+} from "../pkg/exechub_client.js";
+
+export async function demo(): Promise<void> {
+  await init();
+  const states: ConnectionState[] = [];
+  const client = new ExechubClient("ws://127.0.0.1:8080/ws", {
+    token: "t",
+    minReconnectDelayMs: 100,
+    maxReconnectDelayMs: 5_000,
+    onStateChange: (state: ConnectionState) => states.push(state),
+  });
+  const state: ConnectionState = client.state;
+
+  const seen: number[] = [];
+  const subscription: Subscription = client.subscribe(
+    "exec-1",
+    (event: ExecutionEvent) => {
+      const seq: number = event.seq;
+      const type: string = event.eventType;
+      const id: string = event.executionId;
+      const when: string = event.timestamp;
+      const data: Record<string, unknown> = event.data;
+      seen.push(seq);
+      void [type, id, when, data];
+    },
+    {
+      after: 0,
+      onHistoryLost: (lost: HistoryLost) => seen.push(lost.resumeAfter),
+      onError: (error: ExechubError) => console.warn(error.code, error.detail?.[0]?.loc),
+    },
+  );
+  const last: number | undefined = subscription.lastSeq;
+
+  try {
+    const seq: number = await client.publish("exec-1", "log", { line: "hello" });
+    const viaHttp: number = await publishHttp("http://127.0.0.1:8080", "exec-1", "log", { n: 1 }, {
+      idempotencyKey: "job-1",
+    });
+    void [seq, viaHttp];
+  } catch (caught) {
+    const error = caught as ExechubError;
+    if (error.code === "invalid_request") {
+      for (const problem of error.detail ?? []) {
+        const where: (string | number)[] = problem.loc;
+        void [where, problem.msg, problem.type];
+      }
+    }
+  }
+
+  const page: HistoryPage = await history("http://127.0.0.1:8080", "exec-1", { after: 0, limit: 50 });
+  const oldest: number | null = page.oldestSeq;
+  const first: ExecutionEvent | undefined = page.events[0];
+  void [state, last, oldest, first, page.lastSeq];
+
+  subscription.unsubscribe();
+  client.close();
+}
+
+// @ts-expect-error: the event type must be a string
+void new ExechubClient("ws://x/ws").publish("exec-1", 42, {});
