@@ -4,13 +4,78 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{Auth, AuthSetupError, Origins, Secret};
+
+/// The command line: serve (the default), or a subcommand.
+#[derive(Debug, Parser)]
+#[command(name = "exechub", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a signed HS256 token, for development and tests.
+    Token(TokenArgs),
+}
+
+/// `exechub token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The HS256 secret the hub verifies with.
+    #[arg(long, env = "EXECHUB_JWT_SECRET", hide_env_values = true)]
+    pub secret: Secret,
+    /// A permission to grant (repeatable).
+    #[arg(long = "scope", value_parser = ["publish", "subscribe"], required = true)]
+    pub scopes: Vec<String>,
+    /// An execution id, or a prefix ending in `*`, to limit the token to (repeatable; default all).
+    #[arg(long = "execution")]
+    pub executions: Vec<String>,
+    /// Lifetime: seconds, or a number with s, m, h or d (e.g. `1h`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The `sub` claim.
+    #[arg(long, default_value = "dev")]
+    pub sub: String,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    pub audience: Option<String>,
+}
+
+/// `90`, `90s`, `15m`, `1h`, `2d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in `{text}`; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
 
 /// exechub: a real-time event hub for executions.
 ///
 /// Every flag can also be set through the environment variable named in its help.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "exechub", version, about, long_about = None)]
+#[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "EXECHUB_LISTEN", default_value = "127.0.0.1:8080")]
@@ -63,6 +128,37 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_IDEMPOTENCY_WINDOW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_window: u64,
 
+    /// HS256 secret: require bearer JWTs signed with it on every API and socket.
+    #[arg(long, env = "EXECHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256): require JWTs it verifies.
+    #[arg(long, env = "EXECHUB_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "EXECHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "EXECHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Page origin allowed to open WebSockets (repeatable; env: comma-separated). Default: any.
+    #[arg(
+        long = "allowed-origin",
+        env = "EXECHUB_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Development only: print a token that allows everything and serve fresh
+    /// ones at `/dev/token` for the demo. Refused unless `--listen` is a
+    /// loopback address and `--jwt-secret` is set; deliberately has no
+    /// environment variable, so a stray variable cannot turn it on.
+    #[arg(long)]
+    pub dev_token: bool,
+
     /// Directory of static files served at `/` (the web demo). Defaults to
     /// `web-demo/dist` when it has been built (`scripts/build-web.sh`).
     #[arg(long, env = "EXECHUB_STATIC_DIR")]
@@ -85,15 +181,34 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout)
     }
 
-    /// Parses flags and environment, including the conventional `REDIS_URL`.
-    pub fn from_env() -> Self {
-        let mut config = Self::parse();
-        if config.redis_url.is_none() {
-            config.redis_url = std::env::var("REDIS_URL")
+    /// Parses the command line and environment, including the conventional `REDIS_URL`.
+    pub fn from_env() -> Cli {
+        let mut cli = Cli::parse();
+        if cli.config.redis_url.is_none() {
+            cli.config.redis_url = std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty());
         }
-        config
+        cli
+    }
+
+    /// How tokens are verified (off when no key is configured).
+    ///
+    /// # Errors
+    /// [`AuthSetupError`] for an unreadable or unsupported key, or two keys.
+    pub fn auth(&self) -> Result<Auth, AuthSetupError> {
+        let (issuer, audience) = (self.jwt_issuer.as_deref(), self.jwt_audience.as_deref());
+        match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => Err(AuthSetupError::Both),
+            (Some(secret), None) => Auth::hs256(secret, issuer, audience),
+            (None, Some(path)) => Auth::public_key(path, issuer, audience),
+            (None, None) => Ok(Auth::off()),
+        }
+    }
+
+    /// The WebSocket origin allowlist.
+    pub fn origins(&self) -> Origins {
+        Origins::new(&self.allowed_origins)
     }
 
     /// The directory served at `/`: `--static-dir`, or the built demo when present.

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use exechub_protocol::{ErrorCode, HttpValidationError, ValidationError};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::store::StoreError;
 
 /// Why a request failed.
@@ -26,6 +27,12 @@ pub enum ApiError {
     /// The store failed (HTTP 503 when retryable, 500 otherwise).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The token is missing or invalid (401), or does not allow this (403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The page's `Origin` may not open WebSockets (403).
+    #[error("origin not allowed")]
+    OriginNotAllowed,
 }
 
 impl From<ValidationError> for ApiError {
@@ -55,6 +62,32 @@ impl IntoResponse for ApiError {
                 let body = Json(json!({ "detail": "event store unavailable, retry later" }));
                 let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
                 (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
+            }
+            Self::Auth(refusal) if refusal.is_forbidden() => {
+                let body = json!({ "detail": refusal.to_string(), "code": refusal.code() });
+                (StatusCode::FORBIDDEN, Json(body)).into_response()
+            }
+            Self::Auth(refusal) => {
+                // RFC 6750: say the scheme, and why when a token was presented.
+                let challenge = match &refusal {
+                    AuthError::Missing => r#"Bearer realm="exechub""#.to_owned(),
+                    other => format!(
+                        r#"Bearer realm="exechub", error="invalid_token", error_description="{other}""#
+                    ),
+                };
+                let header = HeaderValue::from_str(&challenge)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+                let body = json!({ "detail": refusal.to_string(), "code": refusal.code() });
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, header)],
+                    Json(body),
+                )
+                    .into_response()
+            }
+            Self::OriginNotAllowed => {
+                let body = json!({ "detail": "this origin may not open WebSockets", "code": "origin_not_allowed" });
+                (StatusCode::FORBIDDEN, Json(body)).into_response()
             }
             Self::Store(error) => {
                 tracing::error!(%error, "store failure");

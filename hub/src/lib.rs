@@ -14,6 +14,7 @@
 //! failures to HTTP statuses and WebSocket codes), [`event`] (serialize-once
 //! events), [`store`], [`broker`], [`transport`], [`session`].
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
@@ -31,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+
+use crate::auth::{Auth, AuthSetupError, Origins};
 
 use crate::broker::Topics;
 use crate::store::memory::MemoryStore;
@@ -52,6 +55,26 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Open connection counts.
     pub stats: Arc<Stats>,
+    /// Token verification (off when no key is configured).
+    pub auth: Auth,
+    /// Origins allowed to open WebSockets.
+    pub origins: Origins,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The store (Redis) is unreachable or misconfigured.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The auth configuration is unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// `--dev-token` was asked for where it is not allowed.
+    #[error(
+        "--dev-token needs --jwt-secret and a loopback --listen address (it is for development only)"
+    )]
+    DevToken,
 }
 
 /// Open connection counters, reported by `/health`.
@@ -104,8 +127,13 @@ impl AppState {
     /// Builds the state for `config`: the store it selects, empty registries.
     ///
     /// # Errors
-    /// [`StoreError`] when the configured Redis cannot be reached.
-    pub async fn new(config: Config) -> Result<Self, StoreError> {
+    /// [`SetupError`] when the configured Redis cannot be reached, the auth
+    /// settings are unusable, or `--dev-token` is asked for outside development.
+    pub async fn new(config: Config) -> Result<Self, SetupError> {
+        let auth = config.auth()?;
+        if config.dev_token && (config.jwt_secret.is_none() || !config.listen.ip().is_loopback()) {
+            return Err(SetupError::DevToken);
+        }
         let shutdown = CancellationToken::new();
         let topics = Topics::new(config.subscriber_buffer);
         let store: Arc<dyn EventStore> = match &config.redis_url {
@@ -122,6 +150,8 @@ impl AppState {
         Ok(Self {
             store,
             topics,
+            auth,
+            origins: config.origins(),
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
@@ -161,4 +191,27 @@ pub async fn run(
         tracing::warn!("some WebSocket sessions did not close within {grace:?}");
     }
     Ok(())
+}
+
+impl AppState {
+    /// A fresh development token (subscribe and publish everywhere, 12 hours),
+    /// when the hub runs with `--dev-token`.
+    pub fn dev_token(&self) -> Option<String> {
+        let secret = self
+            .config
+            .jwt_secret
+            .as_ref()
+            .filter(|_| self.config.dev_token)?;
+        let now = auth::now();
+        let claims = auth::Claims {
+            sub: Some("dev".into()),
+            exp: now + 12 * 3600,
+            iat: Some(now),
+            iss: self.config.jwt_issuer.clone(),
+            aud: self.config.jwt_audience.clone(),
+            scope: auth::Scope::List(vec!["publish".into(), "subscribe".into()]),
+            executions: None,
+        };
+        auth::mint(secret, &claims).ok()
+    }
 }

@@ -3,13 +3,18 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use exechub::{AppState, Config};
+use exechub::config::{Command, TokenArgs};
+use exechub::{AppState, Config, auth};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env();
+    let cli = Config::from_env();
+    if let Some(Command::Token(args)) = cli.command {
+        return print_token(&args);
+    }
+    let config = cli.config;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -17,25 +22,63 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let listener = TcpListener::bind(config.listen)
+    let listen = config.listen;
+    let state = AppState::new(config).await.context("cannot start")?;
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr().context("no local address")?;
-    let redis = config.redis_url.is_some();
-    let state = AppState::new(config).await.context(if redis {
-        "cannot connect to Redis"
-    } else {
-        "cannot start the store"
-    })?;
-    let health = state.store.health().await;
-    if let Some(dir) = state.config.static_dir() {
-        tracing::info!(dir = %dir.display(), "serving static files at /");
-    }
-    tracing::info!(store = health.backend, "exechub listening on http://{addr}");
+    announce(&state, addr).await;
     exechub::run(listener, state, shutdown_signal())
         .await
         .context("server failed")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs how the hub is set up; the last line tells tests the bound address.
+async fn announce(state: &AppState, addr: std::net::SocketAddr) {
+    if !state.auth.enabled() {
+        tracing::warn!(
+            "authentication is OFF: anyone who reaches this port can publish and subscribe (set --jwt-secret or --jwt-public-key)"
+        );
+    }
+    if !state.origins.restricted() {
+        tracing::info!(
+            "WebSocket connections are accepted from any Origin (set --allowed-origin to restrict)"
+        );
+    }
+    if let Some(token) = state.dev_token() {
+        // Printed on stdout, never logged: this is the development convenience `--dev-token` asks for.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("development token (publish + subscribe on every execution, 12 h):\n{token}");
+        }
+    }
+    if let Some(dir) = state.config.static_dir() {
+        tracing::info!(dir = %dir.display(), "serving static files at /");
+    }
+    let health = state.store.health().await;
+    tracing::info!(store = health.backend, "exechub listening on http://{addr}");
+}
+
+/// `exechub token …`: prints a signed token.
+fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let now = auth::now();
+    let claims = auth::Claims {
+        sub: Some(args.sub.clone()),
+        exp: now + args.ttl.as_secs(),
+        iat: Some(now),
+        iss: args.issuer.clone(),
+        aud: args.audience.clone(),
+        scope: auth::Scope::List(args.scopes.clone()),
+        executions: (!args.executions.is_empty()).then(|| args.executions.clone()),
+    };
+    let token = auth::mint(&args.secret, &claims).map_err(anyhow::Error::msg)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{token}");
+    }
     Ok(())
 }
 

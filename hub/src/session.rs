@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::AppState;
+use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
 use crate::broker::follow::{FollowEnd, Item, Outbox, follow};
 use crate::error::ws_store_error;
 use crate::event::NewEvent;
@@ -27,7 +28,7 @@ use crate::event::NewEvent;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a connection until the client leaves, falls behind, or the hub shuts down.
-pub async fn run<S, R, E>(app: AppState, sink: S, stream: R)
+pub async fn run<S, R, E>(app: AppState, grant: Grant, sink: S, stream: R)
 where
     S: Sink<Message> + Unpin + Send + 'static,
     S::Error: Send,
@@ -39,6 +40,7 @@ where
     let writer = tokio::spawn(write_loop(sink, queue, close_rx));
     let mut session = Session {
         app,
+        grant,
         out,
         subscriptions: HashMap::new(),
         followers: JoinSet::new(),
@@ -54,6 +56,8 @@ where
 
 struct Session {
     app: AppState,
+    /// What the connection's token allows; replaced by an `auth` op.
+    grant: Grant,
     /// The connection's bounded outbound queue.
     out: mpsc::Sender<Message>,
     /// Live subscriptions by execution id.
@@ -71,9 +75,13 @@ impl Session {
         R: Stream<Item = Result<Message, E>> + Unpin,
     {
         loop {
+            let expiry = token_expiry(self.grant.expires_at);
             let result = tokio::select! {
                 () = self.app.shutdown.cancelled() => {
                     return Some(close_frame(close::GOING_AWAY, "server shutting down"));
+                }
+                () = expiry => {
+                    return Some(close_frame(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"));
                 }
                 Some(done) = self.followers.join_next_with_id() => match done {
                     Ok((task, (execution_id, end))) => self.on_follower_end(task, execution_id, end).await,
@@ -116,7 +124,10 @@ impl Session {
                 id,
                 execution_id,
                 after,
-            } => self.subscribe(id, execution_id, after).await,
+            } => match self.grant.check(Action::Subscribe, &execution_id) {
+                Ok(()) => self.subscribe(id, execution_id, after).await,
+                Err(refusal) => self.reply(auth_error(id, &refusal, execution_id)).await,
+            },
             ClientMsg::Unsubscribe { id, execution_id } => self.unsubscribe(id, execution_id).await,
             ClientMsg::Publish {
                 id,
@@ -124,12 +135,44 @@ impl Session {
                 event,
                 idempotency_key,
             } => {
+                if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
+                    return self.reply(auth_error(id, &refusal, execution_id)).await;
+                }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
                 self.publish(id, event).await
             }
             ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }).await,
+            ClientMsg::Auth { id, token } => self.reauthenticate(id, &token).await,
         }
+    }
+
+    /// Swaps in a fresh token's grant; subscriptions it no longer covers end.
+    async fn reauthenticate(&mut self, id: Option<RequestId>, token: &str) -> Result<(), Ending> {
+        let grant = match self.app.auth.authenticate(Some(token)) {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                let msg = error_msg(id, ErrorCode::Unauthorized, &refusal.to_string(), None);
+                return self.reply(msg).await;
+            }
+        };
+        let revoked: Vec<String> = self
+            .subscriptions
+            .keys()
+            .filter(|execution_id| grant.check(Action::Subscribe, execution_id).is_err())
+            .cloned()
+            .collect();
+        self.grant = grant;
+        for execution_id in revoked {
+            if let Some(handle) = self.subscriptions.remove(&execution_id) {
+                handle.abort();
+            }
+            let refusal = AuthError::Forbidden("subscribe");
+            self.reply(auth_error(None, &refusal, execution_id)).await?;
+        }
+        let expires_at = self.grant.expires_at;
+        self.reply(ServerMsg::Authenticated { id, expires_at })
+            .await
     }
 
     async fn subscribe(
@@ -300,6 +343,28 @@ fn error_msg(
         execution_id,
         detail: None,
     }
+}
+
+/// The `error` frame for a refused token or operation.
+fn auth_error(id: Option<RequestId>, refusal: &AuthError, execution_id: String) -> ServerMsg {
+    let code = if refusal.is_forbidden() {
+        ErrorCode::Forbidden
+    } else {
+        ErrorCode::Unauthorized
+    };
+    error_msg(id, code, &refusal.to_string(), Some(execution_id))
+}
+
+/// Completes when a token expiring at `expires_at` (Unix seconds) is no
+/// longer valid, leeway included; never when auth is off.
+async fn token_expiry(expires_at: u64) {
+    if expires_at == u64::MAX {
+        return std::future::pending().await;
+    }
+    let left = expires_at
+        .saturating_add(LEEWAY_SECS)
+        .saturating_sub(auth::now());
+    tokio::time::sleep(Duration::from_secs(left)).await;
 }
 
 fn close_frame(code: u16, reason: &'static str) -> CloseFrame {

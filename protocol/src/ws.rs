@@ -66,6 +66,15 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+    /// Replaces the connection's token (before it expires), answered with
+    /// `authenticated` or `error`; the connection is not interrupted.
+    Auth {
+        /// Echoed in `authenticated` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// A fresh bearer token.
+        token: String,
+    },
 }
 
 /// A frame sent by the hub.
@@ -115,6 +124,14 @@ pub enum ServerMsg {
         /// The request id of the `ping`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
+    },
+    /// The token sent with `auth` was accepted.
+    Authenticated {
+        /// The request id of the `auth`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// When the new token expires (Unix seconds); refresh before then.
+        expires_at: u64,
     },
     /// The requested position no longer exists (history expired or was
     /// trimmed): events `after + 1 ..= resume_after` are gone, delivery
@@ -166,6 +183,10 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected server-side failure.
     Internal,
+    /// The token is missing, malformed, badly signed or expired.
+    Unauthorized,
+    /// The token is valid but does not allow this operation on this execution.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -180,6 +201,8 @@ impl ErrorCode {
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -279,6 +302,17 @@ impl ClientMsg {
             }
             "publish" => decode_publish(id, fields),
             "ping" => Ok(Self::Ping { id }),
+            "auth" => match fields.remove("token") {
+                Some(Value::String(token)) => Ok(Self::Auth { id, token }),
+                _ => Err(FrameError::invalid(
+                    id,
+                    vec![ValidationError::body_field(
+                        "token",
+                        "string_type",
+                        "Input should be a valid string",
+                    )],
+                )),
+            },
             other => Err(FrameError::new(
                 id,
                 ErrorCode::UnknownOp,
@@ -377,6 +411,9 @@ pub mod close {
     /// The client could not keep up with its events and its outbound queue
     /// filled: reconnect and resume from the last seq received.
     pub const SLOW_CONSUMER: u16 = 4001;
+    /// The connection's token expired and no fresh one came with `auth`:
+    /// reconnect with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4002;
 
     /// Whether a client should reconnect (with backoff) after this close code.
     pub fn should_reconnect(code: u16) -> bool {

@@ -15,6 +15,7 @@ use exechub_protocol::{
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::{Action, Grant, bearer};
 use crate::error::ApiError;
 use crate::event::NewEvent;
 
@@ -33,6 +34,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let grant = authenticate(&app, &headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
     let (id, key, request) = (
         execution_id(path),
@@ -51,6 +53,7 @@ pub async fn publish(
             return Err(ApiError::Validation(detail));
         }
     };
+    grant.check(Action::Publish, &execution_id)?;
     let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
     let receipt = app.store.append(event).await?;
     let replayed = [(
@@ -88,8 +91,11 @@ pub async fn history(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let grant = authenticate(&app, &headers, query.get("access_token"))?;
     let execution_id = execution_id(path)?;
+    grant.check(Action::Subscribe, &execution_id)?;
     let after = query_u64(&query, "after", 0, u64::MAX)?;
     let limit = query_u64(&query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -132,6 +138,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "store": store,
         "connections": { "websocket": websockets, "sse": sse },
         "subscribed_executions": app.topics.active(),
+        "auth": if app.auth.enabled() { "jwt" } else { "off" },
     });
     (status, Json(body)).into_response()
 }
@@ -141,6 +148,28 @@ pub async fn empty_execution_id() -> ApiError {
     match validate_execution_id("") {
         Err(error) => error.into(),
         Ok(()) => ApiError::Validation(Vec::new()),
+    }
+}
+
+/// The caller's grant, from `Authorization: Bearer` or an `access_token` query
+/// parameter (which `EventSource` needs, as it cannot set headers).
+pub(crate) fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&String>,
+) -> Result<Grant, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = bearer(authorization, None).or(query_token.map(String::as_str));
+    Ok(app.auth.authenticate(token)?)
+}
+
+/// `GET /dev/token` (only with `--dev-token`): a fresh development token for the demo page.
+pub async fn dev_token(State(app): State<AppState>) -> Response {
+    match app.dev_token() {
+        Some(token) => Json(json!({ "token": token })).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions//stream", any(http::empty_execution_id))
         .route("/api/v1/executions/{execution_id}/stream", get(sse::stream))
         .route("/ws", get(ws::upgrade))
+        .route("/dev/token", get(http::dev_token))
         .layer(DefaultBodyLimit::max(body_limit));
     let api = match static_dir {
         Some(dir) => {
@@ -41,9 +42,11 @@ pub fn router(state: AppState) -> Router {
         }
         None => api,
     };
-    api.layer(cors())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    // Spans carry the path only: a query may hold an `access_token`.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+    });
+    api.layer(cors()).layer(trace).with_state(state)
 }
 
 /// Browser UIs on other origins may call the API. Credentials are bearer

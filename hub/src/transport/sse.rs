@@ -19,8 +19,9 @@ use futures_util::stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{execution_id, query_u64};
+use super::http::{authenticate, execution_id, query_u64};
 use crate::AppState;
+use crate::auth::Action;
 use crate::broker::follow::{FollowEnd, Item, Outbox, follow};
 use crate::error::ApiError;
 
@@ -32,7 +33,9 @@ pub async fn stream(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let grant = authenticate(&app, &headers, query.get("access_token"))?;
     let execution_id = execution_id(path)?;
+    grant.check(Action::Subscribe, &execution_id)?;
     let after = match last_event_id(&headers)? {
         Some(seq) => Some(seq),
         None if query.contains_key("after") => Some(query_u64(&query, "after", 0, u64::MAX)?),

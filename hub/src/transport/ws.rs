@@ -1,18 +1,42 @@
-//! `GET /ws`: upgrades to a WebSocket and hands it to a [`Session`](crate::session).
+//! `GET /ws`: checks origin and token, upgrades, and hands the socket to a
+//! [`Session`](crate::session).
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use crate::AppState;
+use crate::auth::bearer;
+use crate::error::ApiError;
 use crate::session;
 
 /// Room for the publish envelope (`op`, `id`, `execution_id`) around an event body.
 const FRAME_OVERHEAD: usize = 64 * 1024;
 
-/// Accepts the upgrade; the session is tracked so shutdown can wait for its close.
-pub async fn upgrade(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// Refuses (403 / 401) before upgrading when the page's origin or the token is
+/// not acceptable; the session is tracked so shutdown can wait for its close.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !app.origins.allows(origin) {
+        return ApiError::OriginNotAllowed.into_response();
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let grant = match app
+        .auth
+        .authenticate(bearer(authorization, query.as_deref()))
+    {
+        Ok(grant) => grant,
+        Err(refusal) => return ApiError::Auth(refusal).into_response(),
+    };
     let max_frame = app.config.max_event_bytes.saturating_add(FRAME_OVERHEAD);
     let sessions = app.sessions.clone();
     upgrade
@@ -20,6 +44,6 @@ pub async fn upgrade(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            sessions.track_future(session::run(app, sink, stream))
+            sessions.track_future(session::run(app, grant, sink, stream))
         })
 }

@@ -72,10 +72,15 @@ pub struct TestHub {
 impl TestHub {
     /// Starts a hub with default settings plus `args`.
     pub async fn spawn(args: &[&str]) -> Result<Self> {
+        Self::spawn_with_log_level(args, "info").await
+    }
+
+    /// Starts a hub with `RUST_LOG` set to `level`.
+    pub async fn spawn_with_log_level(args: &[&str], level: &str) -> Result<Self> {
         let mut child = Command::new(hub_binary())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -24,6 +24,15 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Connects with a prepared handshake request (extra headers), returning
+    /// the handshake error itself so tests can read a refusal's status.
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { socket, next_id: 0 })
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let (socket, _) = within(
             "the WebSocket handshake",
