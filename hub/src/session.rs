@@ -49,6 +49,7 @@ where
     session.followers.abort_all();
     drop(session);
     if let Some(frame) = close {
+        tracing::info!(code = frame.code, reason = %frame.reason, "closing WebSocket");
         let _ = close_tx.send(frame);
     }
     let _ = writer.await;
