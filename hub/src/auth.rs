@@ -132,6 +132,27 @@ pub struct Claims {
     pub executions: Option<Vec<String>>,
 }
 
+impl Claims {
+    /// Claims for a token issued now, valid for `ttl_secs`.
+    pub fn issue(
+        sub: &str,
+        ttl_secs: u64,
+        scope: Vec<String>,
+        executions: Option<Vec<String>>,
+    ) -> Self {
+        let now = now();
+        Self {
+            sub: Some(sub.to_owned()),
+            exp: now.saturating_add(ttl_secs),
+            iat: Some(now),
+            iss: None,
+            aud: None,
+            scope: Scope::List(scope),
+            executions,
+        }
+    }
+}
+
 /// A scope claim in either accepted form.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]

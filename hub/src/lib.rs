@@ -202,15 +202,11 @@ impl AppState {
             .jwt_secret
             .as_ref()
             .filter(|_| self.config.dev_token)?;
-        let now = auth::now();
+        let everything = vec!["publish".into(), "subscribe".into()];
         let claims = auth::Claims {
-            sub: Some("dev".into()),
-            exp: now + 12 * 3600,
-            iat: Some(now),
             iss: self.config.jwt_issuer.clone(),
             aud: self.config.jwt_audience.clone(),
-            scope: auth::Scope::List(vec!["publish".into(), "subscribe".into()]),
-            executions: None,
+            ..auth::Claims::issue("dev", 12 * 3600, everything, None)
         };
         auth::mint(secret, &claims).ok()
     }

@@ -64,15 +64,16 @@ async fn announce(state: &AppState, addr: std::net::SocketAddr) {
 
 /// `exechub token …`: prints a signed token.
 fn print_token(args: &TokenArgs) -> anyhow::Result<()> {
-    let now = auth::now();
+    let executions = (!args.executions.is_empty()).then(|| args.executions.clone());
     let claims = auth::Claims {
-        sub: Some(args.sub.clone()),
-        exp: now + args.ttl.as_secs(),
-        iat: Some(now),
         iss: args.issuer.clone(),
         aud: args.audience.clone(),
-        scope: auth::Scope::List(args.scopes.clone()),
-        executions: (!args.executions.is_empty()).then(|| args.executions.clone()),
+        ..auth::Claims::issue(
+            &args.sub,
+            args.ttl.as_secs(),
+            args.scopes.clone(),
+            executions,
+        )
     };
     let token = auth::mint(&args.secret, &claims).map_err(anyhow::Error::msg)?;
     #[allow(clippy::print_stdout)]

@@ -169,13 +169,7 @@ async fn http_publish_and_history_answer_401_or_403_exactly() -> Result<()> {
     }
     assert_eq!(bodies[0], bodies[1]);
     // /health stays open and says auth is on.
-    let health: Value = hub
-        .http
-        .get(hub.url("/health"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let health: Value = hub.health().await?;
     assert_eq!(health["auth"], "jwt");
     Ok(())
 }
@@ -390,13 +384,7 @@ async fn no_secret_or_token_reaches_the_logs() -> Result<()> {
 async fn auth_off_is_announced_and_dev_tokens_are_for_loopback_only() -> Result<()> {
     let open = TestHub::spawn(&[]).await?;
     assert!(open.logs().contains("authentication is OFF"));
-    let health: Value = open
-        .http
-        .get(open.url("/health"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let health: Value = open.health().await?;
     assert_eq!(health["auth"], "off");
     assert_eq!(
         open.http.get(open.url("/dev/token")).send().await?.status(),

@@ -201,14 +201,7 @@ async fn history_rejects_bad_query_parameters() -> Result<()> {
 #[tokio::test]
 async fn health_names_the_store() -> Result<()> {
     let hub = TestHub::spawn(&[]).await?;
-    let health: Value = hub
-        .http
-        .get(hub.url("/health"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let health: Value = hub.health().await?;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["store"]["backend"], "memory");
     Ok(())

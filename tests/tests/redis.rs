@@ -110,13 +110,7 @@ async fn events_live_in_the_seed_list_with_a_ttl() -> Result<()> {
     assert!(first["timestamp"].is_string());
     let ttl: i64 = client.ttl(format!("execution:{id}:events"))?;
     assert!((1..=3600).contains(&ttl), "TTL {ttl}");
-    let health: Value = hub
-        .http
-        .get(hub.url("/health"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let health: Value = hub.health().await?;
     assert_eq!(
         (
             health["status"].as_str(),

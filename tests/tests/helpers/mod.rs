@@ -131,6 +131,17 @@ impl TestHub {
         accepted["seq"].as_u64().context("202 body has a seq")
     }
 
+    /// `GET /health` as JSON (whatever its status).
+    pub async fn health(&self) -> Result<Value> {
+        Ok(self
+            .http
+            .get(self.url("/health"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Stored events' seqs after `after`.
     pub async fn history(&self, execution_id: &str, after: u64) -> Result<Value> {
         let url = format!(
