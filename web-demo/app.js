@@ -7,8 +7,21 @@ const STATE_LABELS = { open: "connected", connecting: "connecting", reconnecting
 
 await init();
 
+// A hub started with --dev-token (development only) hands out tokens at
+// /dev/token and says so in /health; otherwise the page connects without one.
+async function devToken() {
+  const response = await fetch("/dev/token");
+  if (!response.ok) throw new Error(`no development token (${response.status})`);
+  return (await response.json()).token;
+}
+const health = await fetch("/health").then((r) => r.json()).catch(() => ({}));
+const authenticated = health.auth === "jwt" && health.dev_token === true;
+
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-const client = new ExechubClient(wsUrl, { onStateChange: showState });
+const client = new ExechubClient(wsUrl, {
+  onStateChange: showState,
+  ...(authenticated ? { getToken: devToken } : {}),
+});
 showState(client.state);
 
 let subscription = null;

@@ -197,6 +197,29 @@ test("invalid input in the form shows the validation error and publishes nothing
   await page.close();
 });
 
+test("with auth on, the demo connects with its development token and shows events", async () => {
+  const port = await freePort();
+  const args = ["--listen", `127.0.0.1:${port}`, "--jwt-secret", "demo-secret", "--dev-token", "--static-dir", "web-demo/dist"];
+  const secured = await start(HUB_BIN, args, /listening on http:\/\//).ready;
+  try {
+    const url = `http://127.0.0.1:${port}/api/v1/executions/${executionId}-auth/events`;
+    const body = JSON.stringify({ event_type: "secured", data: { ok: true } });
+    const anonymous = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body });
+    assert.equal(anonymous.status, 401, "auth is really on");
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/?execution=${encodeURIComponent(executionId)}-auth`);
+    await connected(page);
+    const { token } = await (await fetch(`http://127.0.0.1:${port}/dev/token`)).json();
+    const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
+    assert.equal((await fetch(url, { method: "POST", headers, body })).status, 202);
+    await page.waitForSelector('#timeline li[data-seq="1"]', { timeout: 20_000 });
+    assert.equal(await page.textContent('#timeline li[data-seq="1"] .type'), "secured");
+    await page.close();
+  } finally {
+    await stop(secured);
+  }
+});
+
 test("simulating a worker fills the timeline (screenshots kept as artifacts)", async () => {
   const page = await openPage();
   await connected(page);

@@ -11,6 +11,7 @@
 //! value crossing the boundary has a TypeScript type ([`types`]). All wire
 //! types come from `exechub-protocol`, shared with the hub.
 
+mod auth;
 pub mod core;
 pub mod error;
 mod http;
@@ -49,14 +50,13 @@ impl ExechubClient {
                 ClientError::InvalidArgument("url must start with ws:// or wss://".into()).into(),
             );
         }
-        let mut url = url.to_owned();
-        if let Some(token) = string_field(&options, "token") {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            let token = String::from(js_sys::encode_uri_component(&token));
-            url.push_str(&format!("{separator}access_token={token}"));
-        }
+        let tokens = auth::Tokens::new(
+            string_field(&options, "token"),
+            function(&options, "getToken"),
+        );
         let settings = Settings {
-            url,
+            url: url.to_owned(),
+            tokens,
             min_delay: Duration::from_millis(
                 u64_field(&options, "minReconnectDelayMs")?.unwrap_or(250),
             ),

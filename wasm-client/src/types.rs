@@ -27,6 +27,12 @@ export interface ExecutionEvent {
 export interface ClientOptions {
   /** Bearer token, sent as `access_token` on the WebSocket URL. */
   token?: string;
+  /**
+   * Returns a fresh bearer token. Called before every (re)connection and
+   * shortly before the current token's `exp`; the new token is sent on the open
+   * socket, so subscriptions are not interrupted.
+   */
+  getToken?: () => string | Promise<string>;
   /** First reconnect delay (default 250 ms); doubles up to `maxReconnectDelayMs`, with jitter. */
   minReconnectDelayMs?: number;
   /** Longest reconnect delay (default 10 000 ms). */

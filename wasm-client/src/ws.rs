@@ -20,6 +20,7 @@ use gloo_net::websocket::{Message, WebSocketError};
 use js_sys::Function;
 use wasm_bindgen::JsValue;
 
+use crate::auth::Tokens;
 use crate::core::{Backoff, Position, Verdict};
 use crate::error::ClientError;
 use crate::types::{HistoryLostView, event_to_js, to_js};
@@ -50,10 +51,11 @@ impl ConnectionState {
 }
 
 /// Reconnect settings.
-#[derive(Debug, Clone)]
 pub struct Settings {
-    /// The `/ws` URL, with the token already added.
+    /// The `/ws` URL (the token is added per connection).
     pub url: String,
+    /// Where the token comes from, when the hub requires one.
+    pub tokens: Tokens,
     /// First reconnect delay.
     pub min_delay: Duration,
     /// Longest reconnect delay.
@@ -261,7 +263,8 @@ pub async fn drive(shared: SharedRef, settings: Settings) {
     let mut state = ConnectionState::Connecting;
     while !shared.borrow().closed {
         set_state(&shared, state);
-        let flow = connect_once(&shared, &settings.url, &mut backoff).await;
+        let url = settings.tokens.url(&settings.url).await;
+        let flow = connect_once(&shared, &url, &settings.tokens, &mut backoff).await;
         shared.borrow_mut().outbox = None;
         fail_pending(&shared, &ClientError::ConnectionLost);
         if matches!(flow, Flow::Stop) || shared.borrow().closed {
@@ -282,7 +285,12 @@ async fn sleep_unless_closed(shared: &SharedRef, delay: Duration) {
     let _ = select(timer, woken).await;
 }
 
-async fn connect_once(shared: &SharedRef, url: &str, backoff: &mut Backoff) -> Flow {
+async fn connect_once(
+    shared: &SharedRef,
+    url: &str,
+    tokens: &Tokens,
+    backoff: &mut Backoff,
+) -> Flow {
     let Ok(socket) = WebSocket::open(url) else {
         return Flow::Reconnect;
     };
@@ -321,11 +329,20 @@ async fn connect_once(shared: &SharedRef, url: &str, backoff: &mut Backoff) -> F
         }
         Flow::Reconnect
     };
-    futures_util::pin_mut!(writer, reader);
-    match select(writer, reader).await {
-        Either::Left(_) => Flow::Reconnect,
-        Either::Right((flow, _)) => flow,
+    let refresher = tokens.keep_fresh(shared);
+    futures_util::pin_mut!(writer, reader, refresher);
+    match select(select(writer, reader), refresher).await {
+        Either::Left((Either::Right((flow, _)), _)) => flow,
+        Either::Left((Either::Left(_), _)) | Either::Right(_) => Flow::Reconnect,
     }
+}
+
+/// Sends a fresh token on the open socket (`auth` op); the hub answers
+/// `authenticated`, or closes with 4002 if the old token lapses first.
+pub fn send_auth(shared: &SharedRef, token: String) {
+    let mut inner = shared.borrow_mut();
+    let id = Some(RequestId::Num(inner.request_id()));
+    inner.send(&ClientMsg::Auth { id, token });
 }
 
 /// Applies one server frame, then runs the callbacks it triggers.

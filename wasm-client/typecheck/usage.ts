@@ -17,6 +17,7 @@ export async function demo(): Promise<void> {
   const states: ConnectionState[] = [];
   const client = new ExechubClient("ws://127.0.0.1:8080/ws", {
     token: "t",
+    getToken: async () => "fresh",
     minReconnectDelayMs: 100,
     maxReconnectDelayMs: 5_000,
     onStateChange: (state: ConnectionState) => states.push(state),

@@ -139,6 +139,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "connections": { "websocket": websockets, "sse": sse },
         "subscribed_executions": app.topics.active(),
         "auth": if app.auth.enabled() { "jwt" } else { "off" },
+        "dev_token": app.config.dev_token,
     });
     (status, Json(body)).into_response()
 }
