@@ -9,15 +9,21 @@
 //! [`transport`] only parse and hand off; a WebSocket connection's loop lives in
 //! [`session`]. All queues are bounded: a client that cannot keep up is
 //! disconnected with a close code and resumes, instead of slowing anyone down.
+//! Every publish goes through [`publish`], which also feeds the optional
+//! [`providers`] (webhooks, NATS) after the store has the event, through
+//! bounded queues that never hold a publish up.
 //!
 //! Modules: [`config`] (flags and environment), [`error`] (the one mapping of
 //! failures to HTTP statuses and WebSocket codes), [`event`] (serialize-once
-//! events), [`store`], [`broker`], [`transport`], [`session`].
+//! events), [`store`], [`broker`], [`publish`], [`providers`], [`transport`],
+//! [`session`].
 
 pub mod broker;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod providers;
+pub mod publish;
 pub mod session;
 pub mod store;
 pub mod transport;
@@ -33,6 +39,8 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 
 use crate::broker::Topics;
+use crate::providers::{ProviderError, Providers};
+use crate::publish::Publisher;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{EventStore, StoreError};
@@ -42,6 +50,8 @@ use crate::store::{EventStore, StoreError};
 pub struct AppState {
     /// Where events are stored and announced.
     pub store: Arc<dyn EventStore>,
+    /// The one way to publish: appends to the store, then feeds the providers.
+    pub publisher: Arc<Publisher>,
     /// Local live feeds, for `/health` counts.
     pub topics: Arc<Topics>,
     /// The configuration the hub started with.
@@ -101,11 +111,13 @@ impl Drop for ConnectionGuard {
 }
 
 impl AppState {
-    /// Builds the state for `config`: the store it selects, empty registries.
+    /// Builds the state for `config`: the store it selects, the providers it
+    /// configures, empty registries.
     ///
     /// # Errors
-    /// [`StoreError`] when the configured Redis cannot be reached.
-    pub async fn new(config: Config) -> Result<Self, StoreError> {
+    /// [`StartError`] when the configured Redis cannot be reached or a
+    /// provider's configuration is unusable.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
         let shutdown = CancellationToken::new();
         let topics = Topics::new(config.subscriber_buffer);
         let store: Arc<dyn EventStore> = match &config.redis_url {
@@ -119,7 +131,9 @@ impl AppState {
                 memory
             }
         };
+        let providers = Providers::start(config.providers(), &shutdown).await?;
         Ok(Self {
+            publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
             store,
             topics,
             config: Arc::new(config),
@@ -128,6 +142,18 @@ impl AppState {
             stats: Arc::default(),
         })
     }
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store could not be set up (e.g. Redis unreachable).
+    #[error("cannot start the event store: {0}")]
+    Store(#[from] StoreError),
+    /// A provider could not be set up (bad configuration).
+    #[error("cannot start the providers: {0}")]
+    Provider(#[from] ProviderError),
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then closes every

@@ -21,12 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    let redis = config.redis_url.is_some();
-    let state = AppState::new(config).await.context(if redis {
-        "cannot connect to Redis"
-    } else {
-        "cannot start the store"
-    })?;
+    let state = AppState::new(config).await?;
     let health = state.store.health().await;
     tracing::info!(store = health.backend, "exechub listening on http://{addr}");
     exechub::run(listener, state, shutdown_signal())
