@@ -9,6 +9,8 @@ source scripts/ensure.sh
 ensure_rust
 # The Redis tests start their own redis-server processes on free ports.
 ensure_apt redis-server
+# The provider tests start their own nats-server processes on free ports.
+ensure_apt nats-server
 # Build once up front so the end-to-end tests find the hub binary ready.
 cargo build --locked -p exechub --bin exechub
 cargo test --locked --workspace "$@"
