@@ -13,7 +13,7 @@ source scripts/ensure.sh
 
 ensure_rust
 # The end-to-end tests start their own servers on free ports.
-ensure_apt redis-server
+ensure_apt redis-server nats-server
 ensure_browser
 ensure_wasm_tools
 ensure_node_tools

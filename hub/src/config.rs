@@ -72,6 +72,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+use crate::providers::{ProvidersConfig, nats, webhook};
+
 /// exechub: a real-time event hub for executions.
 ///
 /// Every flag can also be set through the environment variable named in its help.
@@ -163,6 +165,44 @@ pub struct Config {
     /// `web-demo/dist` when it has been built (`scripts/build-web.sh`).
     #[arg(long, env = "EXECHUB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+
+    /// Webhook URL that every accepted event is POSTed to; repeat the flag for
+    /// several (the environment variable takes a comma-separated list).
+    #[arg(long = "webhook", env = "EXECHUB_WEBHOOK", value_delimiter = ',', value_parser = webhook::parse_url)]
+    pub webhooks: Vec<reqwest::Url>,
+
+    /// Secret that signs webhook requests (`X-Exechub-Signature`); without it they are unsigned.
+    #[arg(long, env = "EXECHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<webhook::Secret>,
+
+    /// Milliseconds one webhook attempt may take (connect, send, answer).
+    #[arg(long, env = "EXECHUB_WEBHOOK_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_ms: u64,
+
+    /// Attempts per event and webhook URL before the event is skipped for that URL.
+    #[arg(long, env = "EXECHUB_WEBHOOK_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_attempts: u32,
+
+    /// NATS server URL (e.g. `nats://127.0.0.1:4222`): publish every accepted event to NATS.
+    #[arg(long, env = "EXECHUB_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// First subject token(s) for NATS: events go to `<prefix>.<execution_id>.events`.
+    #[arg(long, env = "EXECHUB_NATS_SUBJECT_PREFIX", default_value = "executions", value_parser = nats::parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+
+    /// Publish to NATS through JetStream, waiting for each acknowledgement
+    /// (a stream must capture the subjects).
+    #[arg(long, env = "EXECHUB_NATS_JETSTREAM", value_parser = clap::builder::BoolishValueParser::new())]
+    pub nats_jetstream: bool,
+
+    /// Events each provider (every webhook URL, NATS) may queue; when full, the oldest are dropped.
+    #[arg(long, env = "EXECHUB_PROVIDER_QUEUE", default_value_t = 10_000)]
+    pub provider_queue: usize,
+
+    /// Bytes of events each provider may queue; when full, the oldest are dropped.
+    #[arg(long, env = "EXECHUB_PROVIDER_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub provider_queue_bytes: usize,
 }
 
 impl Config {
@@ -225,6 +265,27 @@ impl Config {
             ttl: self.event_ttl(),
             max_events: self.max_events_per_execution,
             idempotency_window: Duration::from_secs(self.idempotency_window),
+        }
+    }
+
+    /// Which providers to run, and their settings.
+    pub fn providers(&self) -> ProvidersConfig {
+        ProvidersConfig {
+            outbox: crate::providers::OutboxLimits {
+                events: self.provider_queue,
+                bytes: self.provider_queue_bytes,
+            },
+            webhook: webhook::WebhookConfig {
+                urls: self.webhooks.clone(),
+                secret: self.webhook_secret.clone(),
+                timeout: Duration::from_millis(self.webhook_timeout_ms),
+                max_attempts: self.webhook_max_attempts,
+            },
+            nats: self.nats_url.clone().map(|url| nats::NatsConfig {
+                url,
+                subject_prefix: self.nats_subject_prefix.clone(),
+                jetstream: self.nats_jetstream,
+            }),
         }
     }
 }

@@ -9,16 +9,22 @@
 //! [`transport`] only parse and hand off; a WebSocket connection's loop lives in
 //! [`session`]. All queues are bounded: a client that cannot keep up is
 //! disconnected with a close code and resumes, instead of slowing anyone down.
+//! Every publish goes through [`publish`], which also feeds the optional
+//! [`providers`] (webhooks, NATS) after the store has the event, through
+//! bounded queues that never hold a publish up.
 //!
 //! Modules: [`config`] (flags and environment), [`error`] (the one mapping of
 //! failures to HTTP statuses and WebSocket codes), [`event`] (serialize-once
-//! events), [`store`], [`broker`], [`transport`], [`session`].
+//! events), [`store`], [`broker`], [`publish`], [`providers`], [`transport`],
+//! [`session`].
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod providers;
+pub mod publish;
 pub mod session;
 pub mod store;
 pub mod transport;
@@ -36,6 +42,8 @@ pub use config::Config;
 use crate::auth::{Auth, AuthSetupError, Origins};
 
 use crate::broker::Topics;
+use crate::providers::{ProviderError, Providers};
+use crate::publish::Publisher;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{EventStore, StoreError};
@@ -45,6 +53,8 @@ use crate::store::{EventStore, StoreError};
 pub struct AppState {
     /// Where events are stored and announced.
     pub store: Arc<dyn EventStore>,
+    /// The one way to publish: appends to the store, then feeds the providers.
+    pub publisher: Arc<Publisher>,
     /// Local live feeds, for `/health` counts.
     pub topics: Arc<Topics>,
     /// The configuration the hub started with.
@@ -59,22 +69,6 @@ pub struct AppState {
     pub auth: Auth,
     /// Origins allowed to open WebSockets.
     pub origins: Origins,
-}
-
-/// Why the hub could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The store (Redis) is unreachable or misconfigured.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The auth configuration is unusable.
-    #[error(transparent)]
-    Auth(#[from] AuthSetupError),
-    /// `--dev-token` was asked for where it is not allowed.
-    #[error(
-        "--dev-token needs --jwt-secret and a loopback --listen address (it is for development only)"
-    )]
-    DevToken,
 }
 
 /// Open connection counters, reported by `/health`.
@@ -124,15 +118,17 @@ impl Drop for ConnectionGuard {
 }
 
 impl AppState {
-    /// Builds the state for `config`: the store it selects, empty registries.
+    /// Builds the state for `config`: the store it selects, the providers it
+    /// configures, empty registries.
     ///
     /// # Errors
-    /// [`SetupError`] when the configured Redis cannot be reached, the auth
-    /// settings are unusable, or `--dev-token` is asked for outside development.
-    pub async fn new(config: Config) -> Result<Self, SetupError> {
+    /// [`StartError`] when the configured Redis cannot be reached, a
+    /// provider's or the auth configuration is unusable, or `--dev-token` is
+    /// asked for outside development.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
         let auth = config.auth()?;
         if config.dev_token && (config.jwt_secret.is_none() || !config.listen.ip().is_loopback()) {
-            return Err(SetupError::DevToken);
+            return Err(StartError::DevToken);
         }
         let shutdown = CancellationToken::new();
         let topics = Topics::new(config.subscriber_buffer);
@@ -147,7 +143,9 @@ impl AppState {
                 memory
             }
         };
+        let providers = Providers::start(config.providers(), &shutdown).await?;
         Ok(Self {
+            publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
             store,
             topics,
             auth,
@@ -158,6 +156,26 @@ impl AppState {
             stats: Arc::default(),
         })
     }
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store could not be set up (e.g. Redis unreachable).
+    #[error("cannot start the event store: {0}")]
+    Store(#[from] StoreError),
+    /// A provider could not be set up (bad configuration).
+    #[error("cannot start the providers: {0}")]
+    Provider(#[from] ProviderError),
+    /// The auth configuration is unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// `--dev-token` was asked for where it is not allowed.
+    #[error(
+        "--dev-token needs --jwt-secret and a loopback --listen address (it is for development only)"
+    )]
+    DevToken,
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then closes every

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let listen = config.listen;
-    let state = AppState::new(config).await.context("cannot start")?;
+    let state = AppState::new(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -241,7 +241,7 @@ impl Session {
 
     async fn publish(&mut self, id: Option<RequestId>, event: NewEvent) -> Result<(), Ending> {
         let execution_id = event.execution_id().to_owned();
-        let answer = match self.app.store.append(event).await {
+        let answer = match self.app.publisher.publish(event).await {
             Ok(receipt) => ServerMsg::Ack {
                 id,
                 execution_id,

@@ -55,7 +55,7 @@ pub async fn publish(
     };
     grant.check(Action::Publish, &execution_id)?;
     let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
-    let receipt = app.store.append(event).await?;
+    let receipt = app.publisher.publish(event).await?;
     let replayed = [(
         HeaderName::from_static("idempotent-replayed"),
         HeaderValue::from_static(if receipt.duplicate { "true" } else { "false" }),
@@ -123,7 +123,9 @@ pub async fn history(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// `GET /health`: the store in use and whether it works, and open connections.
+/// `GET /health`: the store in use and whether it works, open connections,
+/// and each provider's health and counters (a failing provider does not make
+/// the hub unhealthy: publishing does not depend on it).
 pub async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.health().await;
     let (websockets, sse) = app.stats.open();
@@ -140,6 +142,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "subscribed_executions": app.topics.active(),
         "auth": if app.auth.enabled() { "jwt" } else { "off" },
         "dev_token": app.config.dev_token,
+        "providers": app.publisher.providers().health(),
     });
     (status, Json(body)).into_response()
 }

@@ -8,8 +8,10 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code, unused_imports, missing_docs)]
 
+pub mod nats;
 pub mod redis;
 pub mod sse;
+pub mod webhook;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -23,9 +25,17 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use nats::TestNats;
 pub use redis::TestRedis;
 pub use sse::SseClient;
 pub use ws::WsClient;
+
+/// Median and 90th percentile of `samples` (sorts them).
+pub fn median_p90(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9))
+}
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,0 +1,238 @@
+//! Providers: outbound integrations fed with every accepted event, after the store has it.
+//!
+//! The store (embedded or Redis) is the source of truth and the WebSocket/SSE
+//! transports are fed by the broker; providers are the optional extras a
+//! deployment turns on by configuration: HTTP webhooks ([`webhook`]) and NATS
+//! ([`nats`]). Each provider owns a bounded [`queue::Outbox`] and a worker task:
+//! [`Provider::offer`] only queues (never blocks, never fails), so a slow or
+//! dead endpoint cannot delay a publish, grow memory without bound, or affect
+//! another provider. Each reports its health and [`Counters`] in `/health`.
+//!
+//! Events reach a provider in the order they are offered, which
+//! [`crate::publish`] makes seq order per execution.
+
+pub mod nats;
+pub mod queue;
+pub mod retry;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use queue::OutboxLimits;
+
+/// One accepted event, as every provider receives it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The execution the event belongs to.
+    pub execution_id: Arc<str>,
+    /// The event's seq in that execution.
+    pub seq: u64,
+    /// The event exactly as stored (`exechub_protocol::Event` JSON).
+    pub json: Bytes,
+}
+
+impl Delivery {
+    /// The event `seq` of `execution_id`, encoded as `json`.
+    pub fn new(execution_id: Arc<str>, seq: u64, json: Bytes) -> Self {
+        Self {
+            execution_id,
+            seq,
+            json,
+        }
+    }
+
+    /// `<execution_id>:<seq>`: unique per event, the same on every retry, so a
+    /// receiver can drop deliveries it has already processed.
+    pub fn idempotency_id(&self) -> String {
+        format!("{}:{}", self.execution_id, self.seq)
+    }
+}
+
+/// An outbound integration fed with accepted events.
+pub trait Provider: Send + Sync {
+    /// Queues an accepted event for delivery. Never blocks and never fails:
+    /// a full queue evicts its oldest event instead (counted as dropped).
+    fn offer(&self, delivery: &Delivery);
+
+    /// Current health and counters, for `/health`.
+    fn health(&self) -> ProviderHealth;
+}
+
+/// Delivery counters of one provider; updated by its worker, read by `/health`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A reading of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CounterSnapshot {
+    /// Events the destination accepted.
+    pub delivered: u64,
+    /// Attempts repeated after a retryable failure.
+    pub retried: u64,
+    /// Events evicted unsent because the provider's queue was full.
+    pub dropped: u64,
+    /// Events given up on: refused (e.g. a 4xx) or out of attempts.
+    pub failed: u64,
+}
+
+impl Counters {
+    /// Counts an event the destination accepted.
+    pub fn add_delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a repeated attempt.
+    pub fn add_retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` events evicted from a full queue.
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an event given up on.
+    pub fn add_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One provider's entry in `/health`'s `providers` array.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderHealth {
+    /// Which destination: a webhook URL or NATS server, without credentials or query.
+    pub name: String,
+    /// `webhook` or `nats`.
+    pub kind: &'static str,
+    /// Whether the latest attempt (or connection) succeeded.
+    pub ok: bool,
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: CounterSnapshot,
+    /// Events waiting in the provider's queue.
+    pub queue_depth: usize,
+}
+
+/// Why the providers could not be started (bad configuration only: an
+/// unreachable destination is retried in the background, not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The HTTP client for webhooks could not be built (TLS set-up).
+    #[error("cannot build the webhook HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The NATS options were refused (e.g. a malformed URL).
+    #[error("invalid NATS configuration: {0}")]
+    Nats(#[source] async_nats::ConnectError),
+}
+
+/// Which providers to run, and their settings.
+#[derive(Debug, Clone)]
+pub struct ProvidersConfig {
+    /// Limits of every provider's queue.
+    pub outbox: OutboxLimits,
+    /// Webhook endpoints and their shared settings.
+    pub webhook: webhook::WebhookConfig,
+    /// The NATS server, if any.
+    pub nats: Option<nats::NatsConfig>,
+}
+
+/// The running providers.
+#[derive(Default)]
+pub struct Providers {
+    all: Vec<Arc<dyn Provider>>,
+}
+
+impl Providers {
+    /// Starts every configured provider; workers stop when `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when a provider's configuration is unusable.
+    pub async fn start(
+        config: ProvidersConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ProviderError> {
+        let mut all: Vec<Arc<dyn Provider>> = Vec::new();
+        for endpoint in webhook::start(&config.webhook, config.outbox, shutdown)? {
+            all.push(endpoint);
+        }
+        if let Some(nats) = &config.nats {
+            all.push(nats::start(nats, config.outbox, shutdown).await?);
+        }
+        Ok(Self { all })
+    }
+
+    /// Whether no provider is configured (publishing then skips them entirely).
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Hands an accepted event to every provider; never blocks.
+    pub fn offer(&self, delivery: &Delivery) {
+        for provider in &self.all {
+            provider.offer(delivery);
+        }
+    }
+
+    /// Every provider's health, in configuration order.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        self.all.iter().map(|p| p.health()).collect()
+    }
+}
+
+/// `scheme://host[:port]/path` of `url`: what logs and `/health` may show
+/// (user info and query strings often carry tokens).
+pub fn redact(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+/// Sleeps for `delay`, or returns `false` at once when `shutdown` is cancelled.
+pub(crate) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_url_hides_credentials_and_query() {
+        let url = reqwest::Url::parse("https://user:pw@hooks.example.com:8443/in?token=s3cret")
+            .expect("valid URL");
+        assert_eq!(redact(&url), "https://hooks.example.com:8443/in");
+    }
+
+    #[test]
+    fn idempotency_id_is_execution_and_seq() {
+        let delivery = Delivery::new(Arc::from("exec:7"), 12, Bytes::new());
+        assert_eq!(delivery.idempotency_id(), "exec:7:12");
+    }
+}

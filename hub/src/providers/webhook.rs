@@ -1,0 +1,448 @@
+//! HTTP webhooks: every accepted event is POSTed, signed, to each configured URL.
+//!
+//! Each endpoint has its own [`Outbox`] and worker, which delivers one event at
+//! a time in queue order: that keeps seq order per execution, and a slow
+//! endpoint only ever delays itself. A delivery is retried on connection
+//! errors, timeouts, 408, 429 and 5xx with exponential backoff and jitter
+//! (429 and 503 honour `Retry-After`), at most `max_attempts` times; any other
+//! answer outside 2xx is final. Requests carry:
+//!
+//! - `X-Exechub-Timestamp`: Unix seconds when the attempt was signed;
+//! - `X-Exechub-Signature`: `v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
+//!   (only with a secret);
+//! - `X-Exechub-Idempotency-Id`: `<execution_id>:<seq>`, identical on every
+//!   retry, so a receiver can drop what it already processed;
+//! - `X-Exechub-Attempt`: 1 for the first attempt, 2 for the first retry….
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, StatusCode, Url};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{Outbox, OutboxLimits};
+use super::retry::Backoff;
+use super::{Counters, Delivery, Provider, ProviderError, ProviderHealth, pause, redact};
+
+/// Header carrying the Unix time (seconds) the attempt was signed at.
+pub const TIMESTAMP_HEADER: &str = "x-exechub-timestamp";
+/// Header carrying `v1=<hex signature>`.
+pub const SIGNATURE_HEADER: &str = "x-exechub-signature";
+/// Header carrying `<execution_id>:<seq>`.
+pub const IDEMPOTENCY_HEADER: &str = "x-exechub-idempotency-id";
+/// Header carrying the attempt number, from 1.
+pub const ATTEMPT_HEADER: &str = "x-exechub-attempt";
+
+/// Retry delays between attempts (before `Retry-After` overrides them).
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+};
+/// Longest `Retry-After` honoured: a receiver cannot park an endpoint for hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Connection set-up gets at most this long, even with a longer request timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Response bytes read (then discarded) so the connection can be reused.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Settings shared by every webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Endpoints; each gets every event.
+    pub urls: Vec<Url>,
+    /// Signing secret; without one, requests are sent unsigned.
+    pub secret: Option<Secret>,
+    /// Time limit of one attempt (connect, send, answer).
+    pub timeout: Duration,
+    /// Attempts per event, at least 1.
+    pub max_attempts: u32,
+}
+
+/// The webhook signing secret; its `Debug` output is redacted so it never
+/// reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// Parses a webhook URL for the command line: absolute `http` or `https`.
+///
+/// # Errors
+/// A message for clap when `raw` is not such a URL.
+pub fn parse_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("invalid URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(url),
+        _ => Err("webhook URLs must be http:// or https:// with a host".into()),
+    }
+}
+
+/// Starts one worker per configured URL.
+pub(crate) fn start(
+    config: &WebhookConfig,
+    limits: OutboxLimits,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Arc<dyn Provider>>, ProviderError> {
+    if config.urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Redirects are not followed: a signed payload goes only where configured.
+    let client = Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("exechub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ProviderError::HttpClient)?;
+    let mac = config
+        .secret
+        .as_ref()
+        .and_then(|secret| keyed_mac(&secret.0));
+    if mac.is_none() {
+        tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
+    }
+    let endpoints = config.urls.iter().map(|url| {
+        let endpoint = Arc::new(Endpoint {
+            name: redact(url),
+            url: url.clone(),
+            client: client.clone(),
+            mac: mac.clone(),
+            max_attempts: config.max_attempts.max(1),
+            outbox: Outbox::new(redact(url), limits),
+            counters: Counters::default(),
+            ok: AtomicBool::new(true),
+        });
+        tracing::info!(url = %endpoint.name, "webhook provider started");
+        tokio::spawn(Arc::clone(&endpoint).run(shutdown.clone()));
+        endpoint as Arc<dyn Provider>
+    });
+    Ok(endpoints.collect())
+}
+
+/// One webhook URL: its queue, counters and delivery loop.
+struct Endpoint {
+    url: Url,
+    /// The URL without credentials or query, for logs and `/health`.
+    name: String,
+    /// Shared by all endpoints: one connection pool, reused across requests.
+    client: Client,
+    /// Keyed once; cloned per signature.
+    mac: Option<HmacSha256>,
+    max_attempts: u32,
+    outbox: Outbox,
+    counters: Counters,
+    /// Whether the latest attempt succeeded.
+    ok: AtomicBool,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Delivered,
+    /// Worth another attempt, after `after` if the receiver said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Final: the receiver refused the event.
+    Refused(String),
+}
+
+impl Provider for Endpoint {
+    fn offer(&self, delivery: &Delivery) {
+        self.outbox.push(delivery.clone(), &self.counters);
+    }
+
+    fn health(&self) -> ProviderHealth {
+        ProviderHealth {
+            name: self.name.clone(),
+            kind: "webhook",
+            ok: self.ok.load(Ordering::Relaxed),
+            counters: self.counters.snapshot(),
+            queue_depth: self.outbox.len(),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Delivers queued events one by one until `shutdown`.
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => return,
+                delivery = self.outbox.pop() => delivery,
+            };
+            if !self.deliver(&delivery, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Tries `delivery` up to `max_attempts` times; `false` when shut down meanwhile.
+    async fn deliver(&self, delivery: &Delivery, shutdown: &CancellationToken) -> bool {
+        for attempt in 1..=self.max_attempts {
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return false,
+                outcome = self.attempt(delivery, attempt) => outcome,
+            };
+            self.ok
+                .store(matches!(outcome, Outcome::Delivered), Ordering::Relaxed);
+            let (after, reason) = match outcome {
+                Outcome::Delivered => {
+                    self.counters.add_delivered();
+                    return true;
+                }
+                Outcome::Refused(reason) => return self.give_up(delivery, attempt, &reason),
+                Outcome::Retry { after, reason } => (after, reason),
+            };
+            if attempt == self.max_attempts {
+                return self.give_up(delivery, attempt, &reason);
+            }
+            self.counters.add_retried();
+            let delay = after.unwrap_or_else(|| BACKOFF.delay(attempt));
+            tracing::debug!(url = %self.name, id = %delivery.idempotency_id(), attempt, ?delay, %reason, "webhook attempt failed; retrying");
+            if !pause(delay, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn give_up(&self, delivery: &Delivery, attempts: u32, reason: &str) -> bool {
+        self.counters.add_failed();
+        tracing::warn!(url = %self.name, id = %delivery.idempotency_id(), attempts, %reason, "webhook delivery failed; event skipped");
+        true
+    }
+
+    /// One signed POST, its answer classified.
+    async fn attempt(&self, delivery: &Delivery, attempt: u32) -> Outcome {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers(delivery, attempt))
+            .body(delivery.json.clone());
+        match request.send().await {
+            Ok(response) => {
+                let outcome = classify(response.status(), response.headers());
+                drain(response).await;
+                outcome
+            }
+            Err(error) => Outcome::Retry {
+                after: None,
+                reason: error_chain(&error),
+            },
+        }
+    }
+
+    fn headers(&self, delivery: &Delivery, attempt: u32) -> HeaderMap {
+        let timestamp = unix_now();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(TIMESTAMP_HEADER, HeaderValue::from(timestamp));
+        headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+        let id = idempotency_header(delivery);
+        if let Ok(id) = HeaderValue::from_str(&id) {
+            headers.insert(IDEMPOTENCY_HEADER, id);
+        }
+        if let Some(mac) = &self.mac {
+            let signature = format!("v1={}", sign(mac.clone(), timestamp, &delivery.json));
+            if let Ok(value) = HeaderValue::from_str(&signature) {
+                headers.insert(HeaderName::from_static(SIGNATURE_HEADER), value);
+            }
+        }
+        headers
+    }
+}
+
+/// Decides whether an answer delivered the event, is worth a retry, or is final.
+fn classify(status: StatusCode, headers: &HeaderMap) -> Outcome {
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let reason = format!("answered {status}");
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::Retry {
+            after: retry_after(headers, OffsetDateTime::now_utc()),
+            reason,
+        },
+        StatusCode::REQUEST_TIMEOUT => Outcome::Retry {
+            after: None,
+            reason,
+        },
+        status if status.is_server_error() => Outcome::Retry {
+            after: None,
+            reason,
+        },
+        _ => Outcome::Refused(reason),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let format = format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            );
+            let at = time::PrimitiveDateTime::parse(value, &format)
+                .ok()?
+                .assume_utc();
+            Duration::try_from(at - now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Reads a little of the answer so the connection goes back to the pool.
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > MAX_RESPONSE_BYTES {
+            return;
+        }
+    }
+}
+
+/// An HMAC keyed with `secret` (HMAC takes keys of any length).
+fn keyed_mac(secret: &str) -> Option<HmacSha256> {
+    HmacSha256::new_from_slice(secret.as_bytes()).ok()
+}
+
+/// Lowercase hex of HMAC-SHA256 over `"{timestamp}.{body}"`.
+fn sign(mut mac: HmacSha256, timestamp: u64, body: &[u8]) -> String {
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    digest
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// `<execution_id>:<seq>` as a header value: bytes outside visible ASCII, and
+/// `%`, are percent-encoded (`%XX`), so any execution id fits a header.
+fn idempotency_header(delivery: &Delivery) -> String {
+    let mut value = String::with_capacity(delivery.execution_id.len() + 12);
+    for &byte in delivery.execution_id.as_bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' {
+            value.push(char::from(byte));
+        } else {
+            let _ = write!(value, "%{byte:02X}");
+        }
+    }
+    let _ = write!(value, ":{}", delivery.seq);
+    value
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The error and its causes on one line (reqwest's own message omits the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
+        let mac = keyed_mac("whsec_test").expect("any key length works");
+        assert_eq!(
+            sign(mac, 1_700_000_000, br#"{"seq":1}"#),
+            "926c3c48823e4dc937cdb0992313bcbbc472579d779ab54f0d4e09e4049838aa"
+        );
+    }
+
+    #[test]
+    fn idempotency_header_escapes_what_a_header_cannot_carry() {
+        let plain = Delivery::new(Arc::from("exec-42"), 3, Bytes::new());
+        assert_eq!(idempotency_header(&plain), "exec-42:3");
+        let odd = Delivery::new(Arc::from("a b%é"), 9, Bytes::new());
+        assert_eq!(idempotency_header(&odd), "a%20b%25%C3%A9:9");
+    }
+
+    #[test]
+    fn only_timeouts_throttling_and_server_errors_are_retried() {
+        let none = HeaderMap::new();
+        let retried = |status: u16| {
+            let status = StatusCode::from_u16(status).expect("valid status");
+            matches!(classify(status, &none), Outcome::Retry { .. })
+        };
+        assert!(matches!(
+            classify(StatusCode::NO_CONTENT, &none),
+            Outcome::Delivered
+        ));
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(retried(status), "{status} should be retried");
+        }
+        for status in [301, 400, 401, 403, 404, 410, 422] {
+            assert!(!retried(status), "{status} should not be retried");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        let now = OffsetDateTime::from_unix_timestamp(784_111_777).expect("valid time"); // Sun, 06 Nov 1994 08:49:37 GMT
+        let header = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            retry_after(&headers, now)
+        };
+        assert_eq!(header("2"), Some(Duration::from_secs(2)));
+        assert_eq!(header("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            header("Sun, 06 Nov 1994 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            header("Sun, 06 Nov 1994 08:49:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(header("soon"), None);
+    }
+
+    #[test]
+    fn webhook_urls_must_be_http_with_a_host() {
+        assert!(parse_url("https://hooks.example.com/in").is_ok());
+        assert!(parse_url("http://127.0.0.1:9/x").is_ok());
+        assert!(parse_url("ftp://example.com/").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! The one publish path: append to the store, then feed the providers.
+//!
+//! Both transports that accept events (HTTP `POST` and WebSocket `publish`)
+//! call [`Publisher::publish`]. A publish is acknowledged once the store has
+//! the event; the providers are then offered the stored JSON without waiting
+//! (their queues never block). An idempotent replay (`Receipt::duplicate`) was
+//! offered when it was first accepted and is not offered again.
+//!
+//! Providers must see each execution's events in seq order, but two
+//! concurrent publishes to one execution may finish their appends in either
+//! order. So, while providers are configured, publishes to the same execution
+//! take turns through the append-and-offer step (an async lock per stripe of
+//! executions); publishes to other executions are not held up, and without
+//! providers nothing is serialized. With several hub nodes, each node feeds
+//! its providers the events it accepted itself.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::event::{NewEvent, splice_seq};
+use crate::providers::{Delivery, Providers};
+use crate::store::{EventStore, Receipt, StoreError};
+
+/// Lock stripes: executions hashing to the same stripe take turns. Enough
+/// that unrelated executions rarely share one; small enough to allocate once.
+const STRIPES: usize = 256;
+
+/// Appends events and hands them on to the providers, in seq order per execution.
+pub struct Publisher {
+    store: Arc<dyn EventStore>,
+    providers: Providers,
+    /// Held across one append and its offer, so offers follow seq order.
+    stripes: Box<[Mutex<()>]>,
+    hasher: RandomState,
+}
+
+impl Publisher {
+    /// A publisher appending to `store` and feeding `providers`.
+    pub fn new(store: Arc<dyn EventStore>, providers: Providers) -> Self {
+        Self {
+            store,
+            providers,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The running providers, for `/health`.
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
+    /// Stores `event` and, unless it was an idempotent replay, offers it to
+    /// every provider. Returns as soon as the store has it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot take the event; providers are then not fed.
+    pub async fn publish(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+        if self.providers.is_empty() {
+            return self.store.append(event).await;
+        }
+        let execution_id: Arc<str> = Arc::from(event.execution_id());
+        let tail = event.tail().clone();
+        // An async lock is the point here: it orders the appends of one
+        // execution. It is never a std lock, and nothing else awaits under it.
+        let _turn = self.stripe(&execution_id).lock().await;
+        let receipt = self.store.append(event).await?;
+        if !receipt.duplicate {
+            let json = splice_seq(receipt.seq, &tail);
+            self.providers
+                .offer(&Delivery::new(execution_id, receipt.seq, json));
+        }
+        Ok(receipt)
+    }
+
+    fn stripe(&self, execution_id: &str) -> &Mutex<()> {
+        let hash = self.hasher.hash_one(execution_id);
+        // The modulo keeps the index below STRIPES, so it fits a usize.
+        let index = usize::try_from(hash % STRIPES as u64).unwrap_or_default();
+        &self.stripes[index]
+    }
+}
