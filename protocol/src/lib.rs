@@ -9,15 +9,19 @@
 //! - [`publish`]: the publish request and its FastAPI-compatible validation.
 //! - [`validation`]: the `HTTPValidationError` body used by 422 answers and WebSocket errors.
 //! - [`ws`]: WebSocket messages in both directions, error codes and close codes.
+//! - [`names`]: the JSON names of fields, ops and frame kinds, for code that
+//!   reads or writes frames without the derives (the browser client).
 
 pub mod event;
+pub mod names;
 pub mod publish;
 pub mod validation;
 pub mod ws;
 
 pub use event::{Event, EventData, HistoryPage, PublishAccepted};
 pub use publish::{
-    MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, validate_execution_id,
+    FieldType, MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, publish_problems,
+    validate_execution_id,
 };
 pub use validation::{HttpValidationError, Loc, ValidationError};
 pub use ws::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::EventData;
+use crate::names::field;
 use crate::validation::{Loc, ValidationError};
 
 /// Longest accepted execution id, in bytes.
@@ -53,52 +54,92 @@ impl PublishRequest {
     /// `publish` frame carries them next to `op` and `id`, which are ignored).
     ///
     /// # Errors
-    /// One entry per missing or mistyped field.
+    /// One entry per missing or mistyped field, as [`publish_problems`] lists them.
     pub fn from_fields(mut fields: EventData) -> Result<Self, Vec<ValidationError>> {
-        let mut errors = Vec::new();
-        let event_type = match fields.remove("event_type") {
+        let event_type = fields.remove(field::EVENT_TYPE);
+        let data = fields.remove(field::DATA);
+        let timestamp = fields.remove(field::TIMESTAMP);
+        let errors = publish_problems(
+            FieldType::of(event_type.as_ref()),
+            FieldType::of(data.as_ref()),
+            FieldType::of(timestamp.as_ref()),
+        );
+        let timestamp = match timestamp {
             Some(Value::String(s)) => Some(s),
-            Some(_) => {
-                errors.push(string_type("event_type"));
-                None
-            }
-            None => {
-                errors.push(missing("event_type"));
-                None
-            }
-        };
-        let data = match fields.remove("data") {
-            Some(Value::Object(map)) => Some(map),
-            Some(_) => {
-                errors.push(ValidationError::body_field(
-                    "data",
-                    "dict_type",
-                    "Input should be a valid dictionary",
-                ));
-                None
-            }
-            None => {
-                errors.push(missing("data"));
-                None
-            }
-        };
-        let timestamp = match fields.remove("timestamp") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => {
-                errors.push(string_type("timestamp"));
-                None
-            }
+            _ => None,
         };
         match (event_type, data) {
-            (Some(event_type), Some(data)) if errors.is_empty() => Ok(Self {
-                event_type,
-                data,
-                timestamp,
-            }),
+            (Some(Value::String(event_type)), Some(Value::Object(data))) if errors.is_empty() => {
+                Ok(Self {
+                    event_type,
+                    data,
+                    timestamp,
+                })
+            }
             _ => Err(errors),
         }
     }
+}
+
+/// The JSON type of a request field: all that publish validation looks at.
+///
+/// Clients that hold a publish in another form than a JSON map (the browser
+/// client has JavaScript values) classify its fields and ask
+/// [`publish_problems`], so they report exactly what the hub would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// The field is not there.
+    Absent,
+    /// `null`.
+    Null,
+    /// A string.
+    String,
+    /// An object (not an array).
+    Object,
+    /// A number, boolean or array.
+    Other,
+}
+
+impl FieldType {
+    /// The type of a parsed JSON field, `None` when absent.
+    pub fn of(value: Option<&Value>) -> Self {
+        match value {
+            None => Self::Absent,
+            Some(Value::Null) => Self::Null,
+            Some(Value::String(_)) => Self::String,
+            Some(Value::Object(_)) => Self::Object,
+            Some(_) => Self::Other,
+        }
+    }
+}
+
+/// Every problem of a publish whose fields have these types, one entry per
+/// field in FastAPI's order; empty when the publish is valid.
+pub fn publish_problems(
+    event_type: FieldType,
+    data: FieldType,
+    timestamp: FieldType,
+) -> Vec<ValidationError> {
+    let mut errors = Vec::new();
+    match event_type {
+        FieldType::String => {}
+        FieldType::Absent => errors.push(missing(field::EVENT_TYPE)),
+        _ => errors.push(string_type(field::EVENT_TYPE)),
+    }
+    match data {
+        FieldType::Object => {}
+        FieldType::Absent => errors.push(missing(field::DATA)),
+        _ => errors.push(ValidationError::body_field(
+            field::DATA,
+            "dict_type",
+            "Input should be a valid dictionary",
+        )),
+    }
+    match timestamp {
+        FieldType::Absent | FieldType::Null | FieldType::String => {}
+        _ => errors.push(string_type(field::TIMESTAMP)),
+    }
+    errors
 }
 
 /// Checks an execution id taken from a URL path or a WebSocket frame.
@@ -209,6 +250,61 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn null_is_a_wrong_type_except_for_the_timestamp() {
+        use FieldType::{Null, Object};
+        let kinds = |problems: Vec<ValidationError>| -> Vec<String> {
+            problems.into_iter().map(|e| e.kind).collect()
+        };
+        assert_eq!(kinds(publish_problems(Null, Object, Null)), ["string_type"]);
+        assert_eq!(
+            kinds(publish_problems(FieldType::String, Null, Null)),
+            ["dict_type"]
+        );
+        assert!(publish_problems(FieldType::String, Object, Null).is_empty());
+    }
+
+    #[test]
+    fn problems_by_type_match_the_parsed_checks() {
+        let values = [
+            None,
+            Some(Value::Null),
+            Some(Value::from("s")),
+            Some(serde_json::json!({})),
+            Some(Value::from(1)),
+            Some(serde_json::json!([])),
+        ];
+        for event_type in &values {
+            for data in &values {
+                for timestamp in &values {
+                    let mut fields = EventData::new();
+                    let named = [
+                        (field::EVENT_TYPE, event_type),
+                        (field::DATA, data),
+                        (field::TIMESTAMP, timestamp),
+                    ];
+                    for (name, value) in named {
+                        if let Some(value) = value {
+                            fields.insert(name.into(), value.clone());
+                        }
+                    }
+                    let by_type = publish_problems(
+                        FieldType::of(event_type.as_ref()),
+                        FieldType::of(data.as_ref()),
+                        FieldType::of(timestamp.as_ref()),
+                    );
+                    match PublishRequest::from_fields(fields) {
+                        Ok(_) => assert!(by_type.is_empty()),
+                        Err(parsed) => {
+                            assert!(!parsed.is_empty());
+                            assert_eq!(parsed, by_type);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::{Event, EventData};
+use crate::names::{field, op};
 use crate::publish::{MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, validate_execution_id};
 use crate::validation::ValidationError;
 
@@ -190,6 +191,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for looking one up by its wire name.
+    const ALL: [Self; 10] = [
+        Self::BadFrame,
+        Self::UnknownOp,
+        Self::InvalidRequest,
+        Self::NotSubscribed,
+        Self::AlreadySubscribed,
+        Self::TooManySubscriptions,
+        Self::Unavailable,
+        Self::Internal,
+        Self::Unauthorized,
+        Self::Forbidden,
+    ];
+
+    /// The code named `wire` (e.g. `"bad_frame"`), if this version knows it;
+    /// for clients that read frames without serde.
+    pub fn from_wire(wire: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == wire)
+    }
+
     /// The code as it appears on the wire, e.g. `"bad_frame"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -273,7 +294,7 @@ impl ClientMsg {
                 ));
             }
         };
-        let id = match fields.remove("id") {
+        let id = match fields.remove(field::ID) {
             None | Some(Value::Null) => None,
             Some(raw) => Some(serde_json::from_value(raw).map_err(|_| {
                 FrameError::new(
@@ -283,7 +304,7 @@ impl ClientMsg {
                 )
             })?),
         };
-        let op = match fields.remove("op") {
+        let op = match fields.remove(field::OP) {
             Some(Value::String(op)) => op,
             _ => {
                 return Err(FrameError::new(
@@ -294,20 +315,20 @@ impl ClientMsg {
             }
         };
         match op.as_str() {
-            "subscribe" => decode_subscribe(id, fields),
-            "unsubscribe" => {
+            op::SUBSCRIBE => decode_subscribe(id, fields),
+            op::UNSUBSCRIBE => {
                 let execution_id = execution_id(&id, &mut fields)
                     .map_err(|d| FrameError::invalid(id.clone(), d))?;
                 Ok(Self::Unsubscribe { id, execution_id })
             }
-            "publish" => decode_publish(id, fields),
-            "ping" => Ok(Self::Ping { id }),
-            "auth" => match fields.remove("token") {
+            op::PUBLISH => decode_publish(id, fields),
+            op::PING => Ok(Self::Ping { id }),
+            op::AUTH => match fields.remove(field::TOKEN) {
                 Some(Value::String(token)) => Ok(Self::Auth { id, token }),
                 _ => Err(FrameError::invalid(
                     id,
                     vec![ValidationError::body_field(
-                        "token",
+                        field::TOKEN,
                         "string_type",
                         "Input should be a valid string",
                     )],
@@ -327,12 +348,12 @@ fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<Clie
     let execution_id = execution_id(&id, &mut fields)
         .map_err(|d| detail.extend(d))
         .ok();
-    let after = match fields.remove("after") {
+    let after = match fields.remove(field::AFTER) {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
         Some(_) => {
             detail.push(ValidationError::body_field(
-                "after",
+                field::AFTER,
                 "int_type",
                 "Input should be a valid non-negative integer",
             ));
@@ -351,14 +372,14 @@ fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<Clie
 
 fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
     let execution_id = execution_id(&id, &mut fields);
-    let idempotency_key = match fields.remove("idempotency_key") {
+    let idempotency_key = match fields.remove(field::IDEMPOTENCY_KEY) {
         None | Some(Value::Null) => None,
         Some(Value::String(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
             Some(key)
         }
         Some(_) => {
             let error = ValidationError::body_field(
-                "idempotency_key",
+                field::IDEMPOTENCY_KEY,
                 "string_type",
                 "Input should be a non-empty string of at most 256 bytes",
             );
@@ -386,8 +407,8 @@ fn execution_id(
     fields: &mut EventData,
 ) -> Result<String, Vec<ValidationError>> {
     let field =
-        |kind: &str, msg: &str| vec![ValidationError::body_field("execution_id", kind, msg)];
-    match fields.remove("execution_id") {
+        |kind: &str, msg: &str| vec![ValidationError::body_field(field::EXECUTION_ID, kind, msg)];
+    match fields.remove(field::EXECUTION_ID) {
         Some(Value::String(s)) => match validate_execution_id(&s) {
             Ok(()) => Ok(s),
             Err(e) => Err(field(&e.kind, &e.msg)),
@@ -488,5 +509,12 @@ mod tests {
                 code.as_str()
             );
         }
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+            let parsed: ErrorCode =
+                serde_json::from_value(code.as_str().into()).expect("deserializes");
+            assert_eq!(parsed, code);
+        }
+        assert_eq!(ErrorCode::from_wire("newer_code"), None);
     }
 }

@@ -1,7 +1,16 @@
-//! The client's bookkeeping, free of JavaScript so it runs in host `#[test]`s:
-//! where each subscription stands, which events to deliver, and reconnect delays.
+//! The client's bookkeeping and codec, free of JavaScript so it runs in host
+//! `#[test]`s: where each subscription stands, which events to deliver,
+//! reconnect delays and when to give up, the numbers JavaScript hands over,
+//! and the client frames, validated with the hub's rules and written by hand.
+//!
+//! Frames are written here rather than with serde because serde_json and the
+//! buffering of tagged and flattened enums made up most of the download; the
+//! tests decode every frame with the hub's own decoder to keep them honest.
 
 use std::time::Duration;
+
+use exechub_protocol::names::{field, op};
+use exechub_protocol::{FieldType, ValidationError, close, publish_problems};
 
 /// Where one subscription stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +95,11 @@ impl Backoff {
             .saturating_mul(2u32.saturating_pow(self.attempt))
             .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
-        let spread = ceiling
-            .saturating_sub(self.min)
-            .mul_f64(random.clamp(0.0, 1.0));
-        self.min + spread
+        // Whole milliseconds: plenty for a reconnect delay, and no float
+        // `Duration` conversions (with their panics) in the download.
+        let range = ceiling.saturating_sub(self.min).as_millis() as f64;
+        let spread = Duration::from_millis((range * random.clamp(0.0, 1.0)) as u64);
+        self.min.saturating_add(spread)
     }
 
     /// A connection succeeded: start over from the shortest delay.
@@ -98,8 +108,182 @@ impl Backoff {
     }
 }
 
+/// Largest integer a JavaScript number holds exactly (`Number.MAX_SAFE_INTEGER`).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// A JavaScript number as a seq, id or count: a whole number from 0 to
+/// `Number.MAX_SAFE_INTEGER`, else `None`.
+pub fn whole_number(n: f64) -> Option<u64> {
+    ((0.0..=MAX_SAFE_INTEGER).contains(&n) && n.fract() == 0.0).then_some(n as u64)
+}
+
+/// Whether to reconnect after the socket closed with `code`. A normal close
+/// (1000) was not asked for by this client, so it reconnects; otherwise the
+/// hub's ranges decide (4500–4999 and protocol errors: stop).
+pub fn reconnects_after(code: u16) -> bool {
+    code == 1000 || close::should_reconnect(code)
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut String, n: u64) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    out.push(char::from(b'0' + (n % 10) as u8));
+}
+
+/// Appends `text` as a JSON string.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str("\\u00");
+                for digit in [u32::from(c) >> 4, u32::from(c) & 0xf] {
+                    out.extend(char::from_digit(digit, 16));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A JSON object, written one field at a time.
+struct JsonObject(String);
+
+impl JsonObject {
+    fn new() -> Self {
+        Self(String::from("{"))
+    }
+
+    fn key(mut self, key: &str) -> Self {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        push_json_string(&mut self.0, key);
+        self.0.push(':');
+        self
+    }
+
+    fn string(self, key: &str, value: &str) -> Self {
+        let mut object = self.key(key);
+        push_json_string(&mut object.0, value);
+        object
+    }
+
+    fn number(self, key: &str, value: u64) -> Self {
+        let mut object = self.key(key);
+        push_decimal(&mut object.0, value);
+        object
+    }
+
+    /// A field whose value is already JSON text.
+    fn json(self, key: &str, json: &str) -> Self {
+        let mut object = self.key(key);
+        object.0.push_str(json);
+        object
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// A publish that passed the hub's validation, its payload already JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    event_type: String,
+    /// The payload, a JSON object, as the browser's `JSON.stringify` wrote it.
+    data: String,
+    timestamp: Option<String>,
+}
+
+impl Publish {
+    /// Validates a publish with the hub's rules (`PublishRequest::from_fields`
+    /// reports the same problems): `data` is the payload's JSON text when it
+    /// is an object, else the type it has.
+    ///
+    /// # Errors
+    /// Every problem, as a 422 would list them.
+    pub fn new(
+        event_type: String,
+        data: Result<String, FieldType>,
+        timestamp: Option<String>,
+    ) -> Result<Self, Vec<ValidationError>> {
+        let data_type = data.as_ref().err().copied().unwrap_or(FieldType::Object);
+        let timestamp_type = match timestamp {
+            Some(_) => FieldType::String,
+            None => FieldType::Absent,
+        };
+        let problems = publish_problems(FieldType::String, data_type, timestamp_type);
+        match data {
+            Ok(data) if problems.is_empty() => Ok(Self {
+                event_type,
+                data,
+                timestamp,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    fn write_fields(&self, object: JsonObject) -> JsonObject {
+        let object = object
+            .string(field::EVENT_TYPE, &self.event_type)
+            .json(field::DATA, &self.data);
+        match &self.timestamp {
+            Some(timestamp) => object.string(field::TIMESTAMP, timestamp),
+            None => object,
+        }
+    }
+}
+
+/// The `subscribe` frame.
+pub fn subscribe_frame(id: u64, execution_id: &str, after: Option<u64>) -> String {
+    let frame = request(op::SUBSCRIBE, id).string(field::EXECUTION_ID, execution_id);
+    match after {
+        Some(after) => frame.number(field::AFTER, after),
+        None => frame,
+    }
+    .finish()
+}
+
+/// The `auth` frame, carrying a fresh token.
+pub fn auth_frame(id: u64, token: &str) -> String {
+    request(op::AUTH, id).string(field::TOKEN, token).finish()
+}
+
+/// The `unsubscribe` frame.
+pub fn unsubscribe_frame(id: u64, execution_id: &str) -> String {
+    request(op::UNSUBSCRIBE, id)
+        .string(field::EXECUTION_ID, execution_id)
+        .finish()
+}
+
+/// The `publish` frame.
+pub fn publish_frame(id: u64, execution_id: &str, publish: &Publish) -> String {
+    let frame = request(op::PUBLISH, id).string(field::EXECUTION_ID, execution_id);
+    publish.write_fields(frame).finish()
+}
+
+/// The body of `POST …/events`.
+pub fn publish_body(publish: &Publish) -> String {
+    publish.write_fields(JsonObject::new()).finish()
+}
+
+fn request(op: &str, id: u64) -> JsonObject {
+    JsonObject::new()
+        .string(field::OP, op)
+        .number(field::ID, id)
+}
+
 #[cfg(test)]
 mod tests {
+    use exechub_protocol::{ClientMsg, PublishRequest, RequestId};
+
     use super::*;
 
     #[test]
@@ -136,5 +320,100 @@ mod tests {
         assert_eq!(backoff.next_delay(0.0), Duration::from_millis(100));
         backoff.reset();
         assert_eq!(backoff.next_delay(1.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn numbers_from_javascript_are_whole_and_exact() {
+        assert_eq!(whole_number(0.0), Some(0));
+        assert_eq!(whole_number(42.0), Some(42));
+        assert_eq!(whole_number(MAX_SAFE_INTEGER), Some(9_007_199_254_740_991));
+        for bad in [-1.0, 1.5, MAX_SAFE_INTEGER + 2.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(whole_number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stops_only_when_the_hub_says_so() {
+        for code in [1000, 1001, 1006, 1011, 4001, 4499] {
+            assert!(reconnects_after(code), "{code}");
+        }
+        for code in [1002, 1008, 4500, 4999] {
+            assert!(!reconnects_after(code), "{code}");
+        }
+    }
+
+    fn decoded(frame: &str) -> ClientMsg {
+        ClientMsg::decode(frame).expect("the hub decodes the frame")
+    }
+
+    fn publish(data: &str, timestamp: Option<&str>) -> Publish {
+        Publish::new(
+            "tool_started".into(),
+            Ok(data.into()),
+            timestamp.map(Into::into),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn subscription_frames_decode_as_the_hub_reads_them() {
+        let awkward = "exec \"42\" \\ é";
+        assert_eq!(
+            decoded(&subscribe_frame(7, awkward, Some(3))),
+            ClientMsg::Subscribe {
+                id: Some(RequestId::Num(7)),
+                execution_id: awkward.into(),
+                after: Some(3),
+            }
+        );
+        assert_eq!(
+            decoded(&subscribe_frame(u64::MAX, "e", None)),
+            ClientMsg::Subscribe {
+                id: Some(RequestId::Num(u64::MAX)),
+                execution_id: "e".into(),
+                after: None,
+            }
+        );
+        assert_eq!(
+            decoded(&unsubscribe_frame(0, "e")),
+            ClientMsg::Unsubscribe {
+                id: Some(RequestId::Num(0)),
+                execution_id: "e".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn publish_frames_and_bodies_decode_as_the_hub_reads_them() {
+        let data = r#"{"tool":"grep","n":[1,2.5,null]}"#;
+        let body = format!(r#"{{"event_type":"tool_started","data":{data},"timestamp":"t"}}"#);
+        let request = PublishRequest::from_slice(body.as_bytes()).expect("valid");
+        assert_eq!(
+            decoded(&publish_frame(2, "e", &publish(data, Some("t")))),
+            ClientMsg::Publish {
+                id: Some(RequestId::Num(2)),
+                execution_id: "e".into(),
+                event: request.clone(),
+                idempotency_key: None,
+            }
+        );
+        let http = publish_body(&publish(data, Some("t")));
+        assert_eq!(PublishRequest::from_slice(http.as_bytes()), Ok(request));
+        let untimed = publish_body(&publish("{}", None));
+        assert_eq!(untimed, r#"{"event_type":"tool_started","data":{}}"#);
+        let control = "a\u{1}\n\t\"b\\";
+        let event = Publish::new(control.into(), Ok("{}".into()), None).expect("valid");
+        let request = PublishRequest::from_slice(publish_body(&event).as_bytes()).expect("JSON");
+        assert_eq!(request.event_type, control);
+    }
+
+    #[test]
+    fn publishes_are_checked_with_the_hubs_rules() {
+        let problems = Publish::new("t".into(), Err(FieldType::Other), None).expect_err("array");
+        let hub = PublishRequest::from_slice(br#"{"event_type":"t","data":[1,2]}"#)
+            .expect_err("the hub refuses it too");
+        assert_eq!(problems, hub);
+        let problems = Publish::new("t".into(), Err(FieldType::Null), None).expect_err("null");
+        assert_eq!(problems[0].kind, "dict_type");
     }
 }

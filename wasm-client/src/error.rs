@@ -7,6 +7,8 @@ use exechub_protocol::{ErrorCode, ValidationError};
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 
+use crate::types::detail_to_js;
+
 /// Why an operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -27,8 +29,9 @@ pub enum ClientError {
         code: ErrorCode,
         /// The hub's explanation.
         message: String,
-        /// Field problems, for `invalid_request`.
-        detail: Option<Vec<ValidationError>>,
+        /// Field problems, for `invalid_request`: the `detail` array as the
+        /// hub sent it, or as the shared crate's checks found them locally.
+        detail: Option<JsValue>,
     },
     /// An HTTP request got an error status.
     #[error("HTTP {status}: {message}")]
@@ -37,8 +40,8 @@ pub enum ClientError {
         status: u16,
         /// The hub's `detail` text, or the status text.
         message: String,
-        /// Field problems, for a 422.
-        detail: Option<Vec<ValidationError>>,
+        /// Field problems, for a 422: the body's `detail` array, untouched.
+        detail: Option<JsValue>,
     },
     /// The request could not be made (network failure, CORS, bad URL).
     #[error("network error: {0}")]
@@ -55,6 +58,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// An `invalid_request` for problems the hub's rules found locally.
+    pub fn invalid(message: &str, detail: &[ValidationError]) -> Self {
+        Self::Hub {
+            code: ErrorCode::InvalidRequest,
+            message: message.to_owned(),
+            detail: Some(detail_to_js(detail)),
+        }
+    }
+
     /// The machine-readable `code` on the JavaScript error.
     pub fn code(&self) -> &'static str {
         match self {
@@ -72,9 +84,9 @@ impl ClientError {
         }
     }
 
-    fn detail(&self) -> Option<&[ValidationError]> {
+    fn detail(&self) -> Option<&JsValue> {
         match self {
-            Self::Hub { detail, .. } | Self::Http { detail, .. } => detail.as_deref(),
+            Self::Hub { detail, .. } | Self::Http { detail, .. } => detail.as_ref(),
             _ => None,
         }
     }
@@ -87,8 +99,7 @@ impl ClientError {
         // Setting properties on a fresh Error object cannot fail.
         let _ = Reflect::set(object, &"code".into(), &self.code().into());
         if let Some(detail) = self.detail() {
-            let value = crate::types::to_js(&detail).unwrap_or(JsValue::UNDEFINED);
-            let _ = Reflect::set(object, &"detail".into(), &value);
+            let _ = Reflect::set(object, &"detail".into(), detail);
         }
         if let Self::Http { status, .. } = self {
             let _ = Reflect::set(object, &"status".into(), &JsValue::from(*status));

@@ -1,107 +1,130 @@
 //! HTTP calls: history, and publishing for workers that only need `POST`.
 
-use exechub_protocol::{HistoryPage, HttpValidationError, PublishAccepted, PublishRequest};
-use gloo_net::http::{Request, RequestBuilder, Response};
+use exechub_protocol::names::field;
+use js_sys::Array;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
+use crate::core::{Publish, publish_body, push_decimal};
 use crate::error::ClientError;
+use crate::js::{self, Response, get, object, set};
+use crate::types::{number_field, page_view};
 
 /// `…/api/v1/executions/{id}/events` under `base_url`.
 fn events_url(base_url: &str, execution_id: &str) -> String {
-    let id = String::from(js_sys::encode_uri_component(execution_id));
-    format!(
-        "{}/api/v1/executions/{id}/events",
-        base_url.trim_end_matches('/')
-    )
+    [
+        base_url.trim_end_matches('/'),
+        "/api/v1/executions/",
+        &js::encode_uri_component(execution_id),
+        "/events",
+    ]
+    .concat()
 }
 
-fn authorized(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
-    match token {
-        Some(token) => request.header("Authorization", &format!("Bearer {token}")),
-        None => request,
-    }
-}
-
-/// Stored events of an execution after `after`.
+/// Stored events of an execution after `after`, as a `HistoryPage` object.
 ///
 /// # Errors
-/// [`ClientError::Network`] or [`ClientError::Http`].
+/// [`ClientError::Network`], [`ClientError::Http`] or [`ClientError::Protocol`].
 pub async fn history(
     base_url: &str,
     execution_id: &str,
     after: Option<u64>,
     limit: Option<u64>,
     token: Option<&str>,
-) -> Result<HistoryPage, ClientError> {
+) -> Result<JsValue, ClientError> {
     let mut url = events_url(base_url, execution_id);
-    url.push_str(&format!("?after={}", after.unwrap_or(0)));
+    url.push_str("?after=");
+    push_decimal(&mut url, after.unwrap_or(0));
     if let Some(limit) = limit {
-        url.push_str(&format!("&limit={limit}"));
+        url.push_str("&limit=");
+        push_decimal(&mut url, limit);
     }
-    let response = send(authorized(Request::get(&url), token)).await?;
-    response
-        .json()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))
+    let page = send(&url, "GET", &headers(token, None), None).await?;
+    page_view(&page)
 }
 
 /// `POST …/events`; resolves with the seq the hub assigned.
 ///
 /// # Errors
-/// [`ClientError::Http`] (422 carries the validation detail), or [`ClientError::Network`].
+/// [`ClientError::Http`] (422 carries the validation detail), [`ClientError::Network`]
+/// or [`ClientError::Protocol`].
 pub async fn publish(
     base_url: &str,
     execution_id: &str,
-    request: &PublishRequest,
+    request: &Publish,
     idempotency_key: Option<&str>,
     token: Option<&str>,
 ) -> Result<u64, ClientError> {
-    let mut builder = authorized(Request::post(&events_url(base_url, execution_id)), token);
+    let url = events_url(base_url, execution_id);
+    let headers = headers(token, idempotency_key);
+    set(&headers, "Content-Type", &"application/json".into());
+    let body = JsValue::from_str(&publish_body(request));
+    let accepted = send(&url, "POST", &headers, Some(&body)).await?;
+    number_field(&accepted, field::SEQ)
+        .ok_or_else(|| ClientError::Protocol("publish answer without a seq".into()))
+}
+
+/// The request headers: the token and idempotency key when given.
+fn headers(token: Option<&str>, idempotency_key: Option<&str>) -> JsValue {
+    let headers = object(&[]);
+    if let Some(token) = token {
+        set(
+            &headers,
+            "Authorization",
+            &["Bearer ", token].concat().into(),
+        );
+    }
     if let Some(key) = idempotency_key {
-        builder = builder.header("Idempotency-Key", key);
+        set(&headers, "Idempotency-Key", &key.into());
     }
-    let request = builder
-        .json(request)
-        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ClientError::Network(e.to_string()))?;
-    let accepted: PublishAccepted = check(response)
-        .await?
-        .json()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    Ok(accepted.seq)
+    headers
 }
 
-async fn send(request: RequestBuilder) -> Result<Response, ClientError> {
-    let response = request
-        .send()
+/// Makes a request and parses the JSON answer.
+async fn send(
+    url: &str,
+    method: &str,
+    headers: &JsValue,
+    body: Option<&JsValue>,
+) -> Result<JsValue, ClientError> {
+    let init = object(&[
+        ("method", &method.into()),
+        ("headers", headers),
+        ("body", body.unwrap_or(&JsValue::UNDEFINED)),
+    ]);
+    let network = |error: JsValue| ClientError::Network(js::to_text(&error));
+    let response: Response = await_promise(js::fetch(url, &init))
         .await
-        .map_err(|e| ClientError::Network(e.to_string()))?;
-    check(response).await
-}
-
-/// Turns an error status into [`ClientError::Http`], keeping the hub's detail.
-async fn check(response: Response) -> Result<Response, ClientError> {
+        .map_err(network)?
+        .unchecked_into();
+    let text = await_promise(response.text()).await;
     if response.ok() {
-        return Ok(response);
+        let text = text.map_err(network)?;
+        return js::parse_json(&text)
+            .map_err(|_| ClientError::Protocol("the answer is not JSON".into()));
     }
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let (message, detail) = match serde_json::from_str::<HttpValidationError>(&body) {
-        Ok(error) => ("invalid request".to_owned(), Some(error.detail)),
-        Err(_) => {
-            let text = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["detail"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| response.status_text());
-            (text, None)
-        }
+    // An error body that cannot be read or parsed still leaves the status.
+    let body = text.and_then(|text| js::parse_json(&text));
+    Err(http_error(&response, body.unwrap_or(JsValue::UNDEFINED)))
+}
+
+async fn await_promise(promise: Result<js_sys::Promise, JsValue>) -> Result<JsValue, JsValue> {
+    JsFuture::from(promise?).await
+}
+
+/// [`ClientError::Http`] for an error status, keeping the hub's detail: the
+/// 422 list, or the text other errors carry in `detail`.
+fn http_error(response: &Response, body: JsValue) -> ClientError {
+    let detail = get(&body, field::DETAIL);
+    let (message, detail) = if Array::is_array(&detail) {
+        ("invalid request".to_owned(), Some(detail))
+    } else {
+        let text = detail.as_string().unwrap_or_else(|| response.status_text());
+        (text, None)
     };
-    Err(ClientError::Http {
-        status,
+    ClientError::Http {
+        status: response.status(),
         message,
         detail,
-    })
+    }
 }

@@ -9,29 +9,38 @@
 //! [`publish_http`] use plain HTTP. This file is only the JavaScript facade:
 //! every failure reaches JavaScript as an `ExechubError` ([`error`]), and every
 //! value crossing the boundary has a TypeScript type ([`types`]). All wire
-//! types come from `exechub-protocol`, shared with the hub.
+//! names and validation rules come from `exechub-protocol`, shared with the hub.
+//!
+//! The package has a size budget (40 KiB gzipped, `.wasm` and glue together,
+//! see the README), which explains three choices: the browser parses frames
+//! (`JSON.parse`) and the client reads the result; the client writes its few
+//! frames by hand ([`core`]); and it binds the browser APIs it uses directly
+//! ([`js`]) instead of going through web-sys and gloo.
 
 mod auth;
 pub mod core;
 pub mod error;
 mod http;
+mod inbound;
+mod js;
 pub mod types;
 mod ws;
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use exechub_protocol::{ErrorCode, EventData, PublishRequest};
+use exechub_protocol::FieldType;
 use js_sys::Function;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
+use crate::core::Publish;
 pub use crate::error::ClientError;
 use crate::types::{
     ClientOptionsJs, ConnectionStateJs, DataJs, EventHandlerJs, HistoryOptionsJs, HistoryPromise,
-    PublishOptionsJs, SeqPromise, SubscribeOptionsJs, field, string_field, u64_field,
+    PublishOptionsJs, SeqPromise, SubscribeOptionsJs, option_field, string_field, u64_field,
 };
-use crate::ws::{Settings, Shared, SharedRef, Sub};
+use crate::ws::{Settings, SharedRef, Sub};
 
 /// A connection to a hub's `/ws` endpoint, shared by all subscriptions.
 #[wasm_bindgen]
@@ -64,8 +73,7 @@ impl ExechubClient {
                 u64_field(&options, "maxReconnectDelayMs")?.unwrap_or(10_000),
             ),
         };
-        let shared = Shared::new(function(&options, "onStateChange"));
-        wasm_bindgen_futures::spawn_local(ws::drive(Rc::clone(&shared), settings));
+        let shared = ws::start(settings, function(&options, "onStateChange"));
         Ok(Self { shared })
     }
 
@@ -102,8 +110,7 @@ impl ExechubClient {
         timestamp: Option<String>,
     ) -> SeqPromise {
         let request = publish_request(event_type, data.into(), timestamp);
-        let publish = ws::publish(Rc::clone(&self.shared), execution_id, request);
-        seq_promise(publish)
+        ws::publish(&self.shared, &execution_id, request).unchecked_into()
     }
 
     /// The connection state.
@@ -121,7 +128,7 @@ impl ExechubClient {
 /// A subscription made with [`ExechubClient::subscribe`].
 #[wasm_bindgen]
 pub struct Subscription {
-    shared: std::rc::Weak<std::cell::RefCell<ws::Shared>>,
+    shared: Weak<std::cell::RefCell<ws::Shared>>,
     execution_id: String,
 }
 
@@ -160,8 +167,8 @@ pub fn history(
         let after = u64_field(&options, "after")?;
         let limit = u64_field(&options, "limit")?;
         let token = string_field(&options, "token");
-        let page = http::history(&base_url, &execution_id, after, limit, token.as_deref()).await?;
-        types::page_to_js(&page).map_err(|e| ClientError::Protocol(e.to_string()).into())
+        let page = http::history(&base_url, &execution_id, after, limit, token.as_deref()).await;
+        page.map_err(|error| error.to_js())
     };
     wasm_bindgen_futures::future_to_promise(page).unchecked_into()
 }
@@ -192,25 +199,25 @@ pub fn publish_http(
 }
 
 /// Validates a publish locally with the hub's own rules (shared crate), so bad
-/// input fails with the same `detail` the hub would send.
+/// input fails with the same `detail` the hub would send. `data` is
+/// serialized here, once, by the browser.
 fn publish_request(
     event_type: String,
     data: JsValue,
     timestamp: Option<String>,
-) -> Result<PublishRequest, ClientError> {
-    let data: serde_json::Value = serde_wasm_bindgen::from_value(data)
-        .map_err(|e| ClientError::InvalidArgument(format!("data is not JSON: {e}")))?;
-    let mut fields = EventData::new();
-    fields.insert("event_type".into(), event_type.into());
-    fields.insert("data".into(), data);
-    if let Some(timestamp) = timestamp {
-        fields.insert("timestamp".into(), timestamp.into());
-    }
-    PublishRequest::from_fields(fields).map_err(|detail| ClientError::Hub {
-        code: ErrorCode::InvalidRequest,
-        message: "invalid request".into(),
-        detail: Some(detail),
-    })
+) -> Result<Publish, ClientError> {
+    let json = js::stringify(&data).map_err(|e| {
+        ClientError::InvalidArgument(["data is not JSON: ", &js::to_text(&e)].concat())
+    })?;
+    // The JSON text says what the hub would see: an object, or something else
+    // (`undefined` for values JSON cannot hold, e.g. a function).
+    let data = match json.as_string() {
+        Some(json) if json.starts_with('{') => Ok(json),
+        Some(_) => Err(FieldType::Other),
+        None => Err(FieldType::Null),
+    };
+    Publish::new(event_type, data, timestamp)
+        .map_err(|detail| ClientError::invalid("invalid request", &detail))
 }
 
 fn seq_promise(
@@ -226,5 +233,5 @@ fn seq_promise(
 }
 
 fn function(options: &JsValue, name: &str) -> Option<Function> {
-    field(options, name).and_then(|value| value.dyn_into().ok())
+    option_field(options, name).and_then(|value| value.dyn_into().ok())
 }

@@ -1,12 +1,18 @@
-//! The TypeScript types of the package, and the conversions of wire types
-//! into the camelCase JavaScript objects those types describe.
+//! The TypeScript types of the package, and the camelCase JavaScript objects
+//! those types describe, made from the hub's snake_case wire objects.
 //!
-//! Values go straight from Rust to JavaScript objects with
-//! `serde-wasm-bindgen`: an event's JSON is parsed once, never re-stringified.
+//! Wire objects come from the browser's `JSON.parse`, and an event's `data` is
+//! handed on as the object the browser parsed: an event's JSON is parsed once
+//! and its payload is never re-stringified or copied through Rust.
 
-use exechub_protocol::{Event, EventData, HistoryPage};
-use serde::Serialize;
+use exechub_protocol::names::field;
+use exechub_protocol::{Loc, ValidationError};
+use js_sys::Array;
 use wasm_bindgen::prelude::*;
+
+use crate::ClientError;
+use crate::core::whole_number;
+use crate::js::{get, is_plain_object, object};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -140,95 +146,150 @@ extern "C" {
     pub type ConnectionStateJs;
 }
 
-/// `ExecutionEvent` as JavaScript sees it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventView<'a> {
-    execution_id: &'a str,
-    seq: u64,
-    event_type: &'a str,
-    timestamp: &'a str,
-    data: &'a EventData,
+/// An event of the wire as the `ExecutionEvent` handed to the application,
+/// with what the bookkeeping needs.
+pub struct EventView {
+    /// The execution the event belongs to.
+    pub execution_id: String,
+    /// Its seq.
+    pub seq: u64,
+    /// The `ExecutionEvent` object.
+    pub view: JsValue,
 }
 
-impl<'a> From<&'a Event> for EventView<'a> {
-    fn from(event: &'a Event) -> Self {
-        Self {
-            execution_id: &event.execution_id,
-            seq: event.seq,
-            event_type: &event.event_type,
-            timestamp: &event.timestamp,
-            data: &event.data,
+impl EventView {
+    /// Reads a wire event (`{"seq", "execution_id", "event_type", "timestamp",
+    /// "data"}`); `None` when a field is missing or of the wrong type.
+    pub fn from_wire(event: &JsValue) -> Option<Self> {
+        let [seq, execution_id, event_type, timestamp, data] = [
+            field::SEQ,
+            field::EXECUTION_ID,
+            field::EVENT_TYPE,
+            field::TIMESTAMP,
+            field::DATA,
+        ]
+        .map(|key| get(event, key));
+        let number = seq.as_f64().and_then(whole_number)?;
+        if !(event_type.is_string() && timestamp.is_string() && is_plain_object(&data)) {
+            return None;
         }
+        let view = object(&[
+            ("executionId", &execution_id),
+            ("seq", &seq),
+            ("eventType", &event_type),
+            ("timestamp", &timestamp),
+            ("data", &data),
+        ]);
+        Some(Self {
+            execution_id: execution_id.as_string()?,
+            seq: number,
+            view,
+        })
     }
 }
 
-/// `HistoryPage` as JavaScript sees it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PageView<'a> {
-    execution_id: &'a str,
-    events: Vec<EventView<'a>>,
-    last_seq: u64,
-    oldest_seq: Option<u64>,
+/// A whole-number field of a wire object.
+pub fn number_field(value: &JsValue, key: &str) -> Option<u64> {
+    get(value, key).as_f64().and_then(whole_number)
 }
 
-/// `HistoryLost` as JavaScript sees it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryLostView<'a> {
-    /// The execution concerned.
-    pub execution_id: &'a str,
-    /// The position asked for.
-    pub after: u64,
-    /// Where delivery continues.
-    pub resume_after: u64,
+/// A string field of a wire object.
+pub fn string_of(value: &JsValue, key: &str) -> Option<String> {
+    get(value, key).as_string()
 }
 
-/// Converts to a plain JavaScript value: objects (not `Map`s), numbers (not `BigInt`s).
-pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, serde_wasm_bindgen::Error> {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+/// The `HistoryPage` object for a wire page (`GET …/events`).
+///
+/// # Errors
+/// [`ClientError::Protocol`] when the page is not what the hub sends.
+pub fn page_view(page: &JsValue) -> Result<JsValue, ClientError> {
+    let bad = |what: &str| ClientError::Protocol(["history page: bad `", what, "`"].concat());
+    let execution_id = get(page, field::EXECUTION_ID);
+    if !execution_id.is_string() {
+        return Err(bad(field::EXECUTION_ID));
+    }
+    let wire_events = get(page, field::EVENTS);
+    if !Array::is_array(&wire_events) {
+        return Err(bad(field::EVENTS));
+    }
+    let events = Array::new();
+    for event in wire_events.unchecked_into::<Array>().iter() {
+        let event = EventView::from_wire(&event).ok_or_else(|| bad(field::EVENTS))?;
+        events.push(&event.view);
+    }
+    let last_seq = number_field(page, field::LAST_SEQ).ok_or_else(|| bad(field::LAST_SEQ))?;
+    let oldest_seq = get(page, field::OLDEST_SEQ);
+    if !(oldest_seq.is_null() || oldest_seq.as_f64().and_then(whole_number).is_some()) {
+        return Err(bad(field::OLDEST_SEQ));
+    }
+    Ok(object(&[
+        ("executionId", &execution_id),
+        ("events", &events),
+        ("lastSeq", &JsValue::from(last_seq as f64)),
+        ("oldestSeq", &oldest_seq),
+    ]))
 }
 
-/// An `ExecutionEvent` object.
-pub fn event_to_js(event: &Event) -> Result<JsValue, serde_wasm_bindgen::Error> {
-    to_js(&EventView::from(event))
+/// The `HistoryLost` object.
+pub fn history_lost_view(execution_id: &str, after: u64, resume_after: u64) -> JsValue {
+    object(&[
+        ("executionId", &JsValue::from_str(execution_id)),
+        ("after", &JsValue::from(after as f64)),
+        ("resumeAfter", &JsValue::from(resume_after as f64)),
+    ])
 }
 
-/// A `HistoryPage` object.
-pub fn page_to_js(page: &HistoryPage) -> Result<JsValue, serde_wasm_bindgen::Error> {
-    to_js(&PageView {
-        execution_id: &page.execution_id,
-        events: page.events.iter().map(EventView::from).collect(),
-        last_seq: page.last_seq,
-        oldest_seq: page.oldest_seq,
-    })
+/// The `detail` array of an `ExechubError`, for problems found locally.
+///
+/// `ctx` is left out: only a JSON syntax error has one, and this client never
+/// sends the hub text it did not write as JSON itself.
+pub fn detail_to_js(detail: &[ValidationError]) -> JsValue {
+    let entries = Array::new();
+    for problem in detail {
+        let loc = Array::new();
+        for part in &problem.loc {
+            loc.push(&match part {
+                Loc::Index(index) => JsValue::from(*index as f64),
+                Loc::Key(key) => JsValue::from_str(key),
+            });
+        }
+        entries.push(&object(&[
+            (field::LOC, &loc),
+            (field::MSG, &JsValue::from_str(&problem.msg)),
+            (field::TYPE, &JsValue::from_str(&problem.kind)),
+        ]));
+    }
+    entries.into()
 }
 
 /// Reads an optional field of an options object.
-pub fn field(options: &JsValue, name: &str) -> Option<JsValue> {
+pub fn option_field(options: &JsValue, name: &str) -> Option<JsValue> {
     if options.is_undefined() || options.is_null() {
         return None;
     }
-    js_sys::Reflect::get(options, &name.into())
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
+    Some(get(options, name)).filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 /// Reads an optional non-negative integer field.
-pub fn u64_field(options: &JsValue, name: &str) -> Result<Option<u64>, crate::ClientError> {
-    match field(options, name).map(|v| v.as_f64()) {
+///
+/// # Errors
+/// [`ClientError::InvalidArgument`] for anything but a whole number in JavaScript's safe range.
+pub fn u64_field(options: &JsValue, name: &str) -> Result<Option<u64>, ClientError> {
+    match option_field(options, name) {
         None => Ok(None),
-        Some(Some(n)) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => {
-            Ok(Some(n as u64))
-        }
-        Some(_) => Err(crate::ClientError::InvalidArgument(format!(
-            "`{name}` must be a non-negative integer"
-        ))),
+        Some(value) => value
+            .as_f64()
+            .and_then(whole_number)
+            .map(Some)
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(
+                    ["`", name, "` must be a non-negative integer"].concat(),
+                )
+            }),
     }
 }
 
 /// Reads an optional string field.
 pub fn string_field(options: &JsValue, name: &str) -> Option<String> {
-    field(options, name).and_then(|v| v.as_string())
+    option_field(options, name).and_then(|v| v.as_string())
 }

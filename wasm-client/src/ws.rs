@@ -2,28 +2,33 @@
 //! with backoff and resubscribing each subscription after its last seq.
 //!
 //! State is shared (`Rc<RefCell<…>>`, the browser is single-threaded) between
-//! the JavaScript-facing handles and one driver task. JavaScript callbacks are
-//! always invoked after the borrow is released, so a callback may call back
-//! into the client (e.g. unsubscribe from inside `onEvent`).
+//! the JavaScript-facing handles and the socket's and timer's callbacks, which
+//! drive the connection: connect → open (resubscribe) → frames → close →
+//! backoff → connect, until the client is closed or the hub says not to
+//! reconnect. JavaScript callbacks are always invoked after the borrow is
+//! released, so a callback may call back into the client (e.g. unsubscribe
+//! from inside `onEvent`).
+//!
+//! Server frames are parsed by the browser (`JSON.parse`), decoded in one
+//! place ([`ServerFrame::decode`]), then applied here with a `match`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use exechub_protocol::{ClientMsg, ErrorCode, PublishRequest, RequestId, ServerMsg, close};
-use futures_channel::{mpsc, oneshot};
-use futures_util::future::{Either, select};
-use futures_util::{SinkExt, StreamExt};
-use gloo_net::websocket::futures::WebSocket;
-use gloo_net::websocket::{Message, WebSocketError};
-use js_sys::Function;
-use wasm_bindgen::JsValue;
+use js_sys::{Function, Promise};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 
-use crate::auth::Tokens;
-use crate::core::{Backoff, Position, Verdict};
+use crate::auth::{self, Tokens};
+use crate::core::{self, Backoff, Position, Publish, Verdict};
 use crate::error::ClientError;
-use crate::types::{HistoryLostView, event_to_js, to_js};
+use crate::inbound::ServerFrame;
+use crate::js::{self, CloseEvent, MessageEvent, WebSocket};
+use crate::types::history_lost_view;
+
+/// The close code browsers report for a connection that failed or dropped.
+const ABNORMAL_CLOSURE: u16 = 1006;
 
 /// Connection state, as `ConnectionState` in TypeScript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +55,9 @@ impl ConnectionState {
     }
 }
 
-/// Reconnect settings.
+/// Connection settings.
 pub struct Settings {
-    /// The `/ws` URL (the token is added per connection).
+    /// The `/ws` URL (the token is added per connection attempt).
     pub url: String,
     /// Where the token comes from, when the hub requires one.
     pub tokens: Tokens,
@@ -74,20 +79,72 @@ pub struct Sub {
     pub on_error: Option<Function>,
 }
 
-/// State shared by the handles and the driver.
-#[derive(Default)]
+/// A publish waiting for its `ack`: how to settle its Promise.
+struct Pending {
+    id: u64,
+    resolve: Function,
+    reject: Function,
+}
+
+/// The callbacks that drive the connection. They hold the shared state
+/// strongly, so a client keeps running while its socket or timer does, like a
+/// background task; [`close`] drops them, which ends that cycle.
+struct Handlers {
+    connect: Closure<dyn FnMut()>,
+    refresh: Closure<dyn FnMut()>,
+    open: Closure<dyn FnMut()>,
+    message: Closure<dyn FnMut(MessageEvent)>,
+    close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Handlers {
+    fn new(shared: &SharedRef) -> Self {
+        let on = |act: fn(&SharedRef)| {
+            let shared = Rc::clone(shared);
+            Closure::<dyn FnMut()>::new(move || act(&shared))
+        };
+        let (on_message, on_close) = (Rc::clone(shared), Rc::clone(shared));
+        Self {
+            connect: on(connect),
+            refresh: on(refresh),
+            open: on(opened),
+            message: Closure::new(move |event: MessageEvent| received(&on_message, &event)),
+            close: Closure::new(move |event: CloseEvent| ended(&on_close, event.code())),
+        }
+    }
+
+    fn attach(&self, socket: &WebSocket) {
+        socket.set_onopen(Some(self.open.as_ref().unchecked_ref()));
+        socket.set_onmessage(Some(self.message.as_ref().unchecked_ref()));
+        socket.set_onclose(Some(self.close.as_ref().unchecked_ref()));
+    }
+}
+
+/// State shared by the handles and the callbacks.
 pub struct Shared {
     state: Option<ConnectionState>,
     on_state: Option<Function>,
-    subs: HashMap<String, Sub>,
-    /// Publishes waiting for their `ack`, by request id.
-    pending: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
-    /// Frames to the open socket; `None` while not connected.
-    outbox: Option<mpsc::UnboundedSender<String>>,
+    /// Subscriptions by execution id; a client has a few, so a list is
+    /// smaller than a map and as fast.
+    subs: Vec<(String, Sub)>,
+    /// Publishes waiting for their `ack`.
+    pending: Vec<Pending>,
+    /// The current socket, from `new WebSocket` until it closes.
+    socket: Option<WebSocket>,
+    /// Whether `socket` is open: frames are sent (and publishes accepted) only then.
+    open: bool,
     next_id: u64,
     closed: bool,
-    /// Wakes the driver from a backoff sleep when the client is closed.
-    wake: Option<oneshot::Sender<()>>,
+    url: String,
+    backoff: Backoff,
+    /// The timer of the next connection attempt, while waiting.
+    timer: Option<JsValue>,
+    /// The token and where fresh ones come from.
+    tokens: Tokens,
+    /// The timer of the next token refresh, while open.
+    refresh_timer: Option<JsValue>,
+    /// `None` once closed.
+    handlers: Option<Handlers>,
 }
 
 /// Shared state handle.
@@ -104,14 +161,6 @@ fn invoke(calls: Calls) {
 }
 
 impl Shared {
-    /// New state with an optional `onStateChange`.
-    pub fn new(on_state: Option<Function>) -> SharedRef {
-        Rc::new(RefCell::new(Self {
-            on_state,
-            ..Self::default()
-        }))
-    }
-
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
         self.state.unwrap_or(ConnectionState::Connecting)
@@ -122,21 +171,70 @@ impl Shared {
         self.next_id
     }
 
-    fn send(&self, msg: &ClientMsg) {
-        if let (Some(outbox), Ok(text)) = (&self.outbox, serde_json::to_string(msg)) {
-            let _ = outbox.unbounded_send(text);
+    fn send(&self, frame: &str) {
+        if let (true, Some(socket)) = (self.open, &self.socket) {
+            let _ = socket.send(frame);
         }
     }
 
-    fn subscribe_msg(&mut self, execution_id: &str) -> Option<ClientMsg> {
-        let after = self.subs.get(execution_id)?.position.resume_after();
-        let id = Some(RequestId::Num(self.request_id()));
-        Some(ClientMsg::Subscribe {
-            id,
-            execution_id: execution_id.to_owned(),
-            after,
-        })
+    fn sub_mut(&mut self, execution_id: &str) -> Option<&mut Sub> {
+        let found = self.subs.iter_mut().find(|(id, _)| id == execution_id);
+        found.map(|(_, sub)| sub)
     }
+
+    fn take_pending(&mut self, id: u64) -> Option<Pending> {
+        let index = self.pending.iter().position(|p| p.id == id)?;
+        Some(self.pending.swap_remove(index))
+    }
+
+    fn send_subscribe(&mut self, execution_id: &str, after: Option<u64>) {
+        let id = self.request_id();
+        self.send(&core::subscribe_frame(id, execution_id, after));
+    }
+
+    /// Forgets the socket and stops its callbacks; returns it.
+    fn detach(&mut self) -> Option<WebSocket> {
+        self.open = false;
+        if let Some(timer) = self.refresh_timer.take() {
+            js::clear_timeout(&timer);
+        }
+        let socket = self.socket.take()?;
+        socket.set_onopen(None);
+        socket.set_onmessage(None);
+        socket.set_onclose(None);
+        Some(socket)
+    }
+}
+
+/// Starts connecting once the caller's JavaScript task is done, so that
+/// `onStateChange` never runs inside the constructor. A timer rather than a
+/// microtask: `close()` right after the constructor cancels it.
+pub fn start(settings: Settings, on_state: Option<Function>) -> SharedRef {
+    let shared = Rc::new(RefCell::new(Shared {
+        state: None,
+        on_state,
+        subs: Vec::new(),
+        pending: Vec::new(),
+        socket: None,
+        open: false,
+        next_id: 0,
+        closed: false,
+        url: settings.url,
+        backoff: Backoff::new(settings.min_delay, settings.max_delay),
+        timer: None,
+        tokens: settings.tokens,
+        refresh_timer: None,
+        handlers: None,
+    }));
+    let handlers = Handlers::new(&shared);
+    let mut inner = shared.borrow_mut();
+    inner.timer = Some(js::set_timeout(
+        handlers.connect.as_ref().unchecked_ref(),
+        0.0,
+    ));
+    inner.handlers = Some(handlers);
+    drop(inner);
+    shared
 }
 
 fn set_state(shared: &SharedRef, state: ConnectionState) {
@@ -159,272 +257,293 @@ fn set_state(shared: &SharedRef, state: ConnectionState) {
 /// [`ClientError::AlreadySubscribed`], [`ClientError::Closed`], or an
 /// `invalid_request` for a bad execution id.
 pub fn subscribe(shared: &SharedRef, execution_id: String, sub: Sub) -> Result<(), ClientError> {
-    exechub_protocol::validate_execution_id(&execution_id).map_err(|e| ClientError::Hub {
-        code: ErrorCode::InvalidRequest,
-        message: e.msg.clone(),
-        detail: Some(vec![e]),
-    })?;
+    exechub_protocol::validate_execution_id(&execution_id)
+        .map_err(|e| ClientError::invalid(&e.msg, std::slice::from_ref(&e)))?;
     let mut inner = shared.borrow_mut();
     if inner.closed {
         return Err(ClientError::Closed);
     }
-    if inner.subs.contains_key(&execution_id) {
+    if inner.sub_mut(&execution_id).is_some() {
         return Err(ClientError::AlreadySubscribed(execution_id));
     }
-    inner.subs.insert(execution_id.clone(), sub);
-    if let Some(msg) = inner.subscribe_msg(&execution_id) {
-        inner.send(&msg);
-    }
+    let after = sub.position.resume_after();
+    inner.send_subscribe(&execution_id, after);
+    inner.subs.push((execution_id, sub));
     Ok(())
 }
 
 /// Removes a subscription; no event of it is delivered afterwards.
 pub fn unsubscribe(shared: &SharedRef, execution_id: &str) {
     let mut inner = shared.borrow_mut();
-    if inner.subs.remove(execution_id).is_some() {
-        let id = Some(RequestId::Num(inner.request_id()));
-        inner.send(&ClientMsg::Unsubscribe {
-            id,
-            execution_id: execution_id.to_owned(),
-        });
+    if let Some(index) = inner.subs.iter().position(|(id, _)| id == execution_id) {
+        inner.subs.swap_remove(index);
+        let id = inner.request_id();
+        inner.send(&core::unsubscribe_frame(id, execution_id));
     }
 }
 
 /// The last seq delivered to (or confirmed for) a subscription.
 pub fn last_seq(shared: &SharedRef, execution_id: &str) -> Option<u64> {
-    shared.borrow().subs.get(execution_id)?.position.last()
+    shared.borrow_mut().sub_mut(execution_id)?.position.last()
 }
 
-/// Publishes over the socket; resolves with the seq once the hub acknowledged it.
+/// Publishes over the socket: a Promise of the seq, settled once the hub
+/// acknowledged (or refused) the event.
 ///
 /// Publishes are not queued while disconnected: they fail at once with
 /// `not_connected`, and one in flight when the socket drops fails with
 /// `connection_lost` (it may have been stored).
-pub async fn publish(
-    shared: SharedRef,
-    execution_id: String,
-    request: Result<PublishRequest, ClientError>,
-) -> Result<u64, ClientError> {
-    let answer = {
-        let mut inner = shared.borrow_mut();
-        let event = request?;
-        if inner.closed {
-            return Err(ClientError::Closed);
-        }
-        if inner.outbox.is_none() {
-            return Err(ClientError::NotConnected);
-        }
-        let id = inner.request_id();
-        let (sender, answer) = oneshot::channel();
-        inner.pending.insert(id, sender);
-        let msg = ClientMsg::Publish {
-            id: Some(RequestId::Num(id)),
-            execution_id,
-            event,
-            idempotency_key: None,
+pub fn publish(
+    shared: &SharedRef,
+    execution_id: &str,
+    request: Result<Publish, ClientError>,
+) -> Promise {
+    let mut request = Some(request);
+    Promise::new(&mut |resolve, reject| {
+        // The executor runs exactly once, inside `new Promise`.
+        let Some(request) = request.take() else {
+            return;
         };
-        inner.send(&msg);
-        answer
-    };
-    answer.await.unwrap_or(Err(ClientError::ConnectionLost))
+        let mut inner = shared.borrow_mut();
+        let publish = request.and_then(|publish| match (inner.closed, inner.open) {
+            (true, _) => Err(ClientError::Closed),
+            (false, false) => Err(ClientError::NotConnected),
+            (false, true) => Ok(publish),
+        });
+        match publish {
+            Ok(publish) => {
+                let id = inner.request_id();
+                inner.send(&core::publish_frame(id, execution_id, &publish));
+                inner.pending.push(Pending {
+                    id,
+                    resolve,
+                    reject,
+                });
+            }
+            Err(error) => {
+                drop(inner);
+                invoke(vec![(reject, error.to_js())]);
+            }
+        }
+    })
 }
 
-/// Closes the client: the socket, pending publishes and the reconnect loop.
+/// Closes the client: the socket, pending publishes and reconnecting.
 pub fn close(shared: &SharedRef) {
-    let wake = {
+    let handlers = {
         let mut inner = shared.borrow_mut();
         inner.closed = true;
-        inner.outbox = None;
-        inner.wake.take()
+        if let Some(socket) = inner.detach() {
+            socket.close();
+        }
+        if let Some(timer) = inner.timer.take() {
+            js::clear_timeout(&timer);
+        }
+        inner.handlers.take()
     };
-    if let Some(wake) = wake {
-        let _ = wake.send(());
-    }
     fail_pending(shared, &ClientError::Closed);
     set_state(shared, ConnectionState::Closed);
+    // Last: this may run inside one of the handlers, which JavaScript keeps
+    // alive until it returns.
+    drop(handlers);
 }
 
 fn fail_pending(shared: &SharedRef, error: &ClientError) {
-    let pending: Vec<_> = shared.borrow_mut().pending.drain().collect();
-    for (_, sender) in pending {
-        let _ = sender.send(Err(error.clone()));
+    let pending = std::mem::take(&mut shared.borrow_mut().pending);
+    invoke(
+        pending
+            .into_iter()
+            .map(|p| (p.reject, error.to_js()))
+            .collect(),
+    );
+}
+
+/// Opens a socket (the first attempt, or after a backoff delay).
+fn connect(shared: &SharedRef) {
+    if shared.borrow().state.is_none() {
+        set_state(shared, ConnectionState::Connecting);
     }
-}
-
-/// Whether to try again after a connection ended.
-enum Flow {
-    Reconnect,
-    Stop,
-}
-
-/// Runs the connection until the client is closed or the hub says not to reconnect.
-pub async fn drive(shared: SharedRef, settings: Settings) {
-    let mut backoff = Backoff::new(settings.min_delay, settings.max_delay);
-    let mut state = ConnectionState::Connecting;
-    while !shared.borrow().closed {
-        set_state(&shared, state);
-        let url = settings.tokens.url(&settings.url).await;
-        let flow = connect_once(&shared, &url, &settings.tokens, &mut backoff).await;
-        shared.borrow_mut().outbox = None;
-        fail_pending(&shared, &ClientError::ConnectionLost);
-        if matches!(flow, Flow::Stop) || shared.borrow().closed {
-            break;
+    let fetcher = {
+        let mut inner = shared.borrow_mut();
+        inner.timer = None;
+        if inner.closed {
+            return;
         }
-        state = ConnectionState::Reconnecting;
-        set_state(&shared, state);
-        sleep_unless_closed(&shared, backoff.next_delay(js_sys::Math::random())).await;
-    }
-    close(&shared);
-}
-
-async fn sleep_unless_closed(shared: &SharedRef, delay: Duration) {
-    let (wake, woken) = oneshot::channel();
-    shared.borrow_mut().wake = Some(wake);
-    let timer = gloo_timers::future::sleep(delay);
-    futures_util::pin_mut!(timer);
-    let _ = select(timer, woken).await;
-}
-
-async fn connect_once(
-    shared: &SharedRef,
-    url: &str,
-    tokens: &Tokens,
-    backoff: &mut Backoff,
-) -> Flow {
-    let Ok(socket) = WebSocket::open(url) else {
-        return Flow::Reconnect;
+        inner.tokens.fetcher()
     };
-    let (mut sink, mut stream) = socket.split();
-    // The first send completes once the socket is open (or fails if it cannot open).
-    let hello = serde_json::to_string(&ClientMsg::Ping { id: None }).unwrap_or_default();
-    if sink.send(Message::Text(hello)).await.is_err() {
-        return Flow::Reconnect;
+    match fetcher {
+        // Every attempt gets a fresh token: the last one may be why the previous failed.
+        Some(get_token) => {
+            let shared = Rc::clone(shared);
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(token) = auth::fetch(get_token).await {
+                    shared.borrow_mut().tokens.set(token);
+                }
+                open_socket(&shared);
+            });
+        }
+        None => open_socket(shared),
     }
-    let (outbox, frames) = mpsc::unbounded();
+}
+
+fn open_socket(shared: &SharedRef) {
+    let mut inner = shared.borrow_mut();
+    if inner.closed {
+        return;
+    }
+    let url = inner.tokens.url(&inner.url);
+    match (WebSocket::new(&url), &inner.handlers) {
+        (Ok(socket), Some(handlers)) => {
+            handlers.attach(&socket);
+            inner.socket = Some(socket);
+        }
+        _ => {
+            drop(inner);
+            ended(shared, ABNORMAL_CLOSURE);
+        }
+    }
+}
+
+/// The socket opened: resubscribe everything after its last seq.
+fn opened(shared: &SharedRef) {
     {
         let mut inner = shared.borrow_mut();
-        inner.outbox = Some(outbox);
-        let ids: Vec<String> = inner.subs.keys().cloned().collect();
-        for id in ids {
-            if let Some(msg) = inner.subscribe_msg(&id) {
-                inner.send(&msg);
-            }
+        inner.open = true;
+        inner.backoff.reset();
+        let resume: Vec<(String, Option<u64>)> = inner
+            .subs
+            .iter()
+            .map(|(id, sub)| (id.clone(), sub.position.resume_after()))
+            .collect();
+        for (execution_id, after) in resume {
+            inner.send_subscribe(&execution_id, after);
         }
     }
-    backoff.reset();
+    schedule_refresh(shared);
     set_state(shared, ConnectionState::Open);
-    let writer = frames.map(|text| Ok(Message::Text(text))).forward(sink);
-    let reader = async {
-        while let Some(frame) = stream.next().await {
-            match frame {
-                Ok(Message::Text(text)) => handle(shared, &text),
-                Ok(Message::Bytes(_)) => {}
-                Err(WebSocketError::ConnectionClose(event))
-                    if !close::should_reconnect(event.code) && event.code != 1000 =>
-                {
-                    return Flow::Stop;
-                }
-                Err(_) => return Flow::Reconnect,
-            }
-        }
-        Flow::Reconnect
-    };
-    let refresher = tokens.keep_fresh(shared);
-    futures_util::pin_mut!(writer, reader, refresher);
-    match select(select(writer, reader), refresher).await {
-        Either::Left((Either::Right((flow, _)), _)) => flow,
-        Either::Left((Either::Left(_), _)) | Either::Right(_) => Flow::Reconnect,
-    }
 }
 
-/// Sends a fresh token on the open socket (`auth` op); the hub answers
-/// `authenticated`, or closes with 4002 if the old token lapses first.
-pub fn send_auth(shared: &SharedRef, token: String) {
+/// Arms the token refresh timer, when the token can and should be refreshed.
+fn schedule_refresh(shared: &SharedRef) {
     let mut inner = shared.borrow_mut();
-    let id = Some(RequestId::Num(inner.request_id()));
-    inner.send(&ClientMsg::Auth { id, token });
+    let (Some(ms), Some(handlers), true) =
+        (inner.tokens.refresh_in_ms(), &inner.handlers, inner.open)
+    else {
+        return;
+    };
+    let timer = js::set_timeout(handlers.refresh.as_ref().unchecked_ref(), ms);
+    inner.refresh_timer = Some(timer);
+}
+
+/// Gets a fresh token and sends it on the open socket (`auth`), so the hub
+/// does not close the connection when the old one expires.
+fn refresh(shared: &SharedRef) {
+    let fetcher = {
+        let mut inner = shared.borrow_mut();
+        inner.refresh_timer = None;
+        inner.tokens.fetcher()
+    };
+    let Some(get_token) = fetcher else { return };
+    let shared = Rc::clone(shared);
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Some(token) = auth::fetch(get_token).await {
+            let mut inner = shared.borrow_mut();
+            let id = inner.request_id();
+            inner.send(&core::auth_frame(id, &token));
+            inner.tokens.set(token);
+        }
+        schedule_refresh(&shared);
+    });
+}
+
+/// The socket closed (or never opened): reconnect after a delay, or stop.
+fn ended(shared: &SharedRef, code: u16) {
+    let retry = {
+        let mut inner = shared.borrow_mut();
+        inner.detach();
+        !inner.closed && core::reconnects_after(code)
+    };
+    fail_pending(shared, &ClientError::ConnectionLost);
+    if !retry {
+        close(shared);
+        return;
+    }
+    set_state(shared, ConnectionState::Reconnecting);
+    let mut inner = shared.borrow_mut();
+    let delay = inner.backoff.next_delay(js_sys::Math::random());
+    // `onStateChange` may have closed the client, dropping the handlers.
+    let timer = inner
+        .handlers
+        .as_ref()
+        .map(|h| js::set_timeout(h.connect.as_ref().unchecked_ref(), delay.as_millis() as f64));
+    inner.timer = timer;
 }
 
 /// Applies one server frame, then runs the callbacks it triggers.
-fn handle(shared: &SharedRef, text: &str) {
-    let Ok(msg) = serde_json::from_str::<ServerMsg>(text) else {
+fn received(shared: &SharedRef, event: &MessageEvent) {
+    let text = event.data();
+    if !text.is_string() {
+        return; // binary frames are not part of the protocol
+    }
+    let Some(frame) = js::parse_json(&text)
+        .ok()
+        .and_then(|f| ServerFrame::decode(&f))
+    else {
         return; // a newer hub may send messages this client does not know
     };
-    let calls = apply(&mut shared.borrow_mut(), msg);
+    let calls = apply(&mut shared.borrow_mut(), frame);
     invoke(calls);
 }
 
-fn apply(inner: &mut Shared, msg: ServerMsg) -> Calls {
+fn apply(inner: &mut Shared, frame: ServerFrame) -> Calls {
     let mut calls = Calls::new();
-    match msg {
-        ServerMsg::Event { event } => {
-            if let Some(sub) = inner.subs.get_mut(&event.execution_id)
+    match frame {
+        ServerFrame::Event(event) => {
+            if let Some(sub) = inner.sub_mut(&event.execution_id)
                 && sub.position.accept(event.seq) == Verdict::Deliver
-                && let Ok(value) = event_to_js(&event)
             {
-                calls.push((sub.on_event.clone(), value));
+                calls.push((sub.on_event.clone(), event.view));
             }
         }
-        ServerMsg::Subscribed {
+        ServerFrame::Subscribed {
             execution_id,
             after,
-            ..
         } => {
-            if let Some(sub) = inner.subs.get_mut(&execution_id) {
+            if let Some(sub) = inner.sub_mut(&execution_id) {
                 sub.position.confirmed(after);
             }
         }
-        ServerMsg::HistoryLost {
+        ServerFrame::HistoryLost {
             execution_id,
             after,
             resume_after,
         } => {
-            if let Some(sub) = inner.subs.get_mut(&execution_id) {
+            if let Some(sub) = inner.sub_mut(&execution_id) {
                 sub.position.lost(resume_after);
-                let view = HistoryLostView {
-                    execution_id: &execution_id,
-                    after,
-                    resume_after,
-                };
-                if let (Some(callback), Ok(value)) = (&sub.on_lost, to_js(&view)) {
-                    calls.push((callback.clone(), value));
+                if let Some(callback) = &sub.on_lost {
+                    let view = history_lost_view(&execution_id, after, resume_after);
+                    calls.push((callback.clone(), view));
                 }
             }
         }
-        ServerMsg::Ack {
-            id: Some(RequestId::Num(id)),
-            seq,
-            ..
-        } => {
-            if let Some(sender) = inner.pending.remove(&id) {
-                let _ = sender.send(Ok(seq));
+        ServerFrame::Ack { id, seq } => {
+            if let Some(pending) = inner.take_pending(id) {
+                calls.push((pending.resolve, JsValue::from(seq as f64)));
             }
         }
-        ServerMsg::Error {
+        ServerFrame::Error {
             id,
-            code,
-            message,
             execution_id,
-            detail,
+            error,
         } => {
-            let error = ClientError::Hub {
-                code,
-                message,
-                detail,
-            };
-            let pending = match id {
-                Some(RequestId::Num(id)) => inner.pending.remove(&id),
-                _ => None,
-            };
-            if let Some(sender) = pending {
-                let _ = sender.send(Err(error));
-            } else if let Some(sub) = execution_id.and_then(|id| inner.subs.get(&id))
+            if let Some(pending) = id.and_then(|id| inner.take_pending(id)) {
+                calls.push((pending.reject, error.to_js()));
+            } else if let Some(sub) = execution_id.and_then(|id| inner.sub_mut(&id))
                 && let Some(callback) = &sub.on_error
             {
                 calls.push((callback.clone(), error.to_js()));
             }
         }
-        _ => {}
     }
     calls
 }

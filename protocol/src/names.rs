@@ -1,0 +1,300 @@
+//! The JSON names of fields and message kinds, spelled once.
+//!
+//! The serde derives in this crate spell the same names (an attribute cannot
+//! take a constant); the tests below check that the two agree. Code that reads
+//! or writes frames without the derives uses these constants: the hub's frame
+//! decoder ([`ClientMsg::decode`](crate::ClientMsg::decode)) and the browser
+//! client, which reads the browser's `JSON.parse` output and writes its few
+//! frames by hand because serde's decoders would triple its download size.
+
+/// Field names, in every message and body that has them.
+pub mod field {
+    /// The kind of a server frame, and of a validation problem.
+    pub const TYPE: &str = "type";
+    /// The operation of a client frame.
+    pub const OP: &str = "op";
+    /// The request id, echoed in the answer.
+    pub const ID: &str = "id";
+    /// The execution concerned.
+    pub const EXECUTION_ID: &str = "execution_id";
+    /// A position: replay (or resume) after this seq.
+    pub const AFTER: &str = "after";
+    /// `history_lost`: delivery continues after this seq.
+    pub const RESUME_AFTER: &str = "resume_after";
+    /// An event's position in its execution.
+    pub const SEQ: &str = "seq";
+    /// The event inside an `event` frame.
+    pub const EVENT: &str = "event";
+    /// What happened.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// RFC 3339 time of an event.
+    pub const TIMESTAMP: &str = "timestamp";
+    /// An event's payload.
+    pub const DATA: &str = "data";
+    /// A publish's idempotency key.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+    /// An error's code.
+    pub const CODE: &str = "code";
+    /// An error's explanation.
+    pub const MESSAGE: &str = "message";
+    /// Validation problems (or, in a non-422 HTTP error body, a text).
+    pub const DETAIL: &str = "detail";
+    /// A history page's events.
+    pub const EVENTS: &str = "events";
+    /// A history page's highest assigned seq.
+    pub const LAST_SEQ: &str = "last_seq";
+    /// A history page's lowest retained seq.
+    pub const OLDEST_SEQ: &str = "oldest_seq";
+    /// Where a validation problem is.
+    pub const LOC: &str = "loc";
+    /// A validation problem's message.
+    pub const MSG: &str = "msg";
+    /// The bearer token of an `auth` frame.
+    pub const TOKEN: &str = "token";
+    /// When an accepted token expires (Unix seconds).
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// Values of a client frame's `op`.
+pub mod op {
+    /// [`ClientMsg::Subscribe`](crate::ClientMsg::Subscribe).
+    pub const SUBSCRIBE: &str = "subscribe";
+    /// [`ClientMsg::Unsubscribe`](crate::ClientMsg::Unsubscribe).
+    pub const UNSUBSCRIBE: &str = "unsubscribe";
+    /// [`ClientMsg::Publish`](crate::ClientMsg::Publish).
+    pub const PUBLISH: &str = "publish";
+    /// [`ClientMsg::Ping`](crate::ClientMsg::Ping).
+    pub const PING: &str = "ping";
+    /// [`ClientMsg::Auth`](crate::ClientMsg::Auth).
+    pub const AUTH: &str = "auth";
+}
+
+/// Values of a server frame's `type`.
+pub mod kind {
+    /// [`ServerMsg::Event`](crate::ServerMsg::Event).
+    pub const EVENT: &str = "event";
+    /// [`ServerMsg::Subscribed`](crate::ServerMsg::Subscribed).
+    pub const SUBSCRIBED: &str = "subscribed";
+    /// [`ServerMsg::Unsubscribed`](crate::ServerMsg::Unsubscribed).
+    pub const UNSUBSCRIBED: &str = "unsubscribed";
+    /// [`ServerMsg::Ack`](crate::ServerMsg::Ack).
+    pub const ACK: &str = "ack";
+    /// [`ServerMsg::Pong`](crate::ServerMsg::Pong).
+    pub const PONG: &str = "pong";
+    /// [`ServerMsg::HistoryLost`](crate::ServerMsg::HistoryLost).
+    pub const HISTORY_LOST: &str = "history_lost";
+    /// [`ServerMsg::Error`](crate::ServerMsg::Error).
+    pub const ERROR: &str = "error";
+    /// [`ServerMsg::Authenticated`](crate::ServerMsg::Authenticated).
+    pub const AUTHENTICATED: &str = "authenticated";
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+    use serde_json::Value;
+
+    use super::{field::*, kind, op};
+    use crate::{
+        ClientMsg, ErrorCode, Event, EventData, HistoryPage, HttpValidationError, PublishAccepted,
+        PublishRequest, RequestId, ServerMsg, ValidationError,
+    };
+
+    /// The keys of `value` serialized, sorted.
+    fn keys(value: &impl Serialize) -> Vec<String> {
+        match serde_json::to_value(value).expect("serializes") {
+            Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    fn tag(value: &impl Serialize, key: &str) -> String {
+        serde_json::to_value(value).expect("serializes")[key]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn event() -> Event {
+        Event {
+            seq: 1,
+            execution_id: "e".into(),
+            event_type: "t".into(),
+            timestamp: "now".into(),
+            data: EventData::new(),
+        }
+    }
+
+    #[test]
+    fn bodies_use_the_named_fields() {
+        assert_eq!(
+            keys(&event()),
+            sorted(&[SEQ, EXECUTION_ID, EVENT_TYPE, TIMESTAMP, DATA])
+        );
+        let page = HistoryPage {
+            execution_id: "e".into(),
+            events: vec![],
+            last_seq: 0,
+            oldest_seq: None,
+        };
+        assert_eq!(
+            keys(&page),
+            sorted(&[EXECUTION_ID, EVENTS, LAST_SEQ, OLDEST_SEQ])
+        );
+        let accepted = PublishAccepted {
+            status: "accepted".into(),
+            execution_id: "e".into(),
+            seq: 1,
+            timestamp: "now".into(),
+        };
+        assert!(keys(&accepted).contains(&SEQ.to_owned()));
+        let request = PublishRequest {
+            event_type: "t".into(),
+            data: EventData::new(),
+            timestamp: Some("now".into()),
+        };
+        assert_eq!(keys(&request), sorted(&[EVENT_TYPE, DATA, TIMESTAMP]));
+        let problem = ValidationError::body_field("data", "missing", "Field required");
+        assert_eq!(keys(&problem), sorted(&[LOC, MSG, TYPE]));
+        let invalid = HttpValidationError { detail: vec![] };
+        assert_eq!(keys(&invalid), sorted(&[DETAIL]));
+    }
+
+    #[test]
+    fn server_frames_use_the_named_kinds_and_fields() {
+        let id = Some(RequestId::Num(1));
+        let frames = [
+            (
+                ServerMsg::Event { event: event() },
+                kind::EVENT,
+                vec![EVENT],
+            ),
+            (
+                ServerMsg::Subscribed {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                    after: 0,
+                },
+                kind::SUBSCRIBED,
+                vec![ID, EXECUTION_ID, AFTER],
+            ),
+            (
+                ServerMsg::Unsubscribed {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                },
+                kind::UNSUBSCRIBED,
+                vec![ID, EXECUTION_ID],
+            ),
+            (
+                ServerMsg::Ack {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                    seq: 1,
+                    timestamp: "now".into(),
+                },
+                kind::ACK,
+                vec![ID, EXECUTION_ID, SEQ, TIMESTAMP],
+            ),
+            (ServerMsg::Pong { id: id.clone() }, kind::PONG, vec![ID]),
+            (
+                ServerMsg::Authenticated {
+                    id: id.clone(),
+                    expires_at: 1,
+                },
+                kind::AUTHENTICATED,
+                vec![ID, EXPIRES_AT],
+            ),
+            (
+                ServerMsg::HistoryLost {
+                    execution_id: "e".into(),
+                    after: 1,
+                    resume_after: 2,
+                },
+                kind::HISTORY_LOST,
+                vec![EXECUTION_ID, AFTER, RESUME_AFTER],
+            ),
+            (
+                ServerMsg::Error {
+                    id,
+                    code: ErrorCode::Internal,
+                    message: "m".into(),
+                    execution_id: Some("e".into()),
+                    detail: Some(vec![ValidationError::body_field("data", "k", "m")]),
+                },
+                kind::ERROR,
+                vec![ID, CODE, MESSAGE, EXECUTION_ID, DETAIL],
+            ),
+        ];
+        for (frame, kind, mut fields) in frames {
+            assert_eq!(tag(&frame, TYPE), kind);
+            fields.push(TYPE);
+            assert_eq!(keys(&frame), sorted(&fields), "{kind}");
+        }
+    }
+
+    #[test]
+    fn client_frames_use_the_named_ops_and_fields() {
+        let id = Some(RequestId::Num(1));
+        let frames = [
+            (
+                ClientMsg::Subscribe {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                    after: Some(1),
+                },
+                op::SUBSCRIBE,
+                vec![ID, EXECUTION_ID, AFTER],
+            ),
+            (
+                ClientMsg::Unsubscribe {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                },
+                op::UNSUBSCRIBE,
+                vec![ID, EXECUTION_ID],
+            ),
+            (
+                ClientMsg::Publish {
+                    id: id.clone(),
+                    execution_id: "e".into(),
+                    event: PublishRequest {
+                        event_type: "t".into(),
+                        data: EventData::new(),
+                        timestamp: Some("now".into()),
+                    },
+                    idempotency_key: Some("k".into()),
+                },
+                op::PUBLISH,
+                vec![
+                    ID,
+                    EXECUTION_ID,
+                    EVENT_TYPE,
+                    DATA,
+                    TIMESTAMP,
+                    IDEMPOTENCY_KEY,
+                ],
+            ),
+            (
+                ClientMsg::Auth {
+                    id: id.clone(),
+                    token: "t".into(),
+                },
+                op::AUTH,
+                vec![ID, TOKEN],
+            ),
+            (ClientMsg::Ping { id }, op::PING, vec![ID]),
+        ];
+        for (frame, op, mut fields) in frames {
+            assert_eq!(tag(&frame, OP), op);
+            fields.push(OP);
+            assert_eq!(keys(&frame), sorted(&fields), "{op}");
+        }
+    }
+}
