@@ -19,8 +19,10 @@ ensure_wasm_tools
 ensure_node_tools
 
 say "cargo test (unit and end-to-end)"
-# Build once up front so the end-to-end tests find the hub binary ready.
+# Build once up front and point the end-to-end tests at it, so they do not
+# each run a nested cargo build (whose feature set differs from the workspace's).
 cargo build --locked -p exechub --bin exechub
+export EXECHUB_BIN="$PWD/target/debug/exechub"
 cargo test --locked --workspace "$@"
 
 scripts/build-web.sh
