@@ -229,6 +229,20 @@ async fn drain_logs(
     }
 }
 
+/// Stops a server process with SIGTERM (so it shuts down cleanly, keeping
+/// its data) and waits for it to exit.
+pub async fn terminate(mut child: Child, what: &str) -> Result<()> {
+    let pid = child
+        .id()
+        .with_context(|| format!("{what} already exited"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    within(&format!("{what} to exit"), child.wait()).await??;
+    Ok(())
+}
+
 /// A unique execution id per test, so tests sharing a hub never collide.
 pub fn execution_id(name: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

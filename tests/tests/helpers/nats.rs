@@ -87,16 +87,10 @@ impl TestNats {
 
     /// Stops the server (SIGTERM: it closes every client connection).
     pub async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             bail!("nats-server is not running")
         };
-        let pid = child.id().context("nats-server already exited")?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        within("nats-server to exit", child.wait()).await??;
-        Ok(())
+        super::terminate(child, "nats-server").await
     }
 }
 

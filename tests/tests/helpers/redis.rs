@@ -77,16 +77,10 @@ impl TestRedis {
 
     /// Stops the server gracefully (its append-only file keeps every write).
     pub async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             bail!("redis is not running")
         };
-        let pid = child.id().context("redis already exited")?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        within("redis-server to exit", child.wait()).await??;
-        Ok(())
+        super::terminate(child, "redis-server").await
     }
 }
 
