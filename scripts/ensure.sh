@@ -3,6 +3,16 @@
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 
+# A command that fails under `set -e` names itself instead of ending the script silently.
+set -o errtrace
+trap 'rc=$?; printf "error: %s failed (exit %s) at %s:%s\n" "$BASH_COMMAND" "$rc" "${BASH_SOURCE[0]}" "$LINENO" >&2' ERR
+
+# Stops with a message that says what to do; never a bare exit status.
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
 # Installs Debian packages when running as root with apt; otherwise names them.
 ensure_apt() {
   local missing=()
@@ -52,14 +62,31 @@ ensure_wasm_tools() {
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
     rustup target add wasm32-unknown-unknown
   fi
-  command -v wasm-pack >/dev/null || { say "installing wasm-pack"; cargo install wasm-pack --locked; }
-  local want have
-  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
-  have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')
-  if [ "$have" != "$want" ]; then
-    say "installing wasm-bindgen-cli $want"
-    cargo install wasm-bindgen-cli --version "$want" --force
+  # cargo installs into ~/.cargo/bin, which a fresh shell may not have on PATH yet.
+  case ":$PATH:" in *":${CARGO_HOME:-$HOME/.cargo}/bin:"*) ;; *) export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH" ;; esac
+  if ! command -v wasm-pack >/dev/null; then
+    say "installing wasm-pack (cargo install wasm-pack)"
+    cargo install wasm-pack --locked || die "could not install wasm-pack: run 'cargo install wasm-pack --locked'"
   fi
+  local want have=""
+  want=$(wasm_bindgen_version) || die "Cargo.lock names no wasm-bindgen version"
+  # Not installed yet is the normal case on a fresh machine: no version, not an error.
+  if command -v wasm-bindgen >/dev/null; then
+    have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }') || have=""
+  fi
+  if [ "$have" != "$want" ]; then
+    say "installing wasm-bindgen-cli $want (found: ${have:-none})"
+    # Not --locked: its lock file names crate versions the registry may no longer serve.
+    cargo install wasm-bindgen-cli --version "$want" --force ||
+      die "could not install wasm-bindgen-cli: run 'cargo install wasm-bindgen-cli --version $want --force'"
+  fi
+}
+
+# The wasm-bindgen version pinned in Cargo.lock (wasm-pack needs the CLI at exactly it).
+wasm_bindgen_version() {
+  local v
+  v=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+  [ -n "$v" ] && printf '%s\n' "$v"
 }
 
 # Debian's chromium and its driver, for the browser tests.

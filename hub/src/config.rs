@@ -53,7 +53,7 @@ pub struct TokenArgs {
     pub audience: Option<String>,
 }
 
-/// `90`, `90s`, `15m`, `1h`, `2d`.
+/// `90`, `90s`, `500ms`, `15m`, `1h`, `2d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (digits, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
@@ -62,12 +62,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 90s, 15m or 1h"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("unknown unit in `{text}`; use s, m, h or d")),
+        _ => return Err(format!("unknown unit in `{text}`; use ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(seconds))
 }
@@ -99,9 +102,36 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,
 
-    /// Live events buffered per execution for subscribers that are momentarily busy.
-    #[arg(long, env = "EXECHUB_SUBSCRIBER_BUFFER", default_value_t = 4096)]
-    pub subscriber_buffer: usize,
+    /// Bytes queued per connection before it counts as slow.
+    #[arg(long, env = "EXECHUB_CLIENT_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// Open WebSocket connections and SSE streams allowed in total; beyond it
+    /// new ones are refused with 503 and `Retry-After`. Default: what the
+    /// process's open-file limit allows, less a reserve.
+    #[arg(long, env = "EXECHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Subscriptions this node holds in total (all connections, WebSocket and SSE).
+    #[arg(
+        long,
+        env = "EXECHUB_MAX_TOTAL_SUBSCRIPTIONS",
+        default_value_t = 100_000
+    )]
+    pub max_total_subscriptions: usize,
+
+    /// Bytes the embedded store may hold; beyond it the least recently updated
+    /// executions are evicted (their subscribers get `history_lost`).
+    #[arg(long, env = "EXECHUB_MEMORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub memory_max_bytes: usize,
+
+    /// How long a WebSocket may be silent before the hub pings it (e.g. `25s`, `500ms`).
+    #[arg(long, env = "EXECHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long after a ping a silent WebSocket is closed (4003).
+    #[arg(long, env = "EXECHUB_PING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
 
     /// Milliseconds a live event may wait for room in a full client queue
     /// before that client is disconnected as a slow consumer.
@@ -223,7 +253,12 @@ impl Config {
 
     /// Parses the command line and environment, including the conventional `REDIS_URL`.
     pub fn from_env() -> Cli {
-        let mut cli = Cli::parse();
+        use clap::{CommandFactory, FromArgMatches};
+        // `--help` never shows environment values: they may be secrets
+        // (`EXECHUB_REDIS_URL=redis://:password@…`).
+        let command = Cli::command().mut_args(|arg| arg.hide_env_values(true));
+        let mut cli =
+            Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit());
         if cli.config.redis_url.is_none() {
             cli.config.redis_url = std::env::var("REDIS_URL")
                 .ok()
@@ -265,7 +300,26 @@ impl Config {
             ttl: self.event_ttl(),
             max_events: self.max_events_per_execution,
             idempotency_window: Duration::from_secs(self.idempotency_window),
+            max_bytes: self.memory_max_bytes,
         }
+    }
+
+    /// What one connection may have queued.
+    pub fn outbox_limits(&self) -> crate::outbox::Limits {
+        crate::outbox::Limits {
+            frames: self.client_queue,
+            bytes: self.client_queue_bytes,
+        }
+    }
+
+    /// Connections allowed: `--max-connections`, or what `open_files` (the
+    /// process's descriptor limit) leaves after a reserve for Redis, NATS,
+    /// webhooks and the listener.
+    pub fn connection_limit(&self, open_files: u64) -> usize {
+        const RESERVE: u64 = 256;
+        self.max_connections.unwrap_or_else(|| {
+            usize::try_from(open_files.saturating_sub(RESERVE).max(64)).unwrap_or(usize::MAX)
+        })
     }
 
     /// Which providers to run, and their settings.

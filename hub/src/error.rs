@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The page's `Origin` may not open WebSockets (403).
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// The hub is at a limit (connections, subscriptions): 503 with `Retry-After`.
+    #[error("at the {0} limit")]
+    Busy(&'static str),
 }
 
 impl From<ValidationError> for ApiError {
@@ -84,6 +87,12 @@ impl IntoResponse for ApiError {
                     Json(body),
                 )
                     .into_response()
+            }
+            Self::Busy(what) => {
+                let detail = format!("the hub is at its {what} limit; retry later");
+                let body = Json(json!({ "detail": detail, "code": "busy" }));
+                let retry = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
+                (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
             }
             Self::OriginNotAllowed => {
                 let body = json!({ "detail": "this origin may not open WebSockets", "code": "origin_not_allowed" });

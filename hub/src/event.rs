@@ -4,7 +4,15 @@
 //! seq (the seq is spliced in front, so the store never re-serializes). The
 //! per-transport frames (WebSocket text, SSE message) are built lazily, once
 //! per event, and shared by reference count with every subscriber.
+//!
+//! A seq is a position within one *history* of an execution; when a history
+//! ends (expiry, eviction, a restart of the embedded store) and a new one
+//! starts at seq 1, the new one has another [`Epoch`]. Every event carries the
+//! epoch it belongs to, so a position is always `(epoch, seq)`.
 
+use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -14,32 +22,92 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// An accepted event: its seq and its JSON, plus frames derived from it once.
+/// The identity of one history of an execution: a short token (ASCII
+/// letters and digits) fixed when the history is created.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    /// An epoch from its text, if it is one the protocol accepts.
+    pub fn parse(text: &str) -> Option<Self> {
+        exechub_protocol::is_epoch(text).then(|| Self(Arc::from(text)))
+    }
+
+    /// A new epoch: 16 hex digits from `prefix` (high 32 bits) and a random low half.
+    pub fn mint(prefix: u32) -> Self {
+        let low = random_u64() as u32;
+        Self(Arc::from(format!("{prefix:08x}{low:08x}")))
+    }
+
+    /// A new fully random epoch.
+    pub fn random() -> Self {
+        Self(Arc::from(format!("{:016x}", random_u64())))
+    }
+
+    /// The epoch's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({})", self.0)
+    }
+}
+
+/// 64 unpredictable-enough bits for identities (not for secrets): the std
+/// hasher's random keys mixed with a counter and the clock.
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish()
+}
+
+/// An accepted event: its position and its JSON, plus frames derived from it once.
 #[derive(Clone, Debug)]
 pub struct SharedEvent(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
     seq: u64,
+    epoch: Epoch,
     json: Bytes,
     ws_frame: OnceLock<Utf8Bytes>,
     sse_frame: OnceLock<Bytes>,
 }
 
 impl SharedEvent {
-    /// Wraps the stored JSON of the event with sequence number `seq`.
-    pub fn new(seq: u64, json: Bytes) -> Self {
+    /// Wraps the stored JSON of the event at `seq` of history `epoch`.
+    pub fn new(epoch: Epoch, seq: u64, json: Bytes) -> Self {
         Self(Arc::new(Inner {
             seq,
+            epoch,
             json,
             ws_frame: OnceLock::new(),
             sse_frame: OnceLock::new(),
         }))
     }
 
-    /// The event's position in its execution's stream.
+    /// The event's position in its history.
     pub fn seq(&self) -> u64 {
         self.0.seq
+    }
+
+    /// The history the event belongs to.
+    pub fn epoch(&self) -> &Epoch {
+        &self.0.epoch
     }
 
     /// The event as stored: a JSON object (`exechub_protocol::Event`).
@@ -47,24 +115,28 @@ impl SharedEvent {
         &self.0.json
     }
 
-    /// The WebSocket frame `{"type":"event","event":…}`, built on first use.
+    /// The WebSocket frame `{"type":"event","epoch":…,"event":…}`, built on first use.
     pub fn ws_frame(&self) -> Utf8Bytes {
         self.0
             .ws_frame
             .get_or_init(|| {
                 let json = String::from_utf8_lossy(&self.0.json);
-                Utf8Bytes::from(format!(r#"{{"type":"event","event":{json}}}"#))
+                let epoch = &self.0.epoch;
+                Utf8Bytes::from(format!(
+                    r#"{{"type":"event","epoch":"{epoch}","event":{json}}}"#
+                ))
             })
             .clone()
     }
 
-    /// The SSE message `id: <seq>\ndata: <json>\n\n`, built on first use.
+    /// The SSE message `id: <epoch>-<seq>\ndata: <json>\n\n`, built on first use.
     pub fn sse_frame(&self) -> Bytes {
         self.0
             .sse_frame
             .get_or_init(|| {
-                let mut buf = BytesMut::with_capacity(self.0.json.len() + 32);
-                buf.put_slice(format!("id: {}\ndata: ", self.0.seq).as_bytes());
+                let mut buf = BytesMut::with_capacity(self.0.json.len() + 48);
+                let id = format!("id: {}-{}\ndata: ", self.0.epoch, self.0.seq);
+                buf.put_slice(id.as_bytes());
                 buf.put_slice(&self.0.json);
                 buf.put_slice(b"\n\n");
                 buf.freeze()
@@ -139,9 +211,9 @@ impl NewEvent {
         &self.tail
     }
 
-    /// The complete event once `seq` is known.
-    pub fn numbered(&self, seq: u64) -> SharedEvent {
-        SharedEvent::new(seq, splice_seq(seq, &self.tail))
+    /// The complete event once its position is known.
+    pub fn numbered(&self, epoch: Epoch, seq: u64) -> SharedEvent {
+        SharedEvent::new(epoch, seq, splice_seq(seq, &self.tail))
     }
 }
 
@@ -180,17 +252,21 @@ mod tests {
     fn numbered_event_is_the_protocol_event() {
         let request = PublishRequest::from_slice(br#"{"event_type":"log","data":{"line":"a\nb"}}"#)
             .expect("valid");
-        let event = NewEvent::encode("exec-1".into(), &request).numbered(42);
+        let epoch = Epoch::parse("ab12").expect("epoch");
+        let event = NewEvent::encode("exec-1".into(), &request).numbered(epoch, 42);
         let decoded: Event = serde_json::from_slice(event.json()).expect("valid JSON");
         assert_eq!(decoded.seq, 42);
         assert_eq!(decoded.execution_id, "exec-1");
         assert_eq!(decoded.data["line"], "a\nb");
         assert_eq!(decoded.timestamp.len(), "2026-11-28T14:03:07.123Z".len());
         let sse = event.sse_frame();
-        assert!(sse.starts_with(b"id: 42\ndata: {"));
+        assert!(sse.starts_with(b"id: ab12-42\ndata: {"));
         assert_eq!(sse.iter().filter(|b| **b == b'\n').count(), 3);
         let ws: serde_json::Value = serde_json::from_str(event.ws_frame().as_str()).expect("JSON");
-        assert_eq!(ws["event"]["seq"], 42);
+        assert_eq!(
+            (&ws["event"]["seq"], &ws["epoch"]),
+            (&42.into(), &"ab12".into())
+        );
         assert_eq!(seq_of(event.json()), Some(42));
         assert_eq!(seq_of(b"{\"seq\":x}"), None);
     }

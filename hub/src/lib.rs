@@ -1,32 +1,36 @@
 //! exechub: a real-time event hub for executions.
 //!
-//! Workers publish events about an execution (HTTP `POST` or a WebSocket
-//! `publish`); the [`store`] assigns each one the next per-execution `seq`,
-//! keeps it, and announces it on the [`broker`]'s live feed, where every local
-//! subscriber (WebSocket or SSE) shares the one serialized copy. A subscriber
-//! that asks to resume after a seq gets history first, then live events, merged
-//! by seq so nothing is skipped or repeated ([`broker::follow`]). Transports in
-//! [`transport`] only parse and hand off; a WebSocket connection's loop lives in
-//! [`session`]. All queues are bounded: a client that cannot keep up is
-//! disconnected with a close code and resumes, instead of slowing anyone down.
-//! Every publish goes through [`publish`], which also feeds the optional
-//! [`providers`] (webhooks, NATS) after the store has the event, through
-//! bounded queues that never hold a publish up.
+//! The data path, top to bottom: a [`transport`] (HTTP, SSE, WebSocket) parses
+//! a request and hands it on; a WebSocket connection is a [`session`]; each
+//! subscription ([`subscription`]) replays history from the [`store`] and then
+//! follows the execution's live feed ([`feeds`]), merged by position
+//! `(epoch, seq)` so nothing is skipped or repeated, or a typed `history_lost`
+//! says what is gone. Stores (embedded memory, or Redis shared by many hub
+//! nodes) assign positions and announce every append to the live feeds through
+//! one small interface; they know nothing of subscriptions. Each event is
+//! serialized once and its frames shared by every subscriber ([`event`]); each
+//! connection has one bounded [`outbox`], filled without waiting by
+//! publishers and drained by the connection's own task, so a slow client is
+//! closed (and resumes) instead of slowing anyone down. Every publish goes
+//! through [`publish`], which also feeds the optional [`providers`] (webhooks,
+//! NATS) after the store has the event.
 //!
-//! Modules: [`config`] (flags and environment), [`error`] (the one mapping of
-//! failures to HTTP statuses and WebSocket codes), [`event`] (serialize-once
-//! events), [`store`], [`broker`], [`publish`], [`providers`], [`transport`],
-//! [`session`].
+//! Also: [`config`] (flags and environment), [`error`] (the one mapping of
+//! failures to HTTP statuses and WebSocket codes), [`auth`], [`retry`] (the
+//! one backoff policy).
 
 pub mod auth;
-pub mod broker;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod feeds;
+pub mod outbox;
 pub mod providers;
 pub mod publish;
+pub mod retry;
 pub mod session;
 pub mod store;
+pub mod subscription;
 pub mod transport;
 
 use std::future::Future;
@@ -41,7 +45,7 @@ pub use config::Config;
 
 use crate::auth::{Auth, AuthSetupError, Origins};
 
-use crate::broker::Topics;
+use crate::feeds::Feeds;
 use crate::providers::{ProviderError, Providers};
 use crate::publish::Publisher;
 use crate::store::memory::MemoryStore;
@@ -55,8 +59,8 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     /// The one way to publish: appends to the store, then feeds the providers.
     pub publisher: Arc<Publisher>,
-    /// Local live feeds, for `/health` counts.
-    pub topics: Arc<Topics>,
+    /// Local live feeds: who follows which execution on this node.
+    pub feeds: Arc<Feeds>,
     /// The configuration the hub started with.
     pub config: Arc<Config>,
     /// Cancelled when the hub shuts down; long-lived connections watch it.
@@ -71,22 +75,56 @@ pub struct AppState {
     pub origins: Origins,
 }
 
-/// Open connection counters, reported by `/health`.
-#[derive(Debug, Default)]
+/// Open connection counters, reported by `/health`, and the bound on them.
+#[derive(Debug)]
 pub struct Stats {
     websockets: AtomicUsize,
     sse_streams: AtomicUsize,
+    /// WebSockets and SSE streams allowed at once.
+    limit: usize,
+    /// Connections refused at the limit.
+    refused: AtomicUsize,
 }
 
 impl Stats {
-    /// Counts an open WebSocket until the guard drops.
-    pub fn websocket(self: &Arc<Self>) -> ConnectionGuard {
-        ConnectionGuard::new(Arc::clone(self), |s| &s.websockets)
+    /// Counters for a hub that allows `limit` connections at once.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            websockets: AtomicUsize::new(0),
+            sse_streams: AtomicUsize::new(0),
+            limit,
+            refused: AtomicUsize::new(0),
+        }
     }
 
-    /// Counts an open SSE stream until the guard drops.
-    pub fn sse_stream(self: &Arc<Self>) -> ConnectionGuard {
-        ConnectionGuard::new(Arc::clone(self), |s| &s.sse_streams)
+    /// Counts an open WebSocket until the guard drops; `None` at the limit.
+    pub fn websocket(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        self.admit(|s| &s.websockets)
+    }
+
+    /// Counts an open SSE stream until the guard drops; `None` at the limit.
+    pub fn sse_stream(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        self.admit(|s| &s.sse_streams)
+    }
+
+    /// Connections refused at the limit so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The connection limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn admit(self: &Arc<Self>, counter: fn(&Stats) -> &AtomicUsize) -> Option<ConnectionGuard> {
+        let guard = ConnectionGuard::new(Arc::clone(self), counter);
+        let (websockets, sse) = self.open();
+        if websockets + sse > self.limit {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(guard)
     }
 
     /// (open WebSockets, open SSE streams).
@@ -131,29 +169,29 @@ impl AppState {
             return Err(StartError::DevToken);
         }
         let shutdown = CancellationToken::new();
-        let topics = Topics::new(config.subscriber_buffer);
+        let feeds = Feeds::new();
         let store: Arc<dyn EventStore> = match &config.redis_url {
             Some(url) => {
-                RedisStore::connect(url, config.store(), Arc::clone(&topics), shutdown.clone())
-                    .await?
+                RedisStore::connect(url, config.store(), feeds.clone(), shutdown.clone()).await?
             }
             None => {
-                let memory = MemoryStore::new(config.store(), Arc::clone(&topics));
+                let memory = MemoryStore::new(config.store(), feeds.clone());
                 memory.spawn_sweeper(shutdown.clone());
                 memory
             }
         };
+        let stats = Arc::new(Stats::new(config.connection_limit(open_files_limit())));
         let providers = Providers::start(config.providers(), &shutdown).await?;
         Ok(Self {
             publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
             store,
-            topics,
+            feeds,
             auth,
             origins: config.origins(),
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
-            stats: Arc::default(),
+            stats,
         })
     }
 }
@@ -179,7 +217,9 @@ pub enum StartError {
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then closes every
-/// connection (WebSockets with 1001 "going away") and returns.
+/// connection (WebSockets with 1001 "going away", SSE streams ended) and
+/// returns — after `--shutdown-timeout` at the latest, whatever the clients
+/// do: a client that stopped reading cannot hold the process.
 ///
 /// # Errors
 /// An I/O error from the listener.
@@ -201,14 +241,37 @@ pub async fn run(
         tracing::info!("shutting down: closing connections");
         stop.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signalled)
-        .await?;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(signalled);
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = deadline => {
+            tracing::warn!("connections still open after {grace:?}; stopping without them");
+            return Ok(());
+        }
+    }
     sessions.close();
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+    let left = grace.saturating_sub(std::time::Duration::from_millis(100));
+    if tokio::time::timeout(left, sessions.wait()).await.is_err() {
         tracing::warn!("some WebSocket sessions did not close within {grace:?}");
     }
     Ok(())
+}
+
+/// The process's open-file limit, raised to its hard maximum first: every
+/// connection is a descriptor, and the default soft limit (often 1024) would
+/// refuse connections long before memory runs out.
+pub fn open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit");
+            1024
+        }
+    }
 }
 
 impl AppState {

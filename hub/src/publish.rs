@@ -3,8 +3,9 @@
 //! Both transports that accept events (HTTP `POST` and WebSocket `publish`)
 //! call [`Publisher::publish`]. A publish is acknowledged once the store has
 //! the event; the providers are then offered the stored JSON without waiting
-//! (their queues never block). An idempotent replay (`Receipt::duplicate`) was
-//! offered when it was first accepted and is not offered again.
+//! (their queues never block). An idempotent replay (`Receipt::duplicate`) is
+//! offered again: the first append's answer — and its offer — may have been
+//! lost, and providers are at-least-once (receivers de-duplicate by id).
 //!
 //! Providers must see each execution's events in seq order, but two
 //! concurrent publishes to one execution may finish their appends in either
@@ -17,6 +18,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use crate::event::{NewEvent, splice_seq};
@@ -67,12 +69,32 @@ impl Publisher {
         // execution. It is never a std lock, and nothing else awaits under it.
         let _turn = self.stripe(&execution_id).lock().await;
         let receipt = self.store.append(event).await?;
-        if !receipt.duplicate {
-            let json = splice_seq(receipt.seq, &tail);
-            self.providers
-                .offer(&Delivery::new(execution_id, receipt.seq, json));
+        let json = if receipt.duplicate {
+            // A replay may be the retry of an append whose answer was lost
+            // before its offer: offer the stored event again (providers and
+            // their receivers de-duplicate by id), as it was stored.
+            self.stored(&execution_id, &receipt).await
+        } else {
+            Some(splice_seq(receipt.seq, &tail))
+        };
+        if let Some(json) = json {
+            let delivery = Delivery::new(execution_id, receipt.epoch.clone(), receipt.seq, json);
+            self.providers.offer(&delivery);
         }
         Ok(receipt)
+    }
+
+    /// The stored JSON of the event a receipt names, while its history holds it.
+    async fn stored(&self, execution_id: &str, receipt: &Receipt) -> Option<Bytes> {
+        let page = self
+            .store
+            .range(execution_id, receipt.seq.saturating_sub(1), 1)
+            .await
+            .ok()?;
+        page.events
+            .into_iter()
+            .find(|e| e.seq() == receipt.seq && *e.epoch() == receipt.epoch)
+            .map(|e| e.json().clone())
     }
 
     fn stripe(&self, execution_id: &str) -> &Mutex<()> {

@@ -1,58 +1,138 @@
-//! One WebSocket connection: many subscriptions multiplexed over one socket.
+//! One WebSocket connection: many subscriptions multiplexed over one socket,
+//! driven by a single task.
 //!
-//! The session reads client frames and dispatches them; each subscription is a
-//! task running [`follow`] that pushes frames into the connection's bounded
-//! outbound queue; a writer task drains that queue into the socket. The loop is
-//! generic over `Sink`/`Stream` so it runs over channels in unit tests.
+//! The task waits on everything the connection can do at once: a client
+//! frame, frames in the connection's [`Outbox`] to write, the heartbeat, the
+//! token's expiry and hub shutdown. Subscriptions push into the outbox from
+//! the publisher's context (see [`crate::subscription`]); nothing else runs
+//! per connection, so an idle connection is this one task and its socket.
 //!
-//! A client whose queue stays full is closed with [`close::SLOW_CONSUMER`];
-//! on shutdown every session closes with [`close::GOING_AWAY`].
+//! Every way a connection can end ends it, and frees everything it holds:
+//! the client closes (its close frame is echoed, RFC 6455 §5.5.1), resets or
+//! vanishes (read error or EOF), stops answering pings (closed after
+//! `--ping-interval` + `--ping-timeout` of silence, code 4003), sends a frame
+//! over the size limit (1009), falls behind (4001), its token expires (4002),
+//! or the hub shuts down (1001). Closing never waits on the client for longer
+//! than [`CLOSE_GRACE`].
+//!
+//! The loop is generic over `Sink`/`Stream`, so it runs over channels in the
+//! unit tests (`session/tests.rs`).
 
 use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use exechub_protocol::ws::FrameError;
 use exechub_protocol::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{Instant, Sleep};
 
 use crate::AppState;
 use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
-use crate::broker::follow::{FollowEnd, Item, Outbox, follow};
 use crate::error::ws_store_error;
-use crate::event::NewEvent;
+use crate::event::{Epoch, NewEvent};
+use crate::outbox::{Closing, Outbox, PushError};
+use crate::subscription::{Encoder, Item, Start, Subscription};
 
-/// How long the close frame may take to reach a client before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a close handshake may take before the socket is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs a connection until the client leaves, falls behind, or the hub shuts down.
-pub async fn run<S, R, E>(app: AppState, grant: Grant, sink: S, stream: R)
+/// How a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The socket is gone (reset, EOF, write error): nothing more to send.
+    Gone,
+    /// The client sent a close frame: flush the echo and end.
+    ClientClosed,
+    /// The hub closes with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Why a read failed, as a close decision.
+pub trait ReadError {
+    /// The close to send for this error (`Gone` when the socket is dead).
+    fn ending(&self) -> Ending;
+}
+
+impl ReadError for axum::Error {
+    fn ending(&self) -> Ending {
+        use tungstenite::error::{CapacityError, Error};
+        let inner =
+            std::error::Error::source(self).and_then(|source| source.downcast_ref::<Error>());
+        match inner {
+            Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+                Ending::Close(close::MESSAGE_TOO_BIG, "frame exceeds the size limit")
+            }
+            Some(Error::Capacity(_)) => Ending::Close(close::MESSAGE_TOO_BIG, "frame too large"),
+            Some(Error::Utf8(_)) => Ending::Close(close::INVALID_DATA, "text frame is not UTF-8"),
+            Some(Error::Protocol(_)) => Ending::Close(close::PROTOCOL_ERROR, "protocol error"),
+            _ => Ending::Gone,
+        }
+    }
+}
+
+/// Encodes one WebSocket subscription's items.
+pub struct WsEncoder {
+    id: Option<RequestId>,
+    execution_id: Arc<str>,
+}
+
+impl Encoder for WsEncoder {
+    type Frame = Message;
+    const FAILURE_ENDS_CONNECTION: bool = false;
+
+    fn encode(&self, item: Item<'_>) -> Message {
+        let execution_id = || self.execution_id.to_string();
+        match item {
+            Item::Event(event) => Message::Text(event.ws_frame()),
+            Item::Subscribed { after, epoch } => text(&ServerMsg::Subscribed {
+                id: self.id.clone(),
+                execution_id: execution_id(),
+                after,
+                epoch: epoch.map(Epoch::to_string),
+            }),
+            Item::Lost {
+                after,
+                resume_after,
+                reason,
+                epoch,
+            } => text(&ServerMsg::HistoryLost {
+                execution_id: execution_id(),
+                after,
+                resume_after,
+                reason,
+                epoch: epoch.map(Epoch::to_string),
+            }),
+            Item::Failed(error) => {
+                let (code, message) = ws_store_error(error);
+                text(&error_msg(None, code, message, Some(execution_id())))
+            }
+        }
+    }
+}
+
+/// Runs a connection until it ends (see the module doc), then closes it.
+pub async fn run<S, R, E>(app: AppState, grant: Grant, mut sink: S, mut stream: R)
 where
-    S: Sink<Message> + Unpin + Send + 'static,
-    S::Error: Send,
+    S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
+    E: ReadError,
 {
-    let _counted = app.stats.websocket();
-    let (out, queue) = mpsc::channel(app.config.client_queue.max(1));
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(sink, queue, close_rx));
+    let outbox = Arc::new(Outbox::new(app.config.outbox_limits()));
     let mut session = Session {
         app,
         grant,
-        out,
+        outbox,
         subscriptions: HashMap::new(),
-        followers: JoinSet::new(),
     };
-    let close = session.read_loop(stream).await;
-    session.followers.abort_all();
+    let ending = session.serve(&mut sink, &mut stream).await;
+    // Subscriptions end before anything else: nothing more is queued.
     drop(session);
-    if let Some(frame) = close {
-        tracing::info!(code = frame.code, reason = %frame.reason, "closing WebSocket");
-        let _ = close_tx.send(frame);
-    }
-    let _ = writer.await;
+    finish(sink, stream, ending).await;
 }
 
 struct Session {
@@ -60,42 +140,43 @@ struct Session {
     /// What the connection's token allows; replaced by an `auth` op.
     grant: Grant,
     /// The connection's bounded outbound queue.
-    out: mpsc::Sender<Message>,
-    /// Live subscriptions by execution id.
-    subscriptions: HashMap<String, AbortHandle>,
-    /// The subscription tasks; each ends with its execution id and reason.
-    followers: JoinSet<(String, FollowEnd)>,
+    outbox: Arc<Outbox<Message>>,
+    /// Subscriptions by execution id (boxed: a map slot stays small).
+    subscriptions: HashMap<Arc<str>, Box<Subscription<WsEncoder>>>,
 }
 
-type Ending = Option<CloseFrame>;
-
 impl Session {
-    /// Returns the close frame to send, or `None` when the client is already gone.
-    async fn read_loop<R, E>(&mut self, mut stream: R) -> Ending
+    async fn serve<S, R, E>(&mut self, sink: &mut S, stream: &mut R) -> Ending
     where
+        S: Sink<Message> + Unpin,
         R: Stream<Item = Result<Message, E>> + Unpin,
+        E: ReadError,
     {
+        let mut heartbeat =
+            Heartbeat::new(self.app.config.ping_interval, self.app.config.ping_timeout);
+        let expiry = tokio::time::sleep_until(expiry_instant(self.grant.expires_at));
+        tokio::pin!(expiry);
+        let shutdown = self.app.shutdown.clone();
         loop {
-            let expiry = token_expiry(self.grant.expires_at);
-            let result = tokio::select! {
-                () = self.app.shutdown.cancelled() => {
-                    return Some(close_frame(close::GOING_AWAY, "server shutting down"));
+            let outcome = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "server shutting down")),
+                () = &mut expiry => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token")),
+                ending = drain(sink, &self.outbox) => Err(ending),
+                () = heartbeat.due() => heartbeat.beat(&self.outbox),
+                frame = stream.next() => {
+                    heartbeat.seen();
+                    match frame {
+                        Some(Ok(message)) => self.on_message(message).await,
+                        Some(Err(error)) => Err(error.ending()),
+                        None => Err(Ending::Gone),
+                    }
                 }
-                () = expiry => {
-                    return Some(close_frame(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"));
-                }
-                Some(done) = self.followers.join_next_with_id() => match done {
-                    Ok((task, (execution_id, end))) => self.on_follower_end(task, execution_id, end).await,
-                    Err(_) => Ok(()), // aborted by unsubscribe
-                },
-                frame = stream.next() => match frame {
-                    Some(Ok(message)) => self.on_message(message).await,
-                    Some(Err(_)) | None => return None,
-                },
             };
-            if let Err(ending) = result {
+            if let Err(ending) = outcome {
                 return ending;
             }
+            expiry.as_mut().reset(expiry_instant(self.grant.expires_at));
         }
     }
 
@@ -103,7 +184,7 @@ impl Session {
         match message {
             Message::Text(text) => match ClientMsg::decode(text.as_str()) {
                 Ok(request) => self.dispatch(request).await,
-                Err(error) => self.reply(error.into_msg()).await,
+                Err(error) => self.reply(error.into_msg()),
             },
             Message::Binary(_) => {
                 let error = FrameError {
@@ -112,9 +193,11 @@ impl Session {
                     message: "binary frames are not supported; send JSON text".into(),
                     detail: None,
                 };
-                self.reply(error.into_msg()).await
+                self.reply(error.into_msg())
             }
-            Message::Close(_) => Err(None),
+            // The echo is already queued by the WebSocket layer; `finish` flushes it.
+            Message::Close(_) => Err(Ending::ClientClosed),
+            // Pings are answered by the WebSocket layer; any frame counts as alive.
             Message::Ping(_) | Message::Pong(_) => Ok(()),
         }
     }
@@ -125,11 +208,12 @@ impl Session {
                 id,
                 execution_id,
                 after,
+                epoch,
             } => match self.grant.check(Action::Subscribe, &execution_id) {
-                Ok(()) => self.subscribe(id, execution_id, after).await,
-                Err(refusal) => self.reply(auth_error(id, &refusal, execution_id)).await,
+                Ok(()) => self.subscribe(id, execution_id, after, epoch),
+                Err(refusal) => self.reply(auth_error(id, &refusal, execution_id)),
             },
-            ClientMsg::Unsubscribe { id, execution_id } => self.unsubscribe(id, execution_id).await,
+            ClientMsg::Unsubscribe { id, execution_id } => self.unsubscribe(id, execution_id),
             ClientMsg::Publish {
                 id,
                 execution_id,
@@ -137,27 +221,27 @@ impl Session {
                 idempotency_key,
             } => {
                 if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
-                    return self.reply(auth_error(id, &refusal, execution_id)).await;
+                    return self.reply(auth_error(id, &refusal, execution_id));
                 }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
                 self.publish(id, event).await
             }
-            ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }).await,
-            ClientMsg::Auth { id, token } => self.reauthenticate(id, &token).await,
+            ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }),
+            ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
         }
     }
 
     /// Swaps in a fresh token's grant; subscriptions it no longer covers end.
-    async fn reauthenticate(&mut self, id: Option<RequestId>, token: &str) -> Result<(), Ending> {
+    fn reauthenticate(&mut self, id: Option<RequestId>, token: &str) -> Result<(), Ending> {
         let grant = match self.app.auth.authenticate(Some(token)) {
             Ok(grant) => grant,
             Err(refusal) => {
                 let msg = error_msg(id, ErrorCode::Unauthorized, &refusal.to_string(), None);
-                return self.reply(msg).await;
+                return self.reply(msg);
             }
         };
-        let revoked: Vec<String> = self
+        let revoked: Vec<Arc<str>> = self
             .subscriptions
             .keys()
             .filter(|execution_id| grant.check(Action::Subscribe, execution_id).is_err())
@@ -165,76 +249,93 @@ impl Session {
             .collect();
         self.grant = grant;
         for execution_id in revoked {
-            if let Some(handle) = self.subscriptions.remove(&execution_id) {
-                handle.abort();
-            }
+            self.subscriptions.remove(&execution_id);
             let refusal = AuthError::Forbidden("subscribe");
-            self.reply(auth_error(None, &refusal, execution_id)).await?;
+            self.reply(auth_error(None, &refusal, execution_id.to_string()))?;
         }
         let expires_at = self.grant.expires_at;
         self.reply(ServerMsg::Authenticated { id, expires_at })
-            .await
     }
 
-    async fn subscribe(
+    fn subscribe(
         &mut self,
         id: Option<RequestId>,
         execution_id: String,
         after: Option<u64>,
+        epoch: Option<String>,
     ) -> Result<(), Ending> {
-        let refused = if self.subscriptions.contains_key(&execution_id) {
-            Some((
+        let key: Arc<str> = Arc::from(execution_id.as_str());
+        if self.subscriptions.get(&key).is_some_and(|s| !s.is_ended()) {
+            let msg = "already subscribed to this execution";
+            return self.reply(error_msg(
+                id,
                 ErrorCode::AlreadySubscribed,
-                "already subscribed to this execution",
-            ))
-        } else if self.subscriptions.len() >= self.app.config.max_subscriptions {
-            Some((
-                ErrorCode::TooManySubscriptions,
-                "subscription limit of this connection reached",
-            ))
-        } else {
-            None
-        };
-        if let Some((code, message)) = refused {
-            return self
-                .reply(error_msg(id, code, message, Some(execution_id)))
-                .await;
+                msg,
+                Some(execution_id),
+            ));
         }
-        let outbox = Outbox {
-            queue: self.out.clone(),
-            encode: ws_encoder(id, execution_id.clone()),
+        self.subscriptions.remove(&key);
+        if self.subscriptions.len() >= self.app.config.max_subscriptions {
+            let msg = "subscription limit of this connection reached";
+            return self.reply(error_msg(
+                id,
+                ErrorCode::TooManySubscriptions,
+                msg,
+                Some(execution_id),
+            ));
+        }
+        let start = Start {
+            after,
+            epoch: epoch.as_deref().and_then(Epoch::parse),
             slow_timeout: self.app.config.slow_client_timeout(),
+            node_limit: self.app.config.max_total_subscriptions,
         };
-        let store = self.app.store.clone();
-        let key = execution_id.clone();
-        let handle = self.followers.spawn(async move {
-            let end = follow(store, execution_id.clone(), after, outbox).await;
-            (execution_id, end)
-        });
-        self.subscriptions.insert(key, handle);
-        Ok(())
+        let encoder = WsEncoder {
+            id: id.clone(),
+            execution_id: Arc::clone(&key),
+        };
+        let outbox = Arc::clone(&self.outbox);
+        match Subscription::start(
+            &self.app.store,
+            &self.app.feeds,
+            &key,
+            outbox,
+            encoder,
+            start,
+        ) {
+            Ok(subscription) => {
+                self.subscriptions.insert(key, Box::new(subscription));
+                Ok(())
+            }
+            Err(limit) => {
+                tracing::warn!(%limit, "subscription refused");
+                let msg = "the hub's subscription limit is reached; try again later";
+                self.reply(error_msg(
+                    id,
+                    ErrorCode::TooManySubscriptions,
+                    msg,
+                    Some(execution_id),
+                ))
+            }
+        }
     }
 
-    async fn unsubscribe(
-        &mut self,
-        id: Option<RequestId>,
-        execution_id: String,
-    ) -> Result<(), Ending> {
-        match self.subscriptions.remove(&execution_id) {
-            Some(handle) => {
-                // Frames already queued stay ahead of `unsubscribed`; none follow it.
-                handle.abort();
+    fn unsubscribe(&mut self, id: Option<RequestId>, execution_id: String) -> Result<(), Ending> {
+        // Dropping the subscription ends it before `unsubscribed` is queued:
+        // frames already queued stay ahead of it, none follow it.
+        match self.subscriptions.remove(execution_id.as_str()) {
+            Some(subscription) => {
+                drop(subscription);
                 self.reply(ServerMsg::Unsubscribed { id, execution_id })
-                    .await
             }
             None => {
-                let msg = error_msg(
+                let msg = "not subscribed to this execution";
+                self.reply(error_msg(
                     id,
                     ErrorCode::NotSubscribed,
-                    "not subscribed to this execution",
+                    msg,
                     Some(execution_id),
-                );
-                self.reply(msg).await
+                ))
             }
         }
     }
@@ -253,77 +354,153 @@ impl Session {
                 error_msg(id, code, message, Some(execution_id))
             }
         };
-        self.reply(answer).await
-    }
-
-    async fn on_follower_end(
-        &mut self,
-        task: tokio::task::Id,
-        execution_id: String,
-        end: FollowEnd,
-    ) -> Result<(), Ending> {
-        if self
-            .subscriptions
-            .get(&execution_id)
-            .is_some_and(|h| h.id() == task)
-        {
-            self.subscriptions.remove(&execution_id);
-        }
-        match end {
-            FollowEnd::Closed => Err(None),
-            FollowEnd::SlowConsumer => Err(Some(close_frame(
-                close::SLOW_CONSUMER,
-                "slow consumer: resume from your last seq",
-            ))),
-            FollowEnd::Store(error) => {
-                let (code, message) = ws_store_error(&error);
-                self.reply(error_msg(None, code, message, Some(execution_id)))
-                    .await
-            }
-        }
+        self.reply(answer)
     }
 
     /// Queues an answer; a client that leaves no room for answers is slow.
-    async fn reply(&self, msg: ServerMsg) -> Result<(), Ending> {
-        let text = serde_json::to_string(&msg)
-            .map_err(|_| Some(close_frame(close::INTERNAL_ERROR, "encoding failed")))?;
-        match self
-            .out
-            .send_timeout(
-                Message::Text(text.into()),
-                self.app.config.slow_client_timeout(),
-            )
-            .await
-        {
+    fn reply(&self, msg: ServerMsg) -> Result<(), Ending> {
+        match self.outbox.push_reply(text(&msg)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                Err(Some(close_frame(close::SLOW_CONSUMER, "slow consumer")))
-            }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None),
+            Err(PushError::Closed | PushError::Full) => Err(Ending::Close(
+                close::SLOW_CONSUMER,
+                "slow consumer: resume from your last seq",
+            )),
         }
     }
 }
 
-fn ws_encoder(
-    id: Option<RequestId>,
-    execution_id: String,
-) -> Box<dyn Fn(Item) -> Message + Send + Sync> {
-    Box::new(move |item| match item {
-        Item::Event(event) => Message::Text(event.ws_frame()),
-        Item::Subscribed { after } => text(&ServerMsg::Subscribed {
-            id: id.clone(),
-            execution_id: execution_id.clone(),
-            after,
-        }),
-        Item::HistoryLost {
-            after,
-            resume_after,
-        } => text(&ServerMsg::HistoryLost {
-            execution_id: execution_id.clone(),
-            after,
-            resume_after,
-        }),
+/// Moves queued frames into the socket and flushes them; completes only when
+/// the connection must end (socket error, or the outbox closed as slow).
+/// Cancel-safe: a frame leaves the outbox only in the poll that sends it.
+async fn drain<S>(sink: &mut S, outbox: &Outbox<Message>) -> Ending
+where
+    S: Sink<Message> + Unpin,
+{
+    let slow = || {
+        Ending::Close(
+            close::SLOW_CONSUMER,
+            "slow consumer: resume from your last seq",
+        )
+    };
+    poll_fn(|cx| {
+        loop {
+            match sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ending::Gone),
+                Poll::Pending => return Poll::Pending,
+            }
+            match outbox.poll_pop(cx) {
+                Poll::Ready(Ok(frame)) => {
+                    if sink.start_send_unpin(frame).is_err() {
+                        return Poll::Ready(Ending::Gone);
+                    }
+                }
+                Poll::Ready(Err(Closing::SlowConsumer)) => return Poll::Ready(slow()),
+                Poll::Ready(Err(Closing::Done)) => {
+                    return Poll::Ready(Ending::Close(close::GOING_AWAY, "done"));
+                }
+                // Nothing queued: push out what was started, then wait.
+                Poll::Pending => {
+                    return match sink.poll_flush_unpin(cx) {
+                        Poll::Ready(Err(_)) => Poll::Ready(Ending::Gone),
+                        _ => Poll::Pending,
+                    };
+                }
+            }
+        }
     })
+    .await
+}
+
+/// Sends the close decision (bounded by [`CLOSE_GRACE`]) and waits briefly
+/// for the client's answer, so the close handshake completes when it can.
+async fn finish<S, R, E>(mut sink: S, mut stream: R, ending: Ending)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let handshake = async {
+        match ending {
+            Ending::Gone => return,
+            Ending::ClientClosed => {
+                let _ = sink.close().await;
+                return;
+            }
+            Ending::Close(code, reason) => {
+                tracing::info!(code, reason, "closing WebSocket");
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                if sink.send(Message::Close(Some(frame))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // The client's close frame (or EOF) completes the handshake.
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
+}
+
+/// Pings a connection that has been silent for a while, and gives up on one
+/// that stays silent. Any frame from the client counts as a sign of life; the
+/// clock is read per frame, the timer only re-armed when it fires.
+struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Heartbeat {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            interval,
+            timeout,
+            last_seen: now,
+            ping_sent: None,
+            timer: Box::pin(tokio::time::sleep_until(now + interval)),
+        }
+    }
+
+    fn seen(&mut self) {
+        self.last_seen = Instant::now();
+    }
+
+    async fn due(&mut self) {
+        self.timer.as_mut().await;
+    }
+
+    /// The timer fired: ping, re-arm, or give up.
+    fn beat(&mut self, outbox: &Outbox<Message>) -> Result<(), Ending> {
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent
+            && self.last_seen < sent
+        {
+            return Err(Ending::Close(close::PING_TIMEOUT, "no answer to ping"));
+        }
+        if now >= self.last_seen + self.interval {
+            if outbox
+                .push_reply(Message::Ping(bytes::Bytes::new()))
+                .is_err()
+            {
+                return Err(Ending::Close(close::SLOW_CONSUMER, "slow consumer"));
+            }
+            self.ping_sent = Some(now);
+            self.timer.as_mut().reset(now + self.timeout);
+        } else {
+            self.ping_sent = None;
+            self.timer.as_mut().reset(self.last_seen + self.interval);
+        }
+        Ok(())
+    }
 }
 
 fn text(msg: &ServerMsg) -> Message {
@@ -356,58 +533,18 @@ fn auth_error(id: Option<RequestId>, refusal: &AuthError, execution_id: String) 
     error_msg(id, code, &refusal.to_string(), Some(execution_id))
 }
 
-/// Completes when a token expiring at `expires_at` (Unix seconds) is no
-/// longer valid, leeway included; never when auth is off.
-async fn token_expiry(expires_at: u64) {
+/// When a token expiring at `expires_at` (Unix seconds) stops being valid,
+/// leeway included; far in the future when auth is off.
+pub fn expiry_instant(expires_at: u64) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
     if expires_at == u64::MAX {
-        return std::future::pending().await;
+        return Instant::now() + FAR;
     }
     let left = expires_at
         .saturating_add(LEEWAY_SECS)
         .saturating_sub(auth::now());
-    tokio::time::sleep(Duration::from_secs(left)).await;
+    Instant::now() + Duration::from_secs(left).min(FAR)
 }
 
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }
-}
-
-/// Drains the outbound queue into the socket; a close request preempts
-/// everything, even a write blocked on a client that stopped reading.
-async fn write_loop<S>(
-    mut sink: S,
-    mut queue: mpsc::Receiver<Message>,
-    mut close: oneshot::Receiver<CloseFrame>,
-) where
-    S: Sink<Message> + Unpin,
-{
-    loop {
-        let message = tokio::select! {
-            biased;
-            frame = &mut close => return send_close(&mut sink, frame.ok()).await,
-            message = queue.recv() => message,
-        };
-        let Some(message) = message else {
-            // Every sender is gone: the session ended; wait for its close decision.
-            return send_close(&mut sink, close.await.ok()).await;
-        };
-        tokio::select! {
-            biased;
-            frame = &mut close => return send_close(&mut sink, frame.ok()).await,
-            sent = sink.send(message) => if sent.is_err() { return },
-        }
-    }
-}
-
-async fn send_close<S>(sink: &mut S, frame: Option<CloseFrame>)
-where
-    S: Sink<Message> + Unpin,
-{
-    if let Some(frame) = frame {
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
-    }
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
-}
+#[cfg(test)]
+mod tests;

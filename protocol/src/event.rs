@@ -46,4 +46,7 @@ pub struct HistoryPage {
     pub last_seq: u64,
     /// Lowest seq still retained, if any: events below it expired or were trimmed.
     pub oldest_seq: Option<u64>,
+    /// The identity of the history these seqs belong to (absent when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }

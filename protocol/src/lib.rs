@@ -24,4 +24,4 @@ pub use publish::{
     validate_execution_id,
 };
 pub use validation::{HttpValidationError, Loc, ValidationError};
-pub use ws::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
+pub use ws::{ClientMsg, ErrorCode, LostReason, RequestId, ServerMsg, close, is_epoch};

@@ -21,6 +21,10 @@ pub mod field {
     pub const AFTER: &str = "after";
     /// `history_lost`: delivery continues after this seq.
     pub const RESUME_AFTER: &str = "resume_after";
+    /// The identity of an execution's history: seqs are positions within it.
+    pub const EPOCH: &str = "epoch";
+    /// `history_lost`: why the position was lost.
+    pub const REASON: &str = "reason";
     /// An event's position in its execution.
     pub const SEQ: &str = "seq";
     /// The event inside an `event` frame.
@@ -142,10 +146,11 @@ mod tests {
             events: vec![],
             last_seq: 0,
             oldest_seq: None,
+            epoch: Some("e1".into()),
         };
         assert_eq!(
             keys(&page),
-            sorted(&[EXECUTION_ID, EVENTS, LAST_SEQ, OLDEST_SEQ])
+            sorted(&[EXECUTION_ID, EVENTS, LAST_SEQ, OLDEST_SEQ, EPOCH])
         );
         let accepted = PublishAccepted {
             status: "accepted".into(),
@@ -171,18 +176,22 @@ mod tests {
         let id = Some(RequestId::Num(1));
         let frames = [
             (
-                ServerMsg::Event { event: event() },
+                ServerMsg::Event {
+                    epoch: Some("e1".into()),
+                    event: event(),
+                },
                 kind::EVENT,
-                vec![EVENT],
+                vec![EPOCH, EVENT],
             ),
             (
                 ServerMsg::Subscribed {
                     id: id.clone(),
                     execution_id: "e".into(),
                     after: 0,
+                    epoch: Some("e1".into()),
                 },
                 kind::SUBSCRIBED,
-                vec![ID, EXECUTION_ID, AFTER],
+                vec![ID, EXECUTION_ID, AFTER, EPOCH],
             ),
             (
                 ServerMsg::Unsubscribed {
@@ -216,9 +225,11 @@ mod tests {
                     execution_id: "e".into(),
                     after: 1,
                     resume_after: 2,
+                    reason: crate::LostReason::Expired,
+                    epoch: Some("e2".into()),
                 },
                 kind::HISTORY_LOST,
-                vec![EXECUTION_ID, AFTER, RESUME_AFTER],
+                vec![EXECUTION_ID, AFTER, RESUME_AFTER, REASON, EPOCH],
             ),
             (
                 ServerMsg::Error {
@@ -248,9 +259,10 @@ mod tests {
                     id: id.clone(),
                     execution_id: "e".into(),
                     after: Some(1),
+                    epoch: Some("e1".into()),
                 },
                 op::SUBSCRIBE,
-                vec![ID, EXECUTION_ID, AFTER],
+                vec![ID, EXECUTION_ID, AFTER, EPOCH],
             ),
             (
                 ClientMsg::Unsubscribe {

@@ -37,6 +37,12 @@ pub enum ClientMsg {
         /// Replay stored events with `seq > after` first; live only when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
+        /// The epoch `after` belongs to (from `subscribed`, an event frame or
+        /// `history_lost`). When the execution's history has another epoch
+        /// now, the answer is `history_lost` and delivery restarts in the new
+        /// epoch; without it, `after` is taken to be in the current epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// Stop receiving an execution's events.
     Unsubscribe {
@@ -84,6 +90,9 @@ pub enum ClientMsg {
 pub enum ServerMsg {
     /// An event of a subscribed execution.
     Event {
+        /// The epoch of the history the event belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         /// The event, with its `execution_id` and `seq`.
         event: Event,
     },
@@ -99,6 +108,10 @@ pub enum ServerMsg {
         /// time. A client that reconnects before any event arrives resumes here.
         #[serde(default)]
         after: u64,
+        /// The epoch `after` belongs to: the identity of the execution's
+        /// current history (absent while it has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// A subscription ended at the client's request.
     Unsubscribed {
@@ -134,16 +147,22 @@ pub enum ServerMsg {
         /// When the new token expires (Unix seconds); refresh before then.
         expires_at: u64,
     },
-    /// The requested position no longer exists (history expired or was
-    /// trimmed): events `after + 1 ..= resume_after` are gone, delivery
-    /// continues with `resume_after + 1`.
+    /// The position no longer exists: events after `after` were trimmed
+    /// (same epoch: `after + 1 ..= resume_after` are gone), or the history
+    /// the position belonged to is gone and a new one (`epoch`) started.
+    /// Delivery continues with seq `resume_after + 1` of `epoch`.
     HistoryLost {
         /// The execution concerned.
         execution_id: String,
-        /// The position the client asked to resume after.
+        /// The position that could not be continued.
         after: u64,
-        /// Delivery continues after this seq.
+        /// Delivery continues after this seq (of `epoch`).
         resume_after: u64,
+        /// Why the position was lost.
+        reason: LostReason,
+        /// The epoch delivery continues in (absent while the execution has no history).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// A request failed; the connection stays usable.
     Error {
@@ -161,6 +180,33 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<Vec<ValidationError>>,
     },
+}
+
+/// Why a subscriber's position could not be continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The history the position belonged to expired (its TTL passed with no
+    /// new event); the execution's events now belong to a new epoch.
+    Expired,
+    /// Events after the position were trimmed by the retention cap.
+    Trimmed,
+    /// The history was dropped for another reason (the hub's embedded store
+    /// restarted or evicted it to stay within its memory bound), or the
+    /// position lies beyond the history's head.
+    Reset,
+}
+
+impl LostReason {
+    /// The reason as it appears on the wire, e.g. `"expired"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Trimmed => "trimmed",
+            Self::Reset => "reset",
+        }
+    }
 }
 
 /// Why a request failed. Data, so clients can branch on it.
@@ -360,11 +406,24 @@ fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<Clie
             None
         }
     };
+    let epoch = match fields.remove(field::EPOCH) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(epoch)) if is_epoch(&epoch) => Some(epoch),
+        Some(_) => {
+            detail.push(ValidationError::body_field(
+                field::EPOCH,
+                "string_type",
+                "Input should be an epoch string as sent by the hub",
+            ));
+            None
+        }
+    };
     match execution_id {
         Some(execution_id) if detail.is_empty() => Ok(ClientMsg::Subscribe {
             id,
             execution_id,
             after,
+            epoch,
         }),
         _ => Err(FrameError::invalid(id, detail)),
     }
@@ -401,6 +460,19 @@ fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<Client
     }
 }
 
+/// Longest epoch string the hub accepts back (it mints 16 hex digits).
+pub const MAX_EPOCH_BYTES: usize = 64;
+
+/// Whether `epoch` can be an epoch the hub minted: 1–64 ASCII letters,
+/// digits, `-` or `_`. Anything else cannot name a history and is refused.
+pub fn is_epoch(epoch: &str) -> bool {
+    !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_BYTES
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Takes and validates `execution_id`; in a frame its location is the body.
 fn execution_id(
     _id: &Option<RequestId>,
@@ -425,8 +497,14 @@ fn execution_id(
 pub mod close {
     /// The hub is shutting down: reconnect (possibly to another node) and resume.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client sent something the protocol forbids (e.g. an unmasked frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A frame exceeded the size limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The hub is at a limit (connections, subscriptions): try again later, with backoff.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Unexpected server failure: reconnect with backoff.
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The client could not keep up with its events and its outbound queue
@@ -435,6 +513,9 @@ pub mod close {
     /// The connection's token expired and no fresh one came with `auth`:
     /// reconnect with a new token.
     pub const TOKEN_EXPIRED: u16 = 4002;
+    /// The connection stayed silent past the hub's ping timeout (a dead or
+    /// suspended peer): reconnect and resume.
+    pub const PING_TIMEOUT: u16 = 4003;
 
     /// Whether a client should reconnect (with backoff) after this close code.
     pub fn should_reconnect(code: u16) -> bool {
@@ -454,7 +535,8 @@ mod tests {
             Ok(ClientMsg::Subscribe {
                 id: Some(RequestId::Num(1)),
                 execution_id: "e".into(),
-                after: Some(3)
+                after: Some(3),
+                epoch: None,
             })
         );
         let publish = ClientMsg::decode(

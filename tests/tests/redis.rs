@@ -304,7 +304,9 @@ async fn killed_node_loses_nothing_and_clients_resume_on_another() -> Result<()>
     // Drain whatever the dead node managed to send, then resume on the other.
     loop {
         match ws.next().await {
-            Ok(Received::Msg(exechub_protocol::ServerMsg::Event { event })) => seen.push(event.seq),
+            Ok(Received::Msg(exechub_protocol::ServerMsg::Event { event, .. })) => {
+                seen.push(event.seq)
+            }
             Ok(Received::Msg(other)) => bail!("unexpected {other:?}"),
             Ok(Received::Closed(_)) | Err(_) => break,
         }

@@ -50,9 +50,15 @@ async fn sse_reports_a_position_that_no_longer_exists() -> Result<()> {
     let mut stream = hub.sse(&id, "?after=1", None).await?;
     let notice = stream.next_message().await?.expect("a message");
     assert_eq!(notice.event.as_deref(), Some("history_lost"));
+    let lost: serde_json::Value = serde_json::from_str(&notice.data)?;
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&notice.data)?,
-        json!({ "after": 1, "resume_after": 3 })
+        (&lost["after"], &lost["resume_after"], &lost["reason"]),
+        (&json!(1), &json!(3), &json!("trimmed"))
+    );
+    assert!(
+        lost["epoch"]
+            .as_str()
+            .is_some_and(exechub_protocol::is_epoch)
     );
     assert_eq!(stream.next_event().await?.seq, 4);
     Ok(())

@@ -364,6 +364,7 @@ mod tests {
                 id: Some(RequestId::Num(7)),
                 execution_id: awkward.into(),
                 after: Some(3),
+                epoch: None,
             }
         );
         assert_eq!(
@@ -372,6 +373,7 @@ mod tests {
                 id: Some(RequestId::Num(u64::MAX)),
                 execution_id: "e".into(),
                 after: None,
+                epoch: None,
             }
         );
         assert_eq!(

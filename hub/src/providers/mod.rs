@@ -13,7 +13,6 @@
 
 pub mod nats;
 pub mod queue;
-pub mod retry;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -21,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::event::Epoch;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -31,26 +32,30 @@ pub use queue::OutboxLimits;
 pub struct Delivery {
     /// The execution the event belongs to.
     pub execution_id: Arc<str>,
-    /// The event's seq in that execution.
+    /// The history the seq belongs to.
+    pub epoch: Epoch,
+    /// The event's seq in that history.
     pub seq: u64,
     /// The event exactly as stored (`exechub_protocol::Event` JSON).
     pub json: Bytes,
 }
 
 impl Delivery {
-    /// The event `seq` of `execution_id`, encoded as `json`.
-    pub fn new(execution_id: Arc<str>, seq: u64, json: Bytes) -> Self {
+    /// The event at `(epoch, seq)` of `execution_id`, encoded as `json`.
+    pub fn new(execution_id: Arc<str>, epoch: Epoch, seq: u64, json: Bytes) -> Self {
         Self {
             execution_id,
+            epoch,
             seq,
             json,
         }
     }
 
-    /// `<execution_id>:<seq>`: unique per event, the same on every retry, so a
-    /// receiver can drop deliveries it has already processed.
+    /// `<execution_id>:<epoch>:<seq>`: unique per event — also across
+    /// histories, as seqs restart at 1 in a new epoch — and the same on every
+    /// retry, so a receiver can drop deliveries it has already processed.
     pub fn idempotency_id(&self) -> String {
-        format!("{}:{}", self.execution_id, self.seq)
+        format!("{}:{}:{}", self.execution_id, self.epoch, self.seq)
     }
 }
 
@@ -231,8 +236,9 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_id_is_execution_and_seq() {
-        let delivery = Delivery::new(Arc::from("exec:7"), 12, Bytes::new());
-        assert_eq!(delivery.idempotency_id(), "exec:7:12");
+    fn idempotency_id_is_execution_epoch_and_seq() {
+        let epoch = Epoch::parse("ep9").expect("epoch");
+        let delivery = Delivery::new(Arc::from("exec:7"), epoch, 12, Bytes::new());
+        assert_eq!(delivery.idempotency_id(), "exec:7:ep9:12");
     }
 }

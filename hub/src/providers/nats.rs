@@ -1,7 +1,7 @@
 //! NATS: every accepted event is published to `<prefix>.<execution_id>.events`.
 //!
 //! The payload is the event JSON; the header `Nats-Msg-Id` carries
-//! `<execution_id>:<seq>` (JetStream drops duplicates by it). An execution id
+//! `<execution_id>:<epoch>:<seq>` (JetStream drops duplicates by it). An execution id
 //! is one subject token, so characters a token cannot hold are escaped, see
 //! [`subject_token`]. The client connects in the background and reconnects by
 //! itself; while it is disconnected the worker waits and events stay in the
@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Outbox, OutboxLimits};
-use super::retry::Backoff;
 use super::{Counters, Delivery, Provider, ProviderError, ProviderHealth, pause, redact};
+use crate::retry::Backoff;
 
 /// Delay between reconnection attempts: short, because events wait meanwhile.
 const RECONNECT: Backoff = Backoff {

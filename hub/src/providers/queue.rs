@@ -146,7 +146,13 @@ mod tests {
     use std::sync::Arc;
 
     fn delivery(seq: u64, bytes: usize) -> Delivery {
-        Delivery::new(Arc::from("exec"), seq, Bytes::from(vec![b'x'; bytes]))
+        let epoch = crate::event::Epoch::parse("e").expect("epoch");
+        Delivery::new(
+            Arc::from("exec"),
+            epoch,
+            seq,
+            Bytes::from(vec![b'x'; bytes]),
+        )
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! - `X-Exechub-Timestamp`: Unix seconds when the attempt was signed;
 //! - `X-Exechub-Signature`: `v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
 //!   (only with a secret);
-//! - `X-Exechub-Idempotency-Id`: `<execution_id>:<seq>`, identical on every
+//! - `X-Exechub-Idempotency-Id`: `<execution_id>:<epoch>:<seq>`, identical on every
 //!   retry, so a receiver can drop what it already processed;
 //! - `X-Exechub-Attempt`: 1 for the first attempt, 2 for the first retry….
 
@@ -28,14 +28,14 @@ use time::macros::format_description;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Outbox, OutboxLimits};
-use super::retry::Backoff;
 use super::{Counters, Delivery, Provider, ProviderError, ProviderHealth, pause, redact};
+use crate::retry::Backoff;
 
 /// Header carrying the Unix time (seconds) the attempt was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-exechub-timestamp";
 /// Header carrying `v1=<hex signature>`.
 pub const SIGNATURE_HEADER: &str = "x-exechub-signature";
-/// Header carrying `<execution_id>:<seq>`.
+/// Header carrying `<execution_id>:<epoch>:<seq>`.
 pub const IDEMPOTENCY_HEADER: &str = "x-exechub-idempotency-id";
 /// Header carrying the attempt number, from 1.
 pub const ATTEMPT_HEADER: &str = "x-exechub-attempt";
@@ -344,7 +344,7 @@ fn sign(mut mac: HmacSha256, timestamp: u64, body: &[u8]) -> String {
         })
 }
 
-/// `<execution_id>:<seq>` as a header value: bytes outside visible ASCII, and
+/// `<execution_id>:<epoch>:<seq>` as a header value: bytes outside visible ASCII, and
 /// `%`, are percent-encoded (`%XX`), so any execution id fits a header.
 fn idempotency_header(delivery: &Delivery) -> String {
     let mut value = String::with_capacity(delivery.execution_id.len() + 12);
@@ -355,7 +355,7 @@ fn idempotency_header(delivery: &Delivery) -> String {
             let _ = write!(value, "%{byte:02X}");
         }
     }
-    let _ = write!(value, ":{}", delivery.seq);
+    let _ = write!(value, ":{}:{}", delivery.epoch, delivery.seq);
     value
 }
 
@@ -392,10 +392,11 @@ mod tests {
 
     #[test]
     fn idempotency_header_escapes_what_a_header_cannot_carry() {
-        let plain = Delivery::new(Arc::from("exec-42"), 3, Bytes::new());
-        assert_eq!(idempotency_header(&plain), "exec-42:3");
-        let odd = Delivery::new(Arc::from("a b%é"), 9, Bytes::new());
-        assert_eq!(idempotency_header(&odd), "a%20b%25%C3%A9:9");
+        let epoch = crate::event::Epoch::parse("ep1").expect("epoch");
+        let plain = Delivery::new(Arc::from("exec-42"), epoch.clone(), 3, Bytes::new());
+        assert_eq!(idempotency_header(&plain), "exec-42:ep1:3");
+        let odd = Delivery::new(Arc::from("a b%é"), epoch, 9, Bytes::new());
+        assert_eq!(idempotency_header(&odd), "a%20b%25%C3%A9:ep1:9");
     }
 
     #[test]

@@ -1,60 +1,110 @@
 //! The embedded store: per-execution histories in process memory.
 //!
 //! Appends take one short critical section (no await inside) that assigns the
-//! seq, stores the event and hands it to the live feed, so live order always
-//! equals seq order. Memory is bounded per execution by a retained-event cap,
-//! and histories expire `ttl` after their last event, as they do in Redis.
+//! position, stores the event and hands it to the live feeds, so live order
+//! always equals seq order. Histories expire `ttl` after their last event, as
+//! they do in Redis; each new history gets a new epoch, minted with this
+//! process's boot id so a position from before a restart is recognised as
+//! such. Memory is bounded twice: per execution by the retained-event cap, and
+//! in total by `max_bytes`, beyond which the least recently updated histories
+//! are evicted (their subscribers are told, and resume with `history_lost`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use exechub_protocol::LostReason;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth};
-use crate::broker::{LiveFeed, Topics};
-use crate::event::{NewEvent, SharedEvent};
+use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
+use crate::event::{Epoch, NewEvent, SharedEvent, random_u64};
+use crate::feeds::LiveSink;
+
+/// Bytes counted for an event besides its JSON (shared event, queue slot).
+const EVENT_OVERHEAD: usize = 128;
+/// Bytes counted for a history besides its events (map entries, epoch).
+const HISTORY_OVERHEAD: usize = 256;
+/// Bytes counted for a remembered idempotency key besides its text.
+const KEY_OVERHEAD: usize = 96;
+/// Evicted epochs remembered to name the reason for late resumes.
+const EVICTED_MEMORY: usize = 65_536;
 
 /// In-process [`EventStore`].
 pub struct MemoryStore {
-    histories: Mutex<HashMap<String, History>>,
-    topics: Arc<Topics>,
+    state: Mutex<State>,
+    sink: Arc<dyn LiveSink>,
     config: StoreConfig,
+    /// High half of every epoch this process mints.
+    boot: u32,
+}
+
+#[derive(Default)]
+struct State {
+    histories: HashMap<Arc<str>, History>,
+    /// Update order for eviction: tick → execution id.
+    by_update: BTreeMap<u64, Arc<str>>,
+    tick: u64,
+    /// Bytes held by all histories, as counted by [`History::bytes`].
+    bytes: usize,
+    evicted: HashSet<Epoch>,
 }
 
 struct History {
+    epoch: Epoch,
     /// Contiguous events, oldest first.
     events: VecDeque<SharedEvent>,
     last_seq: u64,
     expires_at: Instant,
     /// Idempotency key → (seq, timestamp, remembered until).
     keys: HashMap<String, (u64, String, Instant)>,
+    tick: u64,
+    bytes: usize,
 }
 
 impl History {
-    fn new(now: Instant) -> Self {
-        Self {
-            events: VecDeque::new(),
-            last_seq: 0,
-            expires_at: now,
-            keys: HashMap::new(),
-        }
-    }
-
     fn oldest_seq(&self) -> Option<u64> {
         self.events.front().map(SharedEvent::seq)
     }
 }
 
+impl State {
+    /// Removes a history and its accounting; returns it.
+    fn remove(&mut self, execution_id: &str) -> Option<History> {
+        let history = self.histories.remove(execution_id)?;
+        self.by_update.remove(&history.tick);
+        self.bytes -= history.bytes;
+        Some(history)
+    }
+
+    /// Marks `execution_id` as just updated.
+    fn touch(&mut self, execution_id: &Arc<str>) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(history) = self.histories.get_mut(execution_id) {
+            self.by_update.remove(&history.tick);
+            history.tick = tick;
+            self.by_update.insert(tick, Arc::clone(execution_id));
+        }
+    }
+
+    fn charge(&mut self, execution_id: &str, delta: isize) {
+        if let Some(history) = self.histories.get_mut(execution_id) {
+            history.bytes = history.bytes.saturating_add_signed(delta);
+            self.bytes = self.bytes.saturating_add_signed(delta);
+        }
+    }
+}
+
 impl MemoryStore {
-    /// A store announcing appends on `topics`.
-    pub fn new(config: StoreConfig, topics: Arc<Topics>) -> Arc<Self> {
+    /// A store announcing appends to `sink`.
+    pub fn new(config: StoreConfig, sink: Arc<dyn LiveSink>) -> Arc<Self> {
         Arc::new(Self {
-            histories: Mutex::new(HashMap::new()),
-            topics,
+            state: Mutex::default(),
+            sink,
             config,
+            boot: random_u64() as u32,
         })
     }
 
@@ -78,63 +128,146 @@ impl MemoryStore {
         });
     }
 
+    /// Bytes the histories hold now, as counted against `max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     fn sweep(&self) {
         let now = Instant::now();
-        let mut histories = self.lock();
-        histories.retain(|_, history| history.expires_at > now);
-        for history in histories.values_mut() {
+        let mut state = self.lock();
+        let expired: Vec<Arc<str>> = state
+            .histories
+            .iter()
+            .filter(|(_, h)| h.expires_at <= now)
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in expired {
+            state.remove(&id);
+        }
+        let mut delta: isize = 0;
+        for (id, history) in &mut state.histories {
+            let before = history.keys.len();
             history.keys.retain(|_, (_, _, until)| *until > now);
+            if history.keys.len() < before {
+                let bytes = history_bytes(id, history);
+                delta += bytes as isize - history.bytes as isize;
+                history.bytes = bytes;
+            }
+        }
+        state.bytes = state.bytes.saturating_add_signed(delta);
+    }
+
+    /// Drops the least recently updated histories (never `keep`) until the
+    /// total is within `max_bytes`, and tells their subscribers.
+    fn evict(&self, state: &mut State, keep: &str) {
+        while state.bytes > self.config.max_bytes {
+            let Some(oldest) = state.by_update.values().find(|id| &***id != keep).cloned() else {
+                return;
+            };
+            if let Some(history) = state.remove(&oldest) {
+                if state.evicted.len() >= EVICTED_MEMORY {
+                    state.evicted.clear();
+                }
+                state.evicted.insert(history.epoch);
+                tracing::debug!(execution_id = %oldest, "history evicted to stay within the memory bound");
+                self.sink.head(&oldest, None, 0);
+            }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, History>> {
-        // Every mutation is a single push/pop/insert, so a panic elsewhere while
-        // the lock was held cannot leave a history half-written.
-        self.histories
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation is a few inserts and removals that cannot panic midway.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// What a history is charged against the memory bound.
+fn history_bytes(execution_id: &str, history: &History) -> usize {
+    let events: usize = history
+        .events
+        .iter()
+        .map(|e| e.json().len() + EVENT_OVERHEAD)
+        .sum();
+    let keys: usize = history
+        .keys
+        .iter()
+        .map(|(k, (_, ts, _))| k.len() + ts.len() + KEY_OVERHEAD)
+        .sum();
+    HISTORY_OVERHEAD + execution_id.len() + events + keys
 }
 
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         let now = Instant::now();
-        let mut histories = self.lock();
-        let history = histories
-            .entry(event.execution_id().to_owned())
-            .or_insert_with(|| History::new(now));
-        if history.expires_at <= now {
-            // The previous history expired: seqs start again, as after a Redis TTL.
-            *history = History::new(now);
+        let mut state = self.lock();
+        let id: &str = event.execution_id();
+        if state.histories.get(id).is_some_and(|h| h.expires_at <= now) {
+            // The previous history expired: a new one starts, as after a Redis TTL.
+            state.remove(id);
         }
-        if let Some(key) = event.idempotency_key()
-            && let Some((seq, timestamp, until)) = history.keys.get(key)
+        let key: Arc<str> = match state.histories.get_key_value(id) {
+            Some((key, _)) => Arc::clone(key),
+            None => {
+                let key: Arc<str> = Arc::from(id);
+                let history = History {
+                    epoch: Epoch::mint(self.boot),
+                    events: VecDeque::new(),
+                    last_seq: 0,
+                    expires_at: now,
+                    keys: HashMap::new(),
+                    tick: 0,
+                    bytes: 0,
+                };
+                state.histories.insert(Arc::clone(&key), history);
+                state.charge(id, (HISTORY_OVERHEAD + id.len()) as isize);
+                key
+            }
+        };
+        let history = state
+            .histories
+            .get_mut(id)
+            .ok_or_else(|| StoreError::Rejected("history vanished under the store lock".into()))?;
+        if let Some(idem) = event.idempotency_key()
+            && let Some((seq, timestamp, until)) = history.keys.get(idem)
             && *until > now
         {
-            let (seq, timestamp) = (*seq, timestamp.clone());
             return Ok(Receipt {
-                seq,
-                timestamp,
+                epoch: history.epoch.clone(),
+                seq: *seq,
+                timestamp: timestamp.clone(),
                 duplicate: true,
             });
         }
         history.last_seq += 1;
         let seq = history.last_seq;
-        let numbered = event.numbered(seq);
+        let epoch = history.epoch.clone();
+        let numbered = event.numbered(epoch.clone(), seq);
+        let mut delta = (numbered.json().len() + EVENT_OVERHEAD) as isize;
         history.events.push_back(numbered.clone());
         while history.events.len() as u64 > self.config.max_events {
-            history.events.pop_front();
+            if let Some(trimmed) = history.events.pop_front() {
+                delta -= (trimmed.json().len() + EVENT_OVERHEAD) as isize;
+            }
         }
         history.expires_at = now + self.config.ttl;
-        if let Some(key) = event.idempotency_key() {
+        if let Some(idem) = event.idempotency_key() {
             let until = now + self.config.idempotency_window;
+            let timestamp = event.timestamp().to_owned();
+            delta += (idem.len() + timestamp.len() + KEY_OVERHEAD) as isize;
             history
                 .keys
-                .insert(key.to_owned(), (seq, event.timestamp().to_owned(), until));
+                .insert(idem.to_owned(), (seq, timestamp, until));
         }
-        self.topics.publish(event.execution_id(), &numbered);
+        state.charge(id, delta);
+        state.touch(&key);
+        self.sink.event(id, &numbered);
+        self.evict(&mut state, id);
         Ok(Receipt {
+            epoch,
             seq,
             timestamp: event.timestamp().to_owned(),
             duplicate: false,
@@ -147,8 +280,9 @@ impl EventStore for MemoryStore {
         after: u64,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let histories = self.lock();
-        let Some(history) = histories
+        let state = self.lock();
+        let Some(history) = state
+            .histories
             .get(execution_id)
             .filter(|h| h.expires_at > Instant::now())
         else {
@@ -167,11 +301,25 @@ impl EventStore for MemoryStore {
             events,
             last_seq: history.last_seq,
             oldest_seq: oldest,
+            epoch: Some(history.epoch.clone()),
         })
     }
 
-    async fn subscribe(&self, execution_id: &str) -> Result<LiveFeed, StoreError> {
-        Ok(self.topics.subscribe(execution_id))
+    fn watch(&self, _execution_id: &str) -> Watch {
+        // Every append of this store is announced by `append` itself.
+        Watch::local()
+    }
+
+    fn lost_reason(&self, epoch: &Epoch) -> LostReason {
+        let ours = epoch
+            .as_str()
+            .get(..8)
+            .is_some_and(|boot| boot == format!("{:08x}", self.boot));
+        if !ours || self.lock().evicted.contains(epoch) {
+            LostReason::Reset
+        } else {
+            LostReason::Expired
+        }
     }
 
     async fn health(&self) -> StoreHealth {
@@ -186,15 +334,17 @@ impl EventStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::Feeds;
     use exechub_protocol::PublishRequest;
 
-    fn store(ttl_secs: u64, max_events: u64) -> Arc<MemoryStore> {
+    fn store(ttl_secs: u64, max_events: u64, max_bytes: usize) -> Arc<MemoryStore> {
         let config = StoreConfig {
             ttl: Duration::from_secs(ttl_secs),
             max_events,
             idempotency_window: Duration::from_secs(5),
+            max_bytes,
         };
-        MemoryStore::new(config, Topics::new(16))
+        MemoryStore::new(config, Feeds::new())
     }
 
     async fn publish(store: &MemoryStore, id: &str, key: Option<&str>) -> Receipt {
@@ -205,24 +355,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn history_expires_ttl_after_the_last_event_and_seqs_restart() {
-        let store = store(10, 100);
-        assert_eq!(publish(&store, "e", None).await.seq, 1);
-        tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(publish(&store, "e", None).await.seq, 2);
-        tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(
-            store.range("e", 0, 10).await.expect("range").events.len(),
-            2
-        );
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(store.range("e", 0, 10).await.expect("range").last_seq, 0);
-        assert_eq!(publish(&store, "e", None).await.seq, 1);
+    async fn expiry_starts_a_new_epoch_and_names_the_old_one_expired() {
+        let store = store(10, 100, usize::MAX);
+        let first = publish(&store, "e", None).await;
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(store.range("e", 0, 10).await.expect("range").epoch, None);
+        let second = publish(&store, "e", None).await;
+        assert_eq!(second.seq, 1);
+        assert_ne!(first.epoch, second.epoch);
+        assert_eq!(store.lost_reason(&first.epoch), LostReason::Expired);
+        let foreign = Epoch::parse("0123456789abcdef").expect("epoch");
+        assert_eq!(store.lost_reason(&foreign), LostReason::Reset);
+    }
+
+    #[tokio::test]
+    async fn memory_bound_evicts_the_least_recently_updated() {
+        let store = store(60, 100, 2_000);
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            publish(&store, id, None).await;
+        }
+        let kept: Vec<bool> = futures_util::future::join_all(
+            ["a", "f"]
+                .map(|id| async { store.range(id, 0, 1).await.expect("range").epoch.is_some() }),
+        )
+        .await;
+        assert_eq!(kept, vec![false, true]);
+        assert!(store.bytes() <= 2_000, "{}", store.bytes());
     }
 
     #[tokio::test]
     async fn retention_cap_trims_the_oldest_and_reports_it() {
-        let store = store(60, 3);
+        let store = store(60, 3, usize::MAX);
         for _ in 0..5 {
             publish(&store, "e", None).await;
         }
@@ -232,14 +395,11 @@ mod tests {
             (seqs, page.oldest_seq, page.last_seq),
             (vec![3, 4, 5], Some(3), 5)
         );
-        let page = store.range("e", 3, 1).await.expect("range");
-        let seqs: Vec<u64> = page.events.iter().map(SharedEvent::seq).collect();
-        assert_eq!(seqs, vec![4]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn idempotent_retry_returns_the_original_seq_within_the_window() {
-        let store = store(60, 100);
+        let store = store(60, 100, usize::MAX);
         let first = publish(&store, "e", Some("k1")).await;
         let retry = publish(&store, "e", Some("k1")).await;
         assert_eq!(
@@ -247,10 +407,6 @@ mod tests {
             (1, true, first.timestamp)
         );
         assert_eq!(publish(&store, "e", Some("k2")).await.seq, 2);
-        assert_eq!(
-            store.range("e", 0, 10).await.expect("range").events.len(),
-            2
-        );
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(publish(&store, "e", Some("k1")).await.seq, 3);
     }

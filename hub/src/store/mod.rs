@@ -1,17 +1,21 @@
-//! Event storage behind one trait: append (assigning seq), read ranges, and
-//! subscribe to live appends.
+//! Event storage behind one trait: append (assigning the position), read
+//! ranges, and keep live appends flowing to this node.
 //!
 //! The store is the source of truth: a publish is acknowledged once the store
-//! has it. [`memory::MemoryStore`] is the embedded default; other backends
-//! (Redis) implement the same trait and share the conformance tests.
+//! has it. Every store announces what it appends to the node's live feeds
+//! through [`LiveSink`](crate::feeds::LiveSink), which it is given when built;
+//! it knows nothing of subscriptions. [`memory::MemoryStore`] is the embedded
+//! default; [`redis::RedisStore`] shares one history between hub nodes. Both
+//! pass the same conformance tests (`tests/tests/store_conformance.rs`).
 
 pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
+use exechub_protocol::LostReason;
+use tokio::sync::oneshot;
 
-use crate::broker::LiveFeed;
-use crate::event::{NewEvent, SharedEvent};
+use crate::event::{Epoch, NewEvent, SharedEvent};
 
 use std::time::Duration;
 
@@ -40,6 +44,8 @@ impl StoreError {
 /// What an append returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    /// The history the event belongs to.
+    pub epoch: Epoch,
     /// The seq of the event (the original one for an idempotent retry).
     pub seq: u64,
     /// The event's timestamp (the original one for an idempotent retry).
@@ -58,6 +64,8 @@ pub struct Page {
     pub last_seq: u64,
     /// Lowest seq still retained, if any.
     pub oldest_seq: Option<u64>,
+    /// The history these seqs belong to; `None` when the execution has none.
+    pub epoch: Option<Epoch>,
 }
 
 /// Settings every backend honours.
@@ -69,6 +77,8 @@ pub struct StoreConfig {
     pub max_events: u64,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
+    /// Bytes the embedded store may hold in total (Redis has its own `maxmemory`).
+    pub max_bytes: usize,
 }
 
 /// Whether a store can serve requests, for `/health`.
@@ -104,12 +114,65 @@ pub trait EventStore: Send + Sync + 'static {
     async fn range(&self, execution_id: &str, after: u64, limit: usize)
     -> Result<Page, StoreError>;
 
-    /// Starts receiving the events appended to `execution_id` from now on.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the live feed cannot be set up.
-    async fn subscribe(&self, execution_id: &str) -> Result<LiveFeed, StoreError>;
+    /// Keeps `execution_id`'s appends — including those of other hub nodes —
+    /// flowing into this node's live feeds while the returned [`Watch`] lives.
+    fn watch(&self, execution_id: &str) -> Watch;
+
+    /// Why a history with `epoch`, which is no longer the current one, ended,
+    /// as far as this store can tell.
+    fn lost_reason(&self, epoch: &Epoch) -> LostReason {
+        let _ = epoch;
+        LostReason::Expired
+    }
 
     /// Current health, for `/health`.
     async fn health(&self) -> StoreHealth;
+}
+
+/// Keeps an execution's live appends flowing to this node; see [`EventStore::watch`].
+#[must_use = "the watch ends when dropped"]
+pub struct Watch {
+    confirmed: Option<oneshot::Receiver<()>>,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Watch {
+    /// A watch that needs nothing (the store announces every append itself).
+    pub fn local() -> Self {
+        Self {
+            confirmed: None,
+            release: None,
+        }
+    }
+
+    /// A watch confirmed through `confirmed`, released by calling `release`.
+    pub fn new(
+        confirmed: oneshot::Receiver<()>,
+        release: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            confirmed: Some(confirmed),
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// A future that completes once appends made from now on are sure to be
+    /// announced (for Redis: the channel subscription is confirmed). History
+    /// must be read only after it, or an append in between would reach neither.
+    pub fn confirmed(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let confirmed = self.confirmed.take();
+        async move {
+            if let Some(confirmed) = confirmed {
+                let _ = confirmed.await;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
 }

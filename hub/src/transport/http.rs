@@ -112,6 +112,9 @@ pub async fn history(
     body.extend_from_slice(json!(execution_id).to_string().as_bytes());
     body.extend_from_slice(format!(r#","last_seq":{},"oldest_seq":"#, page.last_seq).as_bytes());
     body.extend_from_slice(json!(page.oldest_seq).to_string().as_bytes());
+    if let Some(epoch) = &page.epoch {
+        body.extend_from_slice(format!(r#","epoch":"{epoch}""#).as_bytes());
+    }
     body.extend_from_slice(br#","events":["#);
     for (i, event) in page.events.iter().enumerate() {
         if i > 0 {
@@ -138,8 +141,14 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "status": if store.ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "store": store,
-        "connections": { "websocket": websockets, "sse": sse },
-        "subscribed_executions": app.topics.active(),
+        "connections": {
+            "websocket": websockets,
+            "sse": sse,
+            "limit": app.stats.limit(),
+            "refused": app.stats.refused(),
+        },
+        "subscriptions": app.feeds.subscriptions(),
+        "subscribed_executions": app.feeds.active(),
         "auth": if app.auth.enabled() { "jwt" } else { "off" },
         "dev_token": app.config.dev_token,
         "providers": app.publisher.providers().health(),

@@ -14,9 +14,14 @@ use crate::session;
 
 /// Room for the publish envelope (`op`, `id`, `execution_id`) around an event body.
 const FRAME_OVERHEAD: usize = 64 * 1024;
+/// Initial read buffer of a socket. Client frames are mostly small requests;
+/// a larger frame grows the buffer while it is read. (tungstenite's default,
+/// 128 KiB, touched on the first read, would dominate an idle connection.)
+const READ_BUFFER: usize = 1024;
 
-/// Refuses (403 / 401) before upgrading when the page's origin or the token is
-/// not acceptable; the session is tracked so shutdown can wait for its close.
+/// Refuses before upgrading when the page's origin (403) or the token (401) is
+/// not acceptable, or the hub is at its connection limit (503 with
+/// `Retry-After`); the session is tracked so shutdown can wait for its close.
 pub async fn upgrade(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -37,13 +42,23 @@ pub async fn upgrade(
         Ok(grant) => grant,
         Err(refusal) => return ApiError::Auth(refusal).into_response(),
     };
+    let Some(counted) = app.stats.websocket() else {
+        return ApiError::Busy("connection").into_response();
+    };
     let max_frame = app.config.max_event_bytes.saturating_add(FRAME_OVERHEAD);
     let sessions = app.sessions.clone();
     upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        .read_buffer_size(READ_BUFFER)
+        // Frames go out as soon as they are queued (a flush per batch of
+        // queued frames), so no write buffer is kept per connection.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            sessions.track_future(session::run(app, grant, sink, stream))
+            sessions.track_future(async move {
+                session::run(app, grant, sink, stream).await;
+                drop(counted);
+            })
         })
 }

@@ -23,10 +23,11 @@ pub struct SseClient {
 
 impl SseClient {
     /// Opens the stream and waits for the hub's `: subscribed` comment.
+    /// `last_event_id` may be a bare seq (as older hubs sent) or `<epoch>-<seq>`.
     pub async fn connect(
         http: &reqwest::Client,
         url: &str,
-        last_event_id: Option<u64>,
+        last_event_id: Option<impl ToString>,
     ) -> Result<Self> {
         let mut request = http.get(url).timeout(std::time::Duration::from_secs(3600));
         if let Some(id) = last_event_id {
@@ -95,15 +96,17 @@ impl SseClient {
         }
     }
 
-    /// The next event message, checking that its `id:` equals its seq.
+    /// The next event message, checking that its `id:` is `<epoch>-<seq>`.
     pub async fn next_event(&mut self) -> Result<Event> {
         let message = self.next_message().await?.context("stream ended")?;
         if message.event.is_some() {
             bail!("expected an event, got {message:?}");
         }
         let event: Event = serde_json::from_str(&message.data)?;
-        if message.id.as_deref() != Some(event.seq.to_string().as_str()) {
-            bail!("SSE id {:?} differs from seq {}", message.id, event.seq);
+        let id = message.id.as_deref().unwrap_or_default();
+        let epoch = id.strip_suffix(&format!("-{}", event.seq));
+        if !epoch.is_some_and(exechub_protocol::is_epoch) {
+            bail!("SSE id {id:?} is not <epoch>-{}", event.seq);
         }
         Ok(event)
     }

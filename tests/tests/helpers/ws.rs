@@ -104,7 +104,7 @@ impl WsClient {
     /// The next event; any other message is an error.
     pub async fn next_event(&mut self) -> Result<Event> {
         match self.next_msg().await? {
-            ServerMsg::Event { event } => Ok(event),
+            ServerMsg::Event { event, .. } => Ok(event),
             other => bail!("expected an event, got {other:?}"),
         }
     }

@@ -1,4 +1,5 @@
-//! Retry delays: exponential backoff with jitter, shared by the providers.
+//! Retry delays: one exponential-backoff-with-jitter policy for everything
+//! that retries (providers, the Redis pub/sub reconnect, history reads).
 //!
 //! Jitter spreads the retries of many hubs (or many endpoints) that failed at
 //! the same moment, so a recovering receiver is not hit by all of them at once.
@@ -17,6 +18,20 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// For a store that is briefly unavailable (Redis restarting): 0.1 s up to 2 s.
+    pub const STORE: Self = Self {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+    };
+
+    /// A counter of consecutive failures under this policy.
+    pub fn attempts(self) -> Attempts {
+        Attempts {
+            policy: self,
+            failed: 0,
+        }
+    }
+
     /// The delay after failed attempt number `attempt` (1 = the first attempt).
     pub fn delay(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(30);
@@ -26,6 +41,26 @@ impl Backoff {
             .min(self.max.max(self.first));
         let half = base / 2;
         half + half.mul_f64(random_fraction())
+    }
+}
+
+/// Consecutive failures of one operation, and the delay each one earns.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempts {
+    policy: Backoff,
+    failed: u32,
+}
+
+impl Attempts {
+    /// Counts one more failure and returns how long to wait before retrying.
+    pub fn next_delay(&mut self) -> Duration {
+        self.failed = self.failed.saturating_add(1);
+        self.policy.delay(self.failed)
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.failed = 0;
     }
 }
 

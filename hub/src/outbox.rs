@@ -1,0 +1,293 @@
+//! A connection's outbound queue, bounded in frames and in bytes.
+//!
+//! Live offers push without waiting ([`Outbox::try_push`]): a subscription
+//! whose connection has no room falls back to catching up from the store and
+//! waits for room ([`Outbox::room`]), so a publisher never waits for a reader.
+//! The connection's writer drains it ([`Outbox::poll_pop`]). Nothing is
+//! allocated up front: the queue's storage grows with what is queued and is
+//! released once a burst has drained, so an idle connection holds a few words.
+//! Closing the outbox (slow consumer, end of stream) wakes the writer with the
+//! reason.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+/// Something that can be queued; its weight counts against the byte bound.
+pub trait Frame: Send + 'static {
+    /// Bytes this frame will take on the wire (about).
+    fn weight(&self) -> usize;
+}
+
+/// Why the hub ends a connection from the outbound side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The client did not drain its queue in time.
+    SlowConsumer,
+    /// The stream is complete (an SSE subscription ended); flush, then end.
+    Done,
+}
+
+/// How much a connection may have queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Frames queued at most.
+    pub frames: usize,
+    /// Bytes queued at most (a single larger frame is still accepted into an empty queue).
+    pub bytes: usize,
+}
+
+/// Refusals of [`Outbox::try_push`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is at a bound: the pusher must wait for room (or give up).
+    Full,
+    /// The connection is closing; nothing more is sent.
+    Closed,
+}
+
+/// The queue itself; shared by the connection and its subscriptions.
+pub struct Outbox<F> {
+    inner: Mutex<Inner<F>>,
+    room: Notify,
+    limits: Limits,
+}
+
+struct Inner<F> {
+    frames: VecDeque<F>,
+    bytes: usize,
+    writer: Option<Waker>,
+    closing: Option<Closing>,
+}
+
+/// A queue that held this many slots is shrunk once it drains, so a burst
+/// does not pin its memory on an idle connection.
+const SHRINK_ABOVE: usize = 64;
+
+impl<F: Frame> Outbox<F> {
+    /// An empty queue with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                frames: VecDeque::new(),
+                bytes: 0,
+                writer: None,
+                closing: None,
+            }),
+            room: Notify::new(),
+            limits: Limits {
+                frames: limits.frames.max(1),
+                bytes: limits.bytes.max(1),
+            },
+        }
+    }
+
+    /// Queues `frame` if the bounds allow it.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] at a bound, [`PushError::Closed`] once closing;
+    /// the frame comes back with the refusal.
+    pub fn try_push(&self, frame: F) -> Result<(), (PushError, F)> {
+        let mut inner = self.lock();
+        if inner.closing.is_some() {
+            return Err((PushError::Closed, frame));
+        }
+        if !self.has_room(&inner, frame.weight()) {
+            return Err((PushError::Full, frame));
+        }
+        Self::enqueue(&mut inner, frame);
+        Ok(())
+    }
+
+    /// Queues an answer to the client's own request (ack, error, pong…),
+    /// which is never dropped; a client that fills twice the bounds with
+    /// requests it does not read the answers of is closed as slow.
+    ///
+    /// # Errors
+    /// [`PushError::Closed`] once closing (or just closed as slow).
+    pub fn push_reply(&self, frame: F) -> Result<(), PushError> {
+        let mut inner = self.lock();
+        if inner.closing.is_some() {
+            return Err(PushError::Closed);
+        }
+        if inner.frames.len() >= 2 * self.limits.frames || inner.bytes >= 2 * self.limits.bytes {
+            Self::close_locked(&mut inner, Closing::SlowConsumer);
+            return Err(PushError::Closed);
+        }
+        Self::enqueue(&mut inner, frame);
+        Ok(())
+    }
+
+    /// Completes when a frame of `weight` bytes would fit (or the outbox is closing).
+    pub async fn room(&self, weight: usize) {
+        loop {
+            let notified = self.room.notified();
+            {
+                let inner = self.lock();
+                if inner.closing.is_some() || self.has_room(&inner, weight) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closing.is_some()
+    }
+
+    /// Starts closing for `reason` (the first reason wins); the writer is woken.
+    pub fn close(&self, reason: Closing) {
+        Self::close_locked(&mut self.lock(), reason);
+        self.room.notify_waiters();
+    }
+
+    /// The next frame to write, or `Ready(Err(reason))` once closing and,
+    /// for [`Closing::Done`], drained. Registers the writer's waker when empty.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<F, Closing>> {
+        let mut inner = self.lock();
+        if inner.closing == Some(Closing::SlowConsumer) {
+            return Poll::Ready(Err(Closing::SlowConsumer));
+        }
+        if let Some(frame) = inner.frames.pop_front() {
+            inner.bytes -= frame.weight();
+            if inner.frames.is_empty() && inner.frames.capacity() > SHRINK_ABOVE {
+                inner.frames = VecDeque::new();
+            }
+            drop(inner);
+            self.room.notify_waiters();
+            return Poll::Ready(Ok(frame));
+        }
+        if let Some(reason) = inner.closing {
+            return Poll::Ready(Err(reason));
+        }
+        if !inner
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inner.writer = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Whether a frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
+    }
+
+    fn has_room(&self, inner: &Inner<F>, weight: usize) -> bool {
+        inner.frames.len() < self.limits.frames
+            && (inner.frames.is_empty() || inner.bytes + weight <= self.limits.bytes)
+    }
+
+    fn enqueue(inner: &mut Inner<F>, frame: F) {
+        inner.bytes += frame.weight();
+        inner.frames.push_back(frame);
+        if let Some(writer) = inner.writer.take() {
+            writer.wake();
+        }
+    }
+
+    fn close_locked(inner: &mut Inner<F>, reason: Closing) {
+        if inner.closing.is_none() {
+            inner.closing = Some(reason);
+        }
+        if reason == Closing::SlowConsumer {
+            // Nothing queued will be written; free it now.
+            inner.frames = VecDeque::new();
+            inner.bytes = 0;
+        }
+        if let Some(writer) = inner.writer.take() {
+            writer.wake();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<F>> {
+        // Every critical section is a few field updates that cannot panic midway.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Frame for bytes::Bytes {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Frame for axum::extract::ws::Message {
+    fn weight(&self) -> usize {
+        use axum::extract::ws::Message;
+        // Frame header included; control frames are small but not free.
+        14 + match self {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+            Message::Close(_) => 125,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::future::poll_fn;
+
+    fn outbox(frames: usize, bytes: usize) -> Outbox<Bytes> {
+        Outbox::new(Limits { frames, bytes })
+    }
+
+    #[tokio::test]
+    async fn bounds_frames_and_bytes_and_drains_in_order() {
+        let out = outbox(3, 10);
+        assert_eq!(out.try_push(Bytes::from_static(b"123456")), Ok(()));
+        let full = out.try_push(Bytes::from_static(b"12345"));
+        assert_eq!(full, Err((PushError::Full, Bytes::from_static(b"12345"))));
+        assert_eq!(out.try_push(Bytes::from_static(b"1234")), Ok(()));
+        let first = poll_fn(|cx| out.poll_pop(cx)).await;
+        assert_eq!(first, Ok(Bytes::from_static(b"123456")));
+        assert_eq!(out.try_push(Bytes::from_static(b"12345")), Ok(()));
+        // One frame larger than the byte bound still goes into an empty queue.
+        let big = outbox(3, 4);
+        assert_eq!(big.try_push(Bytes::from_static(b"123456")), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn slow_close_discards_and_done_drains_first() {
+        let out = outbox(8, 100);
+        out.try_push(Bytes::from_static(b"a")).expect("room");
+        out.close(Closing::Done);
+        let refused = out.try_push(Bytes::from_static(b"b"));
+        assert_eq!(refused.map_err(|(e, _)| e), Err(PushError::Closed));
+        assert_eq!(
+            poll_fn(|cx| out.poll_pop(cx)).await,
+            Ok(Bytes::from_static(b"a"))
+        );
+        assert_eq!(poll_fn(|cx| out.poll_pop(cx)).await, Err(Closing::Done));
+        let slow = outbox(8, 100);
+        slow.try_push(Bytes::from_static(b"a")).expect("room");
+        slow.close(Closing::SlowConsumer);
+        assert_eq!(
+            poll_fn(|cx| slow.poll_pop(cx)).await,
+            Err(Closing::SlowConsumer)
+        );
+    }
+
+    #[tokio::test]
+    async fn replies_past_twice_the_bound_close_the_connection() {
+        let out = outbox(1, 100);
+        out.push_reply(Bytes::from_static(b"a")).expect("within");
+        out.push_reply(Bytes::from_static(b"b"))
+            .expect("within twice");
+        assert_eq!(
+            out.push_reply(Bytes::from_static(b"c")),
+            Err(PushError::Closed)
+        );
+        assert!(out.is_closed());
+    }
+}

@@ -1,0 +1,302 @@
+//! The Redis store: the replaced service's list `execution:<id>:events`,
+//! shared by every hub node.
+//!
+//! Both the append and the range read are Lua scripts, so seq assignment, the
+//! epoch, list order, trimming and the pub/sub announcement are one atomic
+//! step, and a read sees a consistent (epoch, oldest, last) triple. The key
+//! layout is in [`keys`]; the pub/sub side, which brings other nodes' appends
+//! to this node's live feeds, is the [`bridge`].
+//!
+//! Items in the list that are not the hub's (no leading `{"seq":N`, e.g.
+//! written by the replaced service or by hand) are skipped, counted and
+//! logged once per execution; they never make a read fail.
+
+pub mod bridge;
+pub mod keys;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RetryMethod, Script};
+use tokio_util::sync::CancellationToken;
+
+use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
+use crate::event::{Epoch, NewEvent, SharedEvent, seq_of};
+use crate::feeds::LiveSink;
+use bridge::Bridge;
+use keys::{channel, epoch_key, events_key, idempotency_key, seq_key};
+
+/// Appends one event: idempotency check, INCR, the epoch of a new history,
+/// RPUSH, trim, TTLs, PUBLISH of `<epoch> <json>`.
+const APPEND: &str = r#"
+local idem = KEYS[4]
+if idem then
+  local prior = redis.call('GET', idem)
+  if prior then return {1, prior, redis.call('GET', KEYS[3]) or ''} end
+end
+local seq = redis.call('INCR', KEYS[2])
+local epoch = redis.call('GET', KEYS[3])
+if seq == 1 or not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[3], epoch)
+end
+local json = '{"seq":' .. string.format('%d', seq) .. ARGV[1]
+local len = redis.call('RPUSH', KEYS[1], json)
+local max = tonumber(ARGV[3])
+if len > max then redis.call('LTRIM', KEYS[1], -max, -1) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. ARGV[5]
+if idem then redis.call('SET', idem, receipt, 'EX', ARGV[6]) end
+redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. json)
+return {0, receipt, epoch}
+"#;
+
+/// Reads at most ARGV[2] events after seq ARGV[1], with the last seq, the
+/// oldest retained seq and the epoch. Items that are not the hub's are
+/// skipped; when they shift positions, the read falls back to a scan.
+const RANGE: &str = r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local epoch = redis.call('GET', KEYS[3]) or ''
+local function seq_of(item) return tonumber(string.match(item, '^{"seq":(%d+)')) end
+local first, oldest = -1, 0
+local len = redis.call('LLEN', KEYS[1])
+local chunk = 0
+while first < 0 and chunk < len do
+  local items = redis.call('LRANGE', KEYS[1], chunk, chunk + 99)
+  for i, item in ipairs(items) do
+    local s = seq_of(item)
+    if s then first, oldest = chunk + i - 1, s; break end
+  end
+  chunk = chunk + 100
+end
+local after = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if first < 0 or limit == 0 or after >= last then return {last, oldest, epoch, {}} end
+local want = math.max(after + 1, oldest)
+local start = first + (want - oldest)
+local probe = redis.call('LINDEX', KEYS[1], start)
+if probe and seq_of(probe) == want then
+  return {last, oldest, epoch, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
+end
+local out = {}
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do
+  local s = seq_of(item)
+  if s and s > after then
+    out[#out + 1] = item
+    if #out >= limit then break end
+  end
+end
+return {last, oldest, epoch, out}
+"#;
+
+/// Executions whose foreign items were already logged (bounded).
+const FOREIGN_LOGGED: usize = 1024;
+
+/// [`EventStore`] on Redis, with live events from the pub/sub [`Bridge`].
+pub struct RedisStore {
+    connection: ConnectionManager,
+    bridge: Bridge,
+    config: StoreConfig,
+    append: Script,
+    range: Script,
+    /// Items skipped because they are not the hub's.
+    foreign: AtomicU64,
+    foreign_logged: Mutex<HashSet<String>>,
+}
+
+impl RedisStore {
+    /// Connects to `url` and starts the pub/sub bridge feeding `sink`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached at start-up,
+    /// [`StoreError::Rejected`] when the URL is invalid.
+    pub async fn connect(
+        url: &str,
+        config: StoreConfig,
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
+        let client = redis::Client::open(url).map_err(store_error)?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            // One reconnect attempt per failing command: during an outage a
+            // publish should answer 503 at once, not after a retry ladder.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_with_config(client.clone(), settings)
+            .await
+            .map_err(store_error)?;
+        let bridge = Bridge::spawn(client, connection.clone(), sink, shutdown);
+        Ok(Arc::new(Self {
+            connection,
+            bridge,
+            config,
+            append: Script::new(APPEND),
+            range: Script::new(RANGE),
+            foreign: AtomicU64::new(0),
+            foreign_logged: Mutex::default(),
+        }))
+    }
+
+    /// Items skipped so far because they are not the hub's.
+    pub fn foreign_items(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
+    }
+
+    /// Counts a foreign item, and logs the first one of each execution.
+    fn skip_foreign(&self, execution_id: &str) {
+        self.foreign.fetch_add(1, Ordering::Relaxed);
+        let mut logged = self
+            .foreign_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.len() >= FOREIGN_LOGGED {
+            logged.clear();
+        }
+        if logged.insert(execution_id.to_owned()) {
+            tracing::warn!(%execution_id, "skipping list items that are not the hub's events (no leading seq)");
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisStore {
+    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+        let id = event.execution_id();
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(events_key(id))
+            .key(seq_key(id))
+            .key(epoch_key(id));
+        if let Some(key) = event.idempotency_key() {
+            invocation.key(idempotency_key(id, key));
+        }
+        invocation
+            .arg(event.tail().as_ref())
+            .arg(self.config.ttl.as_secs().max(1))
+            .arg(self.config.max_events)
+            .arg(channel(id))
+            .arg(event.timestamp())
+            .arg(self.config.idempotency_window.as_secs().max(1))
+            .arg(Epoch::random().as_str());
+        let mut connection = self.connection.clone();
+        let (duplicate, receipt, epoch): (u8, String, String) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        parse_receipt(&receipt, &epoch, duplicate == 1)
+    }
+
+    async fn range(
+        &self,
+        execution_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let mut connection = self.connection.clone();
+        let (last_seq, oldest, epoch, items): (u64, u64, String, Vec<Vec<u8>>) = self
+            .range
+            .key(events_key(execution_id))
+            .key(seq_key(execution_id))
+            .key(epoch_key(execution_id))
+            .arg(after)
+            .arg(limit)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        // Without an epoch there is no history (or one written before epochs
+        // existed; its first append here gives it one).
+        let epoch = Epoch::parse(&epoch);
+        let mut events = Vec::with_capacity(items.len());
+        for json in items {
+            match (seq_of(&json), &epoch) {
+                (Some(seq), Some(epoch)) if seq > after => {
+                    events.push(SharedEvent::new(epoch.clone(), seq, Bytes::from(json)));
+                }
+                (Some(_), _) => {}
+                (None, _) => self.skip_foreign(execution_id),
+            }
+        }
+        Ok(Page {
+            events,
+            last_seq,
+            oldest_seq: (oldest > 0).then_some(oldest),
+            epoch,
+        })
+    }
+
+    fn watch(&self, execution_id: &str) -> Watch {
+        self.bridge.watch(execution_id)
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        let detail = match tokio::time::timeout(Duration::from_secs(1), ping).await {
+            Ok(Ok(_)) if self.bridge.is_connected() => None,
+            Ok(Ok(_)) => Some("pub/sub connection is down; reconnecting".to_owned()),
+            Ok(Err(error)) => Some(format!("redis: {error}")),
+            Err(_) => Some("redis did not answer PING within 1s".to_owned()),
+        };
+        StoreHealth {
+            backend: "redis",
+            ok: detail.is_none(),
+            detail,
+        }
+    }
+}
+
+/// `seq|epoch|timestamp` (or, from before epochs, `seq|timestamp` with the
+/// epoch the script found) as a [`Receipt`].
+fn parse_receipt(receipt: &str, epoch: &str, duplicate: bool) -> Result<Receipt, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("append receipt {receipt:?}"));
+    let (seq, rest) = receipt.split_once('|').ok_or_else(corrupt)?;
+    let seq: u64 = seq.parse().map_err(|_| corrupt())?;
+    let (epoch, timestamp) = match rest.split_once('|') {
+        Some((epoch, timestamp)) if Epoch::parse(epoch).is_some() => (epoch, timestamp),
+        _ => (epoch, rest),
+    };
+    Ok(Receipt {
+        epoch: Epoch::parse(epoch).ok_or_else(corrupt)?,
+        seq,
+        timestamp: timestamp.to_owned(),
+        duplicate,
+    })
+}
+
+/// Connection trouble is retryable; anything Redis refuses outright is not.
+pub(crate) fn store_error(error: RedisError) -> StoreError {
+    if error.is_timeout() || !matches!(error.retry_method(), RetryMethod::NoRetry) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Rejected(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_parse_with_and_without_an_epoch() {
+        let new = parse_receipt("7|ab12|2026-01-01T00:00:00.000Z", "ab12", true).expect("parses");
+        assert_eq!(
+            (new.seq, new.epoch.as_str(), new.duplicate),
+            (7, "ab12", true)
+        );
+        assert_eq!(new.timestamp, "2026-01-01T00:00:00.000Z");
+        let old = parse_receipt("3|2026-01-01T00:00:00.000Z", "cd34", true).expect("parses");
+        assert_eq!((old.seq, old.epoch.as_str()), (3, "cd34"));
+        assert!(parse_receipt("x|y", "cd34", false).is_err());
+    }
+}
