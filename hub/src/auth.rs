@@ -182,7 +182,7 @@ impl Scope {
 #[derive(Debug, Clone)]
 pub struct Grant {
     /// The token's `sub`, for logs.
-    pub subject: String,
+    pub subject: std::borrow::Cow<'static, str>,
     /// Unix seconds after which the grant is void (`u64::MAX` when auth is off).
     pub expires_at: u64,
     scope: Option<Scope>,
@@ -193,7 +193,7 @@ impl Grant {
     /// Everything, forever: the grant when auth is off.
     pub fn unrestricted() -> Self {
         Self {
-            subject: "anonymous".into(),
+            subject: std::borrow::Cow::Borrowed("anonymous"),
             expires_at: u64::MAX,
             scope: None,
             executions: None,
@@ -330,7 +330,7 @@ impl Auth {
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
         Ok(Grant {
-            subject: claims.sub.unwrap_or_default(),
+            subject: claims.sub.unwrap_or_default().into(),
             expires_at: claims.exp,
             scope: Some(claims.scope),
             executions: claims.executions,

@@ -15,12 +15,12 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::{EventData, PublishRequest};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The identity of one history of an execution: a short token (ASCII
 /// letters and digits) fixed when the history is created.

@@ -52,9 +52,21 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{EventStore, StoreError};
 
-/// Everything a request handler needs; cheap to clone.
+/// Everything a request handler needs: a reference-counted [`Hub`], so a
+/// clone (one per connection) is one pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Hub>);
+
+impl std::ops::Deref for AppState {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
+}
+
+/// The hub's shared parts.
+pub struct Hub {
     /// Where events are stored and announced.
     pub store: Arc<dyn EventStore>,
     /// The one way to publish: appends to the store, then feeds the providers.
@@ -182,7 +194,7 @@ impl AppState {
         };
         let stats = Arc::new(Stats::new(config.connection_limit(open_files_limit())));
         let providers = Providers::start(config.providers(), &shutdown).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Hub {
             publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
             store,
             feeds,
@@ -192,7 +204,7 @@ impl AppState {
             shutdown,
             sessions: TaskTracker::new(),
             stats,
-        })
+        })))
     }
 }
 

@@ -62,9 +62,10 @@ struct Inner<F> {
     closing: Option<Closing>,
 }
 
-/// A queue that held this many slots is shrunk once it drains, so a burst
-/// does not pin its memory on an idle connection.
-const SHRINK_ABOVE: usize = 64;
+/// A drained queue keeps at most this many slots: a burst does not pin its
+/// memory on an idle connection, and a connection that receives one event at
+/// a time reuses its one slot instead of allocating per event.
+const KEEP_SLOTS: usize = 1;
 
 impl<F: Frame> Outbox<F> {
     /// An empty queue with `limits`.
@@ -154,7 +155,7 @@ impl<F: Frame> Outbox<F> {
         }
         if let Some(frame) = inner.frames.pop_front() {
             inner.bytes -= frame.weight();
-            if inner.frames.is_empty() && inner.frames.capacity() > SHRINK_ABOVE {
+            if inner.frames.is_empty() && inner.frames.capacity() > KEEP_SLOTS {
                 inner.frames = VecDeque::new();
             }
             drop(inner);
@@ -185,6 +186,10 @@ impl<F: Frame> Outbox<F> {
     }
 
     fn enqueue(inner: &mut Inner<F>, frame: F) {
+        if inner.frames.capacity() == 0 {
+            // The first slot only (a plain push would reserve four).
+            inner.frames.reserve_exact(KEEP_SLOTS);
+        }
         inner.bytes += frame.weight();
         inner.frames.push_back(frame);
         if let Some(writer) = inner.writer.take() {
@@ -220,15 +225,10 @@ impl Frame for bytes::Bytes {
     }
 }
 
-impl Frame for axum::extract::ws::Message {
+impl Frame for tokio_tungstenite::tungstenite::Message {
     fn weight(&self) -> usize {
-        use axum::extract::ws::Message;
         // Frame header included; control frames are small but not free.
-        14 + match self {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
-            Message::Close(_) => 125,
-        }
+        14 + self.len()
     }
 }
 

@@ -22,14 +22,15 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use exechub_protocol::ws::FrameError;
 use exechub_protocol::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::AppState;
 use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
@@ -58,18 +59,15 @@ pub trait ReadError {
     fn ending(&self) -> Ending;
 }
 
-impl ReadError for axum::Error {
+impl ReadError for tokio_tungstenite::tungstenite::Error {
     fn ending(&self) -> Ending {
-        use tungstenite::error::{CapacityError, Error};
-        let inner =
-            std::error::Error::source(self).and_then(|source| source.downcast_ref::<Error>());
-        match inner {
-            Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+        use tokio_tungstenite::tungstenite::error::Error;
+        match self {
+            Error::Capacity(_) => {
                 Ending::Close(close::MESSAGE_TOO_BIG, "frame exceeds the size limit")
             }
-            Some(Error::Capacity(_)) => Ending::Close(close::MESSAGE_TOO_BIG, "frame too large"),
-            Some(Error::Utf8(_)) => Ending::Close(close::INVALID_DATA, "text frame is not UTF-8"),
-            Some(Error::Protocol(_)) => Ending::Close(close::PROTOCOL_ERROR, "protocol error"),
+            Error::Utf8(_) => Ending::Close(close::INVALID_DATA, "text frame is not UTF-8"),
+            Error::Protocol(_) => Ending::Close(close::PROTOCOL_ERROR, "protocol error"),
             _ => Ending::Gone,
         }
     }
@@ -116,10 +114,11 @@ impl Encoder for WsEncoder {
 }
 
 /// Runs a connection until it ends (see the module doc), then closes it.
-pub async fn run<S, R, E>(app: AppState, grant: Grant, mut sink: S, mut stream: R)
+/// `socket` is both halves of the WebSocket: one task reads and writes it,
+/// so nothing is shared or locked between a reader and a writer.
+pub async fn run<W, E>(app: AppState, grant: Grant, mut socket: W)
 where
-    S: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
+    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: ReadError,
 {
     let outbox = Arc::new(Outbox::new(app.config.outbox_limits()));
@@ -129,10 +128,17 @@ where
         outbox,
         subscriptions: HashMap::new(),
     };
-    let ending = session.serve(&mut sink, &mut stream).await;
+    let ending = session.serve(&mut socket).await;
     // Subscriptions end before anything else: nothing more is queued.
     drop(session);
-    finish(sink, stream, ending).await;
+    // Boxed: only a closing connection needs the handshake's state.
+    Box::pin(finish(socket, ending)).await;
+}
+
+/// A `publish` to perform: the one request that waits (for the store).
+struct Publish {
+    id: Option<RequestId>,
+    event: NewEvent,
 }
 
 struct Session {
@@ -146,28 +152,37 @@ struct Session {
 }
 
 impl Session {
-    async fn serve<S, R, E>(&mut self, sink: &mut S, stream: &mut R) -> Ending
+    async fn serve<W, E>(&mut self, socket: &mut W) -> Ending
     where
-        S: Sink<Message> + Unpin,
-        R: Stream<Item = Result<Message, E>> + Unpin,
+        W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
         E: ReadError,
     {
         let mut heartbeat =
             Heartbeat::new(self.app.config.ping_interval, self.app.config.ping_timeout);
-        let expiry = tokio::time::sleep_until(expiry_instant(self.grant.expires_at));
-        tokio::pin!(expiry);
+        // Only a connection whose token expires has an expiry timer.
+        let mut expires_at = self.grant.expires_at;
+        let mut expiry = expiry_timer(expires_at);
         let shutdown = self.app.shutdown.clone();
         loop {
             let outcome = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "server shutting down")),
-                () = &mut expiry => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token")),
-                ending = drain(sink, &self.outbox) => Err(ending),
+                () = until(&mut expiry) => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token")),
                 () = heartbeat.due() => heartbeat.beat(&self.outbox),
-                frame = stream.next() => {
+                io = poll_fn(|cx| poll_socket(socket, &self.outbox, cx)) => {
+                    let frame = match io {
+                        Io::End(ending) => return ending,
+                        Io::Frame(frame) => frame,
+                    };
                     heartbeat.seen();
                     match frame {
-                        Some(Ok(message)) => self.on_message(message).await,
+                        Some(Ok(message)) => match self.on_message(message) {
+                            // Boxed: the publish path's state is large, and
+                            // inline it would be part of every idle connection.
+                            Ok(Some(publish)) => Box::pin(self.publish(publish)).await,
+                            Ok(None) => Ok(()),
+                            Err(ending) => Err(ending),
+                        },
                         Some(Err(error)) => Err(error.ending()),
                         None => Err(Ending::Gone),
                     }
@@ -176,15 +191,21 @@ impl Session {
             if let Err(ending) = outcome {
                 return ending;
             }
-            expiry.as_mut().reset(expiry_instant(self.grant.expires_at));
+            if self.grant.expires_at != expires_at {
+                // A fresh token (`auth`) moves the deadline.
+                expires_at = self.grant.expires_at;
+                expiry = expiry_timer(expires_at);
+            }
         }
     }
 
-    async fn on_message(&mut self, message: Message) -> Result<(), Ending> {
+    /// Handles a client frame; a publish is returned for the caller to await
+    /// (everything else completes here, without waiting).
+    fn on_message(&mut self, message: Message) -> Result<Option<Publish>, Ending> {
         match message {
             Message::Text(text) => match ClientMsg::decode(text.as_str()) {
-                Ok(request) => self.dispatch(request).await,
-                Err(error) => self.reply(error.into_msg()),
+                Ok(request) => self.dispatch(request),
+                Err(error) => self.reply(error.into_msg()).map(|()| None),
             },
             Message::Binary(_) => {
                 let error = FrameError {
@@ -193,17 +214,17 @@ impl Session {
                     message: "binary frames are not supported; send JSON text".into(),
                     detail: None,
                 };
-                self.reply(error.into_msg())
+                self.reply(error.into_msg()).map(|()| None)
             }
             // The echo is already queued by the WebSocket layer; `finish` flushes it.
             Message::Close(_) => Err(Ending::ClientClosed),
             // Pings are answered by the WebSocket layer; any frame counts as alive.
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
         }
     }
 
-    async fn dispatch(&mut self, request: ClientMsg) -> Result<(), Ending> {
-        match request {
+    fn dispatch(&mut self, request: ClientMsg) -> Result<Option<Publish>, Ending> {
+        let done = match request {
             ClientMsg::Subscribe {
                 id,
                 execution_id,
@@ -221,15 +242,18 @@ impl Session {
                 idempotency_key,
             } => {
                 if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
-                    return self.reply(auth_error(id, &refusal, execution_id));
+                    return self
+                        .reply(auth_error(id, &refusal, execution_id))
+                        .map(|()| None);
                 }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
-                self.publish(id, event).await
+                return Ok(Some(Publish { id, event }));
             }
             ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }),
             ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
-        }
+        };
+        done.map(|()| None)
     }
 
     /// Swaps in a fresh token's grant; subscriptions it no longer covers end.
@@ -340,7 +364,7 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, id: Option<RequestId>, event: NewEvent) -> Result<(), Ending> {
+    async fn publish(&mut self, Publish { id, event }: Publish) -> Result<(), Ending> {
         let execution_id = event.execution_id().to_owned();
         let answer = match self.app.publisher.publish(event).await {
             Ok(receipt) => ServerMsg::Ack {
@@ -369,76 +393,89 @@ impl Session {
     }
 }
 
-/// Moves queued frames into the socket and flushes them; completes only when
+/// What the socket did.
+enum Io<E> {
+    /// A client frame, or the end of the stream.
+    Frame(Option<Result<Message, E>>),
+    /// Writing failed, or the outbox closed as slow: the connection ends.
+    End(Ending),
+}
+
+/// Writes what is queued, then reads: the connection's whole socket work in
+/// one poll. Cancel-safe: a frame leaves the outbox only in the poll that
+/// hands it to the socket.
+fn poll_socket<W, E>(socket: &mut W, outbox: &Outbox<Message>, cx: &mut Context<'_>) -> Poll<Io<E>>
+where
+    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+{
+    if let Poll::Ready(ending) = poll_drain(socket, outbox, cx) {
+        return Poll::Ready(Io::End(ending));
+    }
+    socket.poll_next_unpin(cx).map(Io::Frame)
+}
+
+/// Moves queued frames into the socket and flushes them; `Ready` only when
 /// the connection must end (socket error, or the outbox closed as slow).
-/// Cancel-safe: a frame leaves the outbox only in the poll that sends it.
-async fn drain<S>(sink: &mut S, outbox: &Outbox<Message>) -> Ending
+fn poll_drain<S>(sink: &mut S, outbox: &Outbox<Message>, cx: &mut Context<'_>) -> Poll<Ending>
 where
     S: Sink<Message> + Unpin,
 {
-    let slow = || {
-        Ending::Close(
-            close::SLOW_CONSUMER,
-            "slow consumer: resume from your last seq",
-        )
-    };
-    poll_fn(|cx| {
-        loop {
-            match sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Ending::Gone),
-                Poll::Pending => return Poll::Pending,
+    loop {
+        match sink.poll_ready_unpin(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Ending::Gone),
+            Poll::Pending => return Poll::Pending,
+        }
+        match outbox.poll_pop(cx) {
+            Poll::Ready(Ok(frame)) => {
+                if sink.start_send_unpin(frame).is_err() {
+                    return Poll::Ready(Ending::Gone);
+                }
             }
-            match outbox.poll_pop(cx) {
-                Poll::Ready(Ok(frame)) => {
-                    if sink.start_send_unpin(frame).is_err() {
-                        return Poll::Ready(Ending::Gone);
-                    }
-                }
-                Poll::Ready(Err(Closing::SlowConsumer)) => return Poll::Ready(slow()),
-                Poll::Ready(Err(Closing::Done)) => {
-                    return Poll::Ready(Ending::Close(close::GOING_AWAY, "done"));
-                }
-                // Nothing queued: push out what was started, then wait.
-                Poll::Pending => {
-                    return match sink.poll_flush_unpin(cx) {
-                        Poll::Ready(Err(_)) => Poll::Ready(Ending::Gone),
-                        _ => Poll::Pending,
-                    };
-                }
+            Poll::Ready(Err(Closing::SlowConsumer)) => {
+                let reason = "slow consumer: resume from your last seq";
+                return Poll::Ready(Ending::Close(close::SLOW_CONSUMER, reason));
+            }
+            Poll::Ready(Err(Closing::Done)) => {
+                return Poll::Ready(Ending::Close(close::GOING_AWAY, "done"));
+            }
+            // Nothing queued: push out what was started, then wait.
+            Poll::Pending => {
+                return match sink.poll_flush_unpin(cx) {
+                    Poll::Ready(Err(_)) => Poll::Ready(Ending::Gone),
+                    _ => Poll::Pending,
+                };
             }
         }
-    })
-    .await
+    }
 }
 
 /// Sends the close decision (bounded by [`CLOSE_GRACE`]) and waits briefly
 /// for the client's answer, so the close handshake completes when it can.
-async fn finish<S, R, E>(mut sink: S, mut stream: R, ending: Ending)
+async fn finish<W, E>(mut socket: W, ending: Ending)
 where
-    S: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
+    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
     let handshake = async {
         match ending {
             Ending::Gone => return,
             Ending::ClientClosed => {
-                let _ = sink.close().await;
+                let _ = socket.close().await;
                 return;
             }
             Ending::Close(code, reason) => {
                 tracing::info!(code, reason, "closing WebSocket");
                 let frame = CloseFrame {
-                    code,
+                    code: code.into(),
                     reason: Utf8Bytes::from_static(reason),
                 };
-                if sink.send(Message::Close(Some(frame))).await.is_err() {
+                if socket.send(Message::Close(Some(frame))).await.is_err() {
                     return;
                 }
             }
         }
         // The client's close frame (or EOF) completes the handshake.
-        while let Some(Ok(message)) = stream.next().await {
+        while let Some(Ok(message)) = socket.next().await {
             if matches!(message, Message::Close(_)) {
                 break;
             }
@@ -531,6 +568,19 @@ fn auth_error(id: Option<RequestId>, refusal: &AuthError, execution_id: String) 
         ErrorCode::Unauthorized
     };
     error_msg(id, code, &refusal.to_string(), Some(execution_id))
+}
+
+/// A timer for a token expiring at `expires_at`; none when it never expires.
+fn expiry_timer(expires_at: u64) -> Option<Pin<Box<Sleep>>> {
+    (expires_at != u64::MAX).then(|| Box::pin(tokio::time::sleep_until(expiry_instant(expires_at))))
+}
+
+/// Completes when `timer` fires; never without one.
+async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// When a token expiring at `expires_at` (Unix seconds) stops being valid,

@@ -141,12 +141,12 @@ impl<E: Encoder> Subscription<E> {
     pub fn start(
         store: &Arc<dyn EventStore>,
         feeds: &Arc<Feeds>,
-        execution_id: &str,
+        execution_id: &Arc<str>,
         outbox: Arc<Outbox<E::Frame>>,
         encoder: E,
         start: Start,
     ) -> Result<Self, SubscriptionLimit> {
-        let execution_id: Arc<str> = Arc::from(execution_id);
+        let execution_id = Arc::clone(execution_id);
         let inner = Arc::new_cyclic(|me| Inner {
             execution_id: Arc::clone(&execution_id),
             store: Arc::clone(store),

@@ -66,18 +66,59 @@ async fn app(args: &[&str]) -> AppState {
     AppState::new(cli.config).await.expect("state")
 }
 
-fn connect(app: &AppState) -> Client {
+/// Both halves of a WebSocket, over channels.
+struct Duplex {
+    incoming: mpsc::Receiver<Result<Message, Broken>>,
+    outgoing: PollSender<Message>,
+}
+
+impl Stream for Duplex {
+    type Item = Result<Message, Broken>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.incoming.poll_recv(cx)
+    }
+}
+
+impl Sink<Message> for Duplex {
+    type Error = tokio_util::sync::PollSendError<Message>;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.outgoing.poll_ready_unpin(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.outgoing.start_send_unpin(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.outgoing.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.outgoing.poll_close_unpin(cx)
+    }
+}
+
+type Channels = (
+    Duplex,
+    mpsc::Sender<Result<Message, Broken>>,
+    mpsc::Receiver<Message>,
+);
+
+fn duplex() -> Channels {
     let (to_hub, incoming) = mpsc::channel(16);
     let (outgoing, from_hub) = mpsc::channel(1024);
-    let mut incoming = incoming;
-    let stream = futures_util::stream::poll_fn(move |cx| incoming.poll_recv(cx));
-    let sink = PollSender::new(outgoing);
-    let session = tokio::spawn(run(
-        app.clone(),
-        Grant::unrestricted(),
-        sink,
-        Box::pin(stream),
-    ));
+    let socket = Duplex {
+        incoming,
+        outgoing: PollSender::new(outgoing),
+    };
+    (socket, to_hub, from_hub)
+}
+
+fn connect(app: &AppState) -> Client {
+    let (socket, to_hub, from_hub) = duplex();
+    let session = tokio::spawn(run(app.clone(), Grant::unrestricted(), socket));
     Client {
         to_hub,
         from_hub,
@@ -173,7 +214,7 @@ async fn a_silent_client_is_pinged_then_closed_with_4003() {
     let mut client = connect(&app);
     assert!(matches!(client.next().await, Message::Ping(_)));
     match client.next().await {
-        Message::Close(Some(frame)) => assert_eq!(frame.code, close::PING_TIMEOUT),
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), close::PING_TIMEOUT),
         other => panic!("expected a close frame, got {other:?}"),
     }
     client.ended().await;
@@ -192,4 +233,15 @@ async fn an_answering_client_is_kept() {
             .expect("reads");
     }
     assert!(!client.session.is_finished());
+}
+
+/// A connection's task stays small: it is what an idle connection costs
+/// besides its socket (see `exechub-bench idle`).
+#[tokio::test]
+async fn an_idle_connection_task_is_small() {
+    let app = app(&[]).await;
+    let (socket, _to_hub, _from_hub) = duplex();
+    let task = run(app, Grant::unrestricted(), socket);
+    let size = std::mem::size_of_val(&task);
+    assert!(size < 1024, "the session future is {size} bytes");
 }

@@ -137,8 +137,15 @@ fn subscribe(
         slow_timeout: Duration::from_secs(5),
         node_limit: 100,
     };
-    let sub = Subscription::start(store, feeds, "x", Arc::clone(&outbox), Texts, start)
-        .expect("under the limit");
+    let sub = Subscription::start(
+        store,
+        feeds,
+        &Arc::from("x"),
+        Arc::clone(&outbox),
+        Texts,
+        start,
+    )
+    .expect("under the limit");
     (sub, outbox)
 }
 

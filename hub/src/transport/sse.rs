@@ -65,7 +65,7 @@ pub async fn stream(
     let subscription = Subscription::start(
         &app.store,
         &app.feeds,
-        &execution_id,
+        &Arc::from(execution_id),
         Arc::clone(&outbox),
         SseEncoder,
         start,
@@ -188,9 +188,7 @@ fn sse_body(
 type Position = (Option<u64>, Option<Epoch>);
 
 /// `Last-Event-ID`: `<epoch>-<seq>` as this hub sends it, or a bare seq.
-fn last_event_id(
-    headers: &HeaderMap,
-) -> Result<Option<Position>, ValidationError> {
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ValidationError> {
     let Some(raw) = headers.get("last-event-id") else {
         return Ok(None);
     };

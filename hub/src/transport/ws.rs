@@ -1,11 +1,20 @@
-//! `GET /ws`: checks origin and token, upgrades, and hands the socket to a
-//! [`Session`](crate::session).
+//! `GET /ws`: checks origin, token and the connection limit, performs the
+//! WebSocket handshake (RFC 6455 §4.2) and hands the socket, as a
+//! tokio-tungstenite stream, to a [`Session`](crate::session) running in a
+//! task of its own.
+//!
+//! The handshake is done here rather than through a framework wrapper so that
+//! a connection is exactly one task holding one tokio-tungstenite stream,
+//! configured for small idle connections (see [`READ_BUFFER`]).
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
 use crate::auth::bearer;
@@ -17,17 +26,22 @@ const FRAME_OVERHEAD: usize = 64 * 1024;
 /// Initial read buffer of a socket. Client frames are mostly small requests;
 /// a larger frame grows the buffer while it is read. (tungstenite's default,
 /// 128 KiB, touched on the first read, would dominate an idle connection.)
-const READ_BUFFER: usize = 1024;
+pub const READ_BUFFER: usize = 512;
 
-/// Refuses before upgrading when the page's origin (403) or the token (401) is
-/// not acceptable, or the hub is at its connection limit (503 with
-/// `Retry-After`); the session is tracked so shutdown can wait for its close.
+/// Refuses before upgrading when the request is no WebSocket handshake (400),
+/// the page's origin (403) or the token (401) is not acceptable, or the hub
+/// is at its connection limit (503 with `Retry-After`); otherwise answers 101
+/// and starts the session, tracked so shutdown can wait for its close.
 pub async fn upgrade(
     State(app): State<AppState>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    let headers = request.headers();
+    let Some(accept) = handshake_accept(request.method(), headers) else {
+        let body = "expected a WebSocket handshake (Upgrade: websocket, version 13)";
+        return (StatusCode::BAD_REQUEST, body).into_response();
+    };
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !app.origins.allows(origin) {
         return ApiError::OriginNotAllowed.into_response();
@@ -45,20 +59,118 @@ pub async fn upgrade(
     let Some(counted) = app.stats.websocket() else {
         return ApiError::Busy("connection").into_response();
     };
-    let max_frame = app.config.max_event_bytes.saturating_add(FRAME_OVERHEAD);
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let sessions = app.sessions.clone();
-    upgrade
-        .max_message_size(max_frame)
-        .max_frame_size(max_frame)
+    tokio::spawn(sessions.track_future(connection(app, grant, counted, on_upgrade)));
+    switching_protocols(accept)
+}
+
+/// One connection's task, from the end of the handshake to the end of the
+/// socket. The session's state is boxed once the socket exists, so the task
+/// does not also reserve room for the handshake's.
+async fn connection(
+    app: AppState,
+    grant: crate::auth::Grant,
+    counted: crate::ConnectionGuard,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) {
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let config = socket_config(app.config.max_event_bytes);
+    let io = TokioIo::new(upgraded);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    // The session borrows the socket: it lives here once, not twice.
+    session::run(app, grant, &mut socket).await;
+    drop(counted);
+}
+
+/// The socket settings: frames up to the event limit plus envelope, a small
+/// read buffer, and no write buffer (frames go out as they are queued, one
+/// flush per batch of queued frames).
+fn socket_config(max_event_bytes: usize) -> WebSocketConfig {
+    let max_frame = max_event_bytes.saturating_add(FRAME_OVERHEAD);
+    WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        // Frames go out as soon as they are queued (a flush per batch of
-        // queued frames), so no write buffer is kept per connection.
         .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            sessions.track_future(async move {
-                session::run(app, grant, sink, stream).await;
-                drop(counted);
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+}
+
+/// `Sec-WebSocket-Accept` for a valid handshake request, `None` otherwise.
+fn handshake_accept(method: &Method, headers: &HeaderMap) -> Option<String> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
             })
         })
+    };
+    let valid = method == Method::GET
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    valid.then(|| derive_accept_key(key.as_bytes()))
+}
+
+fn switching_protocols(accept: String) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection's task holds besides the boxed session.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["exechub"]).expect("flags");
+        let app = AppState::new(cli.config).await.expect("state");
+        let counted = app.stats.websocket().expect("under the limit");
+        let mut request = Request::new(Body::empty());
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let grant = crate::auth::Grant::unrestricted();
+        let task = connection(app, grant, counted, on_upgrade);
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 1536, "a connection's task is {size} bytes");
+    }
+
+    #[test]
+    fn accepts_only_a_websocket_handshake_and_derives_the_rfc_key() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        // The example of RFC 6455 §1.3.
+        assert_eq!(
+            handshake_accept(&Method::GET, &headers).as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert_eq!(handshake_accept(&Method::POST, &headers), None);
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(handshake_accept(&Method::GET, &headers), None);
+    }
 }
