@@ -175,6 +175,23 @@ impl<F: Frame> Outbox<F> {
         Poll::Pending
     }
 
+    /// `Ready` once the connection was found too slow; otherwise registers
+    /// the writer's waker (for a writer blocked on a full socket).
+    pub fn poll_slow(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if inner.closing == Some(Closing::SlowConsumer) {
+            return Poll::Ready(());
+        }
+        if !inner
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inner.writer = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Whether a frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.lock().frames.is_empty()

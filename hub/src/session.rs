@@ -41,6 +41,8 @@ use crate::subscription::{Encoder, Item, Start, Subscription};
 
 /// How long a close handshake may take before the socket is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long the close frame to a client that stopped reading may wait for room.
+const UNRESPONSIVE_GRACE: Duration = Duration::from_millis(250);
 
 /// How a connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +63,10 @@ pub trait ReadError {
 
 impl ReadError for tokio_tungstenite::tungstenite::Error {
     fn ending(&self) -> Ending {
-        use tokio_tungstenite::tungstenite::error::Error;
+        use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
         match self {
+            // The client vanished (EOF or reset): nobody to send a close to.
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Gone,
             Error::Capacity(_) => {
                 Ending::Close(close::MESSAGE_TOO_BIG, "frame exceeds the size limit")
             }
@@ -424,7 +428,13 @@ where
         match sink.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Poll::Ready(Ending::Gone),
-            Poll::Pending => return Poll::Pending,
+            // The socket is full: only a slow-consumer verdict can change that.
+            Poll::Pending => {
+                return outbox.poll_slow(cx).map(|()| {
+                    let reason = "slow consumer: resume from your last seq";
+                    Ending::Close(close::SLOW_CONSUMER, reason)
+                });
+            }
         }
         match outbox.poll_pop(cx) {
             Poll::Ready(Ok(frame)) => {
@@ -456,6 +466,12 @@ async fn finish<W, E>(mut socket: W, ending: Ending)
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
+    // A client that does not read (too slow, or silent) gets its close frame
+    // if there is room for it, but nobody waits for its answer.
+    let unresponsive = matches!(
+        ending,
+        Ending::Close(close::SLOW_CONSUMER | close::PING_TIMEOUT, _)
+    );
     let handshake = async {
         match ending {
             Ending::Gone => return,
@@ -469,7 +485,7 @@ where
                     code: code.into(),
                     reason: Utf8Bytes::from_static(reason),
                 };
-                if socket.send(Message::Close(Some(frame))).await.is_err() {
+                if socket.send(Message::Close(Some(frame))).await.is_err() || unresponsive {
                     return;
                 }
             }
@@ -481,7 +497,12 @@ where
             }
         }
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
+    let grace = if unresponsive {
+        UNRESPONSIVE_GRACE
+    } else {
+        CLOSE_GRACE
+    };
+    let _ = tokio::time::timeout(grace, handshake).await;
 }
 
 /// Pings a connection that has been silent for a while, and gives up on one

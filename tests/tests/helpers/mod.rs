@@ -202,6 +202,38 @@ impl TestHub {
             .context("waiting for the hub")
     }
 
+    /// The hub's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.child.id().context("hub already exited")
+    }
+
+    /// The hub's resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .context("VmRSS in /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
+    /// Polls `/health` until `ready` holds for it (or fails after [`WAIT`]).
+    pub async fn health_until(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
+        within(what, async {
+            loop {
+                if let Ok(health) = self.health().await
+                    && ready(&health)
+                {
+                    return health;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
     /// Everything the hub logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()

@@ -140,6 +140,15 @@ impl WsClient {
         }
     }
 
+    /// Drops the connection without a close frame; with `reset`, the kernel
+    /// sends RST instead of FIN, as when a client process is killed.
+    pub fn abandon(self, reset: bool) -> Result<()> {
+        if reset && let MaybeTlsStream::Plain(tcp) = self.socket.get_ref() {
+            tcp.set_zero_linger()?;
+        }
+        Ok(())
+    }
+
     pub async fn close(mut self) -> Result<()> {
         self.socket.close(None).await?;
         Ok(())
