@@ -5,7 +5,7 @@ say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 
 # A command that fails under `set -e` names itself instead of ending the script silently.
 set -o errtrace
-trap 'rc=$?; printf "error: %s failed (exit %s) at %s:%s\n" "$BASH_COMMAND" "$rc" "${BASH_SOURCE[0]}" "$LINENO" >&2' ERR
+trap 'rc=$?; printf "error: %s failed (exit %s) at %s:%s\n" "$BASH_COMMAND" "$rc" "${BASH_SOURCE[0]:-$0}" "$LINENO" >&2' ERR
 
 # Stops with a message that says what to do; never a bare exit status.
 die() {
@@ -66,7 +66,10 @@ ensure_wasm_tools() {
   case ":$PATH:" in *":${CARGO_HOME:-$HOME/.cargo}/bin:"*) ;; *) export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH" ;; esac
   if ! command -v wasm-pack >/dev/null; then
     say "installing wasm-pack (cargo install wasm-pack)"
-    cargo install wasm-pack --locked || die "could not install wasm-pack: run 'cargo install wasm-pack --locked'"
+    # --locked first (reproducible); without it when the registry no longer
+    # serves a version its lock file names.
+    cargo install wasm-pack --locked || cargo install wasm-pack ||
+      die "could not install wasm-pack: run 'cargo install wasm-pack'"
   fi
   local want have=""
   want=$(wasm_bindgen_version) || die "Cargo.lock names no wasm-bindgen version"

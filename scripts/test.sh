@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole exechub test suite:
+#   0. the set-up path itself (scripts/test-setup.sh);
 #   1. cargo test --workspace: unit tests, and end-to-end tests that start the
 #      real hub binary and real redis-server processes on free loopback ports;
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
@@ -10,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure.sh
+
+say "set-up scripts (each ensure step with its tool missing)"
+scripts/test-setup.sh
 
 ensure_rust
 # The end-to-end tests start their own servers on free ports.
