@@ -33,22 +33,36 @@ scripts/build-web.sh
 say "tsc --strict on the generated TypeScript types"
 tsc -p wasm-client/typecheck
 
-# A hub for the wasm-bindgen tests, on a free port; stopped on exit.
-hub_log=$(mktemp)
-./target/debug/exechub --listen 127.0.0.1:0 2>"$hub_log" &
-hub_pid=$!
-trap 'kill "$hub_pid" 2>/dev/null || true; rm -f "$hub_log"' EXIT
-hub_url=""
-for _ in $(seq 1 200); do
-  hub_url=$(grep -o 'listening on http://[0-9.:]*' "$hub_log" | head -n 1 | sed 's/listening on //') || true
-  [ -n "$hub_url" ] && break
-  kill -0 "$hub_pid" 2>/dev/null || { cat "$hub_log" >&2; echo "the hub exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$hub_url" ] || { echo "the hub did not report its address" >&2; exit 1; }
+# Hubs for the wasm-bindgen tests, on free ports; stopped on exit. The second
+# one's histories expire a second after their last event (a reset to resume across).
+hub_pids=()
+hub_logs=()
+trap 'for p in "${hub_pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "${hub_logs[@]}"' EXIT
+# start_hub ARGS...: starts a hub, sets hub_url to its address.
+start_hub() {
+  local log pid
+  log=$(mktemp)
+  ./target/debug/exechub --listen 127.0.0.1:0 "$@" 2>"$log" &
+  pid=$!
+  hub_pids+=("$pid")
+  hub_logs+=("$log")
+  hub_url=""
+  for _ in $(seq 1 200); do
+    hub_url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n 1 | sed 's/listening on //') || true
+    [ -n "$hub_url" ] && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "the hub exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "the hub did not report its address" >&2
+  exit 1
+}
+start_hub --event-ttl 1
+short_ttl_url="$hub_url"
+start_hub
 
-say "wasm-bindgen tests in headless Chromium against $hub_url"
-(cd wasm-client && EXECHUB_TEST_URL="$hub_url" CHROMEDRIVER=/usr/bin/chromedriver \
+say "wasm-bindgen tests in headless Chromium against $hub_url (and $short_ttl_url, --event-ttl 1)"
+(cd wasm-client && EXECHUB_TEST_URL="$hub_url" EXECHUB_TEST_URL_SHORT_TTL="$short_ttl_url" \
+  CHROMEDRIVER=/usr/bin/chromedriver \
   wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --mode no-install)
 
 say "web demo in Chromium"

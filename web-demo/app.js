@@ -47,7 +47,7 @@ function watch(id) {
   // never hands the same seq twice, and the DOM is keyed by seq as well.
   subscription = client.subscribe(id, render, {
     after: 0,
-    onHistoryLost: (lost) => showNotice(`Events ${lost.after + 1}–${lost.resumeAfter} expired before they could be shown.`),
+    onHistoryLost: historyLost,
     onError: (error) => showNotice(`Subscription error: ${error.message}`),
   });
 }
@@ -95,6 +95,19 @@ function updateCount() {
   const count = $("timeline").children.length;
   $("count").textContent = `${count} event${count === 1 ? "" : "s"}`;
   $("empty").hidden = count > 0;
+}
+
+// A new history (its events start again at #1) replaces the old one on
+// screen; trimmed events of the same history are only reported.
+function historyLost(lost) {
+  if (lost.reason === "trimmed") {
+    showNotice(`Events #${lost.after + 1}–#${lost.resumeAfter} were trimmed before they could be shown.`);
+    return;
+  }
+  $("timeline").replaceChildren();
+  updateCount();
+  const why = lost.reason === "expired" ? "expired" : "was reset by the hub";
+  showNotice(`The execution's earlier history ${why}; showing its new history.`);
 }
 
 function showNotice(text) {

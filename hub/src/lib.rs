@@ -241,34 +241,31 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
-    let sessions = state.sessions.clone();
     let grace = state.config.shutdown_timeout();
-    let app = transport::router(state);
-    let stop = token.clone();
-    let signalled = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = stop.cancelled() => {}
-        }
-        tracing::info!("shutting down: closing connections");
-        stop.cancel();
-    };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(signalled);
-    let deadline = async {
-        token.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
+    let connections = TaskTracker::new();
+    let router = transport::router(state.clone());
+    let accept = transport::listener::serve(
+        listener,
+        state.clone(),
+        router,
+        token.clone(),
+        connections.clone(),
+    );
     tokio::select! {
-        served = serve => served?,
-        () = deadline => {
-            tracing::warn!("connections still open after {grace:?}; stopping without them");
-            return Ok(());
-        }
+        () = accept => {}
+        () = shutdown => {}
+        () = token.cancelled() => {}
     }
-    sessions.close();
-    let left = grace.saturating_sub(std::time::Duration::from_millis(100));
-    if tokio::time::timeout(left, sessions.wait()).await.is_err() {
-        tracing::warn!("some WebSocket sessions did not close within {grace:?}");
+    tracing::info!("shutting down: closing connections");
+    token.cancel();
+    connections.close();
+    state.sessions.close();
+    let closed = async {
+        connections.wait().await;
+        state.sessions.wait().await;
+    };
+    if tokio::time::timeout(grace, closed).await.is_err() {
+        tracing::warn!("connections still open after {grace:?}; stopping without them");
     }
     Ok(())
 }

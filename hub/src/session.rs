@@ -592,12 +592,12 @@ fn auth_error(id: Option<RequestId>, refusal: &AuthError, execution_id: String) 
 }
 
 /// A timer for a token expiring at `expires_at`; none when it never expires.
-fn expiry_timer(expires_at: u64) -> Option<Pin<Box<Sleep>>> {
+pub(crate) fn expiry_timer(expires_at: u64) -> Option<Pin<Box<Sleep>>> {
     (expires_at != u64::MAX).then(|| Box::pin(tokio::time::sleep_until(expiry_instant(expires_at))))
 }
 
 /// Completes when `timer` fires; never without one.
-async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+pub(crate) async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
     match timer {
         Some(timer) => timer.as_mut().await,
         None => std::future::pending().await,

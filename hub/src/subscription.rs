@@ -327,7 +327,10 @@ impl<E: Encoder> Inner<E> {
                     position = event.seq();
                 }
             }
-            if page.events.len() < PAGE && self.level() {
+            // Level with the store once the head is reached (a short page is
+            // not enough: items that are not the hub's can shorten one).
+            let done = position >= page.last_seq || page.events.is_empty();
+            if done && self.level() {
                 return Ok(());
             }
         }

@@ -2,8 +2,8 @@
 //! where the client decodes what the hub sends. Field names and frame kinds
 //! come from `exechub_protocol::names`, shared with the hub's serde types.
 
-use exechub_protocol::ErrorCode;
 use exechub_protocol::names::{field, kind};
+use exechub_protocol::{ErrorCode, LostReason};
 use js_sys::Array;
 use wasm_bindgen::JsValue;
 
@@ -14,22 +14,34 @@ use crate::types::{EventView, number_field, string_of};
 /// A server frame this client acts on.
 pub enum ServerFrame {
     /// `event`: an event of a subscribed execution.
-    Event(EventView),
-    /// `subscribed`: delivery starts after `after`.
+    Event {
+        /// The history the event belongs to.
+        epoch: Option<String>,
+        /// The event.
+        event: EventView,
+    },
+    /// `subscribed`: delivery starts after `(epoch, after)`.
     Subscribed {
         /// The execution subscribed to.
         execution_id: String,
         /// Where delivery starts.
         after: u64,
+        /// The history `after` belongs to (none for a fresh execution).
+        epoch: Option<String>,
     },
-    /// `history_lost`: events `after + 1 ..= resume_after` are gone.
+    /// `history_lost`: the position `after` cannot be continued; delivery
+    /// continues after `(epoch, resume_after)`.
     HistoryLost {
         /// The execution concerned.
         execution_id: String,
-        /// The position asked for.
+        /// The position that could not be continued.
         after: u64,
         /// Where delivery continues.
         resume_after: u64,
+        /// Why.
+        reason: LostReason,
+        /// The history delivery continues in.
+        epoch: Option<String>,
     },
     /// `ack`: a publish was stored.
     Ack {
@@ -55,16 +67,23 @@ impl ServerFrame {
     pub fn decode(frame: &JsValue) -> Option<Self> {
         let execution_id = || string_of(frame, field::EXECUTION_ID);
         let number = |key| number_field(frame, key);
+        let epoch = || string_of(frame, field::EPOCH);
         Some(match string_of(frame, field::TYPE)?.as_str() {
-            kind::EVENT => Self::Event(EventView::from_wire(&get(frame, field::EVENT))?),
+            kind::EVENT => Self::Event {
+                epoch: epoch(),
+                event: EventView::from_wire(&get(frame, field::EVENT))?,
+            },
             kind::SUBSCRIBED => Self::Subscribed {
                 execution_id: execution_id()?,
                 after: number(field::AFTER).unwrap_or(0),
+                epoch: epoch(),
             },
             kind::HISTORY_LOST => Self::HistoryLost {
                 execution_id: execution_id()?,
                 after: number(field::AFTER)?,
                 resume_after: number(field::RESUME_AFTER)?,
+                reason: lost_reason(string_of(frame, field::REASON)),
+                epoch: epoch(),
             },
             kind::ACK => Self::Ack {
                 id: number(field::ID)?,
@@ -81,5 +100,28 @@ impl ServerFrame {
             },
             _ => return None,
         })
+    }
+}
+
+/// A `history_lost` reason; one this version does not know reads as
+/// `reset`, the most general ("the history was dropped").
+fn lost_reason(wire: Option<String>) -> LostReason {
+    [LostReason::Expired, LostReason::Trimmed]
+        .into_iter()
+        .find(|reason| wire.as_deref() == Some(reason.as_str()))
+        .unwrap_or(LostReason::Reset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_reasons_read_as_the_hub_writes_them() {
+        for reason in [LostReason::Expired, LostReason::Trimmed, LostReason::Reset] {
+            assert_eq!(lost_reason(Some(reason.as_str().into())), reason);
+        }
+        assert_eq!(lost_reason(Some("newer".into())), LostReason::Reset);
+        assert_eq!(lost_reason(None), LostReason::Reset);
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! One [`ExechubClient`] keeps one WebSocket for all of its subscriptions. When
 //! the socket drops it reconnects with exponential backoff and jitter, and
-//! resubscribes every subscription after the last seq it delivered, so the
-//! application sees each event once and in order ([`core`] holds that logic,
-//! testable on the host; [`ws`] drives the socket). [`history`] and
+//! resubscribes every subscription after the last position (epoch and seq)
+//! it delivered, so the application sees each event once and in order, and
+//! hears of a restarted history (`onHistoryLost`) before its new seq 1
+//! ([`core`] holds that logic, testable on the host; [`ws`] drives the socket). [`history`] and
 //! [`publish_http`] use plain HTTP. This file is only the JavaScript facade:
 //! every failure reaches JavaScript as an `ExechubError` ([`error`]), and every
 //! value crossing the boundary has a TypeScript type ([`types`]). All wire

@@ -6,13 +6,13 @@
 //! and its payload is never re-stringified or copied through Rust.
 
 use exechub_protocol::names::field;
-use exechub_protocol::{Loc, ValidationError};
+use exechub_protocol::{Loc, LostReason, ValidationError};
 use js_sys::Array;
 use wasm_bindgen::prelude::*;
 
 use crate::ClientError;
 use crate::core::whole_number;
-use crate::js::{get, is_plain_object, object};
+use crate::js::{get, is_plain_object, object, set};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -51,17 +51,33 @@ export interface ClientOptions {
 export interface SubscribeOptions {
   /** Replay stored events with `seq > after` first; only new events when absent. */
   after?: number;
-  /** The requested position no longer exists (history expired or was trimmed). */
+  /** The position no longer exists (history expired, trimmed or reset); delivery goes on. */
   onHistoryLost?: (lost: HistoryLost) => void;
   /** The hub reported an error for this subscription. */
   onError?: (error: ExechubError) => void;
 }
 
-/** Events `after + 1 ..= resumeAfter` are gone; delivery continues after `resumeAfter`. */
+/** Why a subscription's position could not be continued. */
+export type LostReason =
+  /** The execution's history expired (TTL); a new one starts at seq 1. */
+  | "expired"
+  /** Events after the position were trimmed; same history. */
+  | "trimmed"
+  /** The history was dropped otherwise (hub restarted or evicted it); a new one starts. */
+  | "reset";
+
+/**
+ * The position `after` cannot be continued: for `"trimmed"`, events
+ * `after + 1 ..= resumeAfter` are gone; otherwise the history `after` belonged
+ * to is gone. Delivery continues after `resumeAfter` of history `epoch`.
+ */
 export interface HistoryLost {
   executionId: string;
   after: number;
   resumeAfter: number;
+  reason: LostReason;
+  /** The history delivery continues in; absent while the execution has none. */
+  epoch?: string;
 }
 
 /** Options of {@link history}. */
@@ -230,13 +246,24 @@ pub fn page_view(page: &JsValue) -> Result<JsValue, ClientError> {
     ]))
 }
 
-/// The `HistoryLost` object.
-pub fn history_lost_view(execution_id: &str, after: u64, resume_after: u64) -> JsValue {
-    object(&[
+/// The `HistoryLost` object (`epoch` left out when there is none).
+pub fn history_lost_view(
+    execution_id: &str,
+    after: u64,
+    resume_after: u64,
+    reason: LostReason,
+    epoch: Option<&str>,
+) -> JsValue {
+    let view = object(&[
         ("executionId", &JsValue::from_str(execution_id)),
         ("after", &JsValue::from(after as f64)),
         ("resumeAfter", &JsValue::from(resume_after as f64)),
-    ])
+        ("reason", &JsValue::from_str(reason.as_str())),
+    ]);
+    if let Some(epoch) = epoch {
+        set(&view, "epoch", &JsValue::from_str(epoch));
+    }
+    view
 }
 
 /// The `detail` array of an `ExechubError`, for problems found locally.

@@ -1,5 +1,6 @@
 //! The WebSocket connection: one socket for all subscriptions, reconnecting
-//! with backoff and resubscribing each subscription after its last seq.
+//! with backoff and resubscribing each subscription after its last position
+//! (epoch and seq).
 //!
 //! State is shared (`Rc<RefCell<…>>`, the browser is single-threaded) between
 //! the JavaScript-facing handles and the socket's and timer's callbacks, which
@@ -187,9 +188,11 @@ impl Shared {
         Some(self.pending.swap_remove(index))
     }
 
-    fn send_subscribe(&mut self, execution_id: &str, after: Option<u64>) {
+    /// Sends `subscribe` for `subs[index]`, from its position.
+    fn send_subscribe(&mut self, index: usize) {
         let id = self.request_id();
-        self.send(&core::subscribe_frame(id, execution_id, after));
+        let (execution_id, sub) = &self.subs[index];
+        self.send(&core::resubscribe_frame(id, execution_id, &sub.position));
     }
 
     /// Forgets the socket and stops its callbacks; returns it.
@@ -266,9 +269,9 @@ pub fn subscribe(shared: &SharedRef, execution_id: String, sub: Sub) -> Result<(
     if inner.sub_mut(&execution_id).is_some() {
         return Err(ClientError::AlreadySubscribed(execution_id));
     }
-    let after = sub.position.resume_after();
-    inner.send_subscribe(&execution_id, after);
     inner.subs.push((execution_id, sub));
+    let index = inner.subs.len() - 1;
+    inner.send_subscribe(index);
     Ok(())
 }
 
@@ -404,19 +407,14 @@ fn open_socket(shared: &SharedRef) {
     }
 }
 
-/// The socket opened: resubscribe everything after its last seq.
+/// The socket opened: resubscribe everything after its last position.
 fn opened(shared: &SharedRef) {
     {
         let mut inner = shared.borrow_mut();
         inner.open = true;
         inner.backoff.reset();
-        let resume: Vec<(String, Option<u64>)> = inner
-            .subs
-            .iter()
-            .map(|(id, sub)| (id.clone(), sub.position.resume_after()))
-            .collect();
-        for (execution_id, after) in resume {
-            inner.send_subscribe(&execution_id, after);
+        for index in 0..inner.subs.len() {
+            inner.send_subscribe(index);
         }
     }
     schedule_refresh(shared);
@@ -498,9 +496,9 @@ fn received(shared: &SharedRef, event: &MessageEvent) {
 fn apply(inner: &mut Shared, frame: ServerFrame) -> Calls {
     let mut calls = Calls::new();
     match frame {
-        ServerFrame::Event(event) => {
+        ServerFrame::Event { epoch, event } => {
             if let Some(sub) = inner.sub_mut(&event.execution_id)
-                && sub.position.accept(event.seq) == Verdict::Deliver
+                && sub.position.accept(epoch.as_deref(), event.seq) == Verdict::Deliver
             {
                 calls.push((sub.on_event.clone(), event.view));
             }
@@ -508,22 +506,31 @@ fn apply(inner: &mut Shared, frame: ServerFrame) -> Calls {
         ServerFrame::Subscribed {
             execution_id,
             after,
+            epoch,
         } => {
             if let Some(sub) = inner.sub_mut(&execution_id) {
-                sub.position.confirmed(after);
+                sub.position.confirmed(after, epoch);
             }
         }
         ServerFrame::HistoryLost {
             execution_id,
             after,
             resume_after,
+            reason,
+            epoch,
         } => {
             if let Some(sub) = inner.sub_mut(&execution_id) {
-                sub.position.lost(resume_after);
                 if let Some(callback) = &sub.on_lost {
-                    let view = history_lost_view(&execution_id, after, resume_after);
+                    let view = history_lost_view(
+                        &execution_id,
+                        after,
+                        resume_after,
+                        reason,
+                        epoch.as_deref(),
+                    );
                     calls.push((callback.clone(), view));
                 }
+                sub.position.lost(resume_after, epoch);
             }
         }
         ServerFrame::Ack { id, seq } => {

@@ -1,7 +1,9 @@
 //! The client in real headless Chromium against a real hub.
 //!
 //! `scripts/test.sh` starts an `exechub` process and compiles these tests with
-//! `EXECHUB_TEST_URL` pointing at it (e.g. `http://127.0.0.1:41234`).
+//! `EXECHUB_TEST_URL` pointing at it (e.g. `http://127.0.0.1:41234`), and a
+//! second one with `--event-ttl 1` at `EXECHUB_TEST_URL_SHORT_TTL`, whose
+//! histories expire a second after their last event.
 
 #![cfg(target_arch = "wasm32")]
 #![allow(missing_docs)]
@@ -26,8 +28,18 @@ fn hub() -> &'static str {
     )
 }
 
-fn ws_url() -> String {
-    format!("{}/ws", hub().replacen("http", "ws", 1))
+/// The hub whose histories expire after one second, for tests of a reset.
+/// Read at run time of the test that needs it, not build time, so the other
+/// tests (and clippy) build with `EXECHUB_TEST_URL` alone.
+fn short_ttl_hub() -> &'static str {
+    match option_env!("EXECHUB_TEST_URL_SHORT_TTL") {
+        Some(url) => url,
+        None => panic!("set EXECHUB_TEST_URL_SHORT_TTL to a hub started with --event-ttl 1"),
+    }
+}
+
+fn ws_url(hub: &str) -> String {
+    format!("{}/ws", hub.replacen("http", "ws", 1))
 }
 
 fn execution_id(name: &str) -> String {
@@ -84,7 +96,11 @@ impl Collector {
 }
 
 async fn connected() -> ExechubClient {
-    let client = ExechubClient::new(&ws_url(), None).expect("client");
+    connected_to(hub()).await
+}
+
+async fn connected_to(hub: &str) -> ExechubClient {
+    let client = ExechubClient::new(&ws_url(hub), None).expect("client");
     until("the connection to open", || {
         JsValue::from(client.state()) == "open"
     })
@@ -93,8 +109,12 @@ async fn connected() -> ExechubClient {
 }
 
 async fn publish_over_http(id: &str, n: u32) -> f64 {
+    publish_to(hub(), id, n).await
+}
+
+async fn publish_to(hub: &str, id: &str, n: u32) -> f64 {
     let promise = publish_http(
-        hub().into(),
+        hub.into(),
         id.into(),
         "tick".into(),
         data(&format!(r#"{{"n":{n}}}"#)).unchecked_into(),
@@ -263,4 +283,86 @@ async fn close_rejects_further_publishes_and_reports_the_state() {
         .await
         .expect_err("closed");
     assert_eq!(get(&error, "code"), "closed");
+}
+
+/// The `lastSeq` of an execution's history page.
+async fn last_seq(hub: &str, id: &str) -> f64 {
+    let promise = history(hub.into(), id.into(), None);
+    let page = JsFuture::from(js_sys::Promise::from(JsValue::from(promise)))
+        .await
+        .expect("history");
+    get(&page, "lastSeq").as_f64().expect("lastSeq")
+}
+
+#[wasm_bindgen_test]
+async fn resumes_across_a_reset() {
+    let hub = short_ttl_hub();
+    let client = connected_to(hub).await;
+    let id = execution_id("reset");
+    // Events and `history_lost` in one log, to check their order.
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (on_event, on_lost) = (Rc::clone(&log), Rc::clone(&log));
+    let on_event = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        let seq = get(&event, "seq").as_f64().unwrap_or(-1.0);
+        on_event.borrow_mut().push(format!("event {seq}"));
+    });
+    let on_lost = Closure::<dyn FnMut(JsValue)>::new(move |lost: JsValue| {
+        let [reason, after, resume_after, epoch] =
+            ["reason", "after", "resumeAfter", "epoch"].map(|key| get(&lost, key));
+        // The new history's epoch, or none while it has not started yet.
+        let epoch_ok = epoch.is_string() || epoch.is_undefined();
+        on_lost.borrow_mut().push(format!(
+            "lost {:?} {:?} {:?} epoch ok: {epoch_ok}",
+            reason.as_string(),
+            after.as_f64(),
+            resume_after.as_f64(),
+        ));
+    });
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"onHistoryLost".into(), on_lost.as_ref()).expect("options");
+    let subscription = client
+        .subscribe(
+            id.clone(),
+            on_event.as_ref().clone().unchecked_into(),
+            Some(options.unchecked_into()),
+        )
+        .expect("subscribe");
+    until("the subscription to be confirmed", || {
+        subscription.last_seq().is_some()
+    })
+    .await;
+    for n in 1..=3 {
+        publish_to(hub, &id, n).await;
+    }
+    until("three events", || log.borrow().len() == 3).await;
+
+    // The history expires a second after its last event; the next publish
+    // starts a new one at seq 1.
+    let mut expired = false;
+    for _ in 0..400 {
+        if last_seq(hub, &id).await == 0.0 {
+            expired = true;
+            break;
+        }
+        gloo_timers::future::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(expired, "timed out waiting for the history to expire");
+    for n in 1..=3 {
+        assert_eq!(publish_to(hub, &id, n).await, f64::from(n));
+    }
+    until("the new history's events", || log.borrow().len() == 7).await;
+    assert_eq!(
+        *log.borrow(),
+        [
+            "event 1",
+            "event 2",
+            "event 3",
+            "lost Some(\"expired\") Some(3.0) Some(0.0) epoch ok: true",
+            "event 1",
+            "event 2",
+            "event 3",
+        ]
+    );
+    assert_eq!(subscription.last_seq(), Some(3.0));
+    client.close();
 }

@@ -9,6 +9,7 @@ import init, {
   type ExecutionEvent,
   type HistoryLost,
   type HistoryPage,
+  type LostReason,
   type Subscription,
 } from "../pkg/exechub_client.js";
 
@@ -38,7 +39,16 @@ export async function demo(): Promise<void> {
     },
     {
       after: 0,
-      onHistoryLost: (lost: HistoryLost) => seen.push(lost.resumeAfter),
+      onHistoryLost: (lost: HistoryLost) => {
+        const reason: LostReason = lost.reason;
+        const epoch: string | undefined = lost.epoch;
+        const id: string = lost.executionId;
+        const after: number = lost.after;
+        // A new history (`expired`, `reset`) restarts at seq 1; `trimmed` keeps it.
+        if (reason === "trimmed") seen.push(lost.resumeAfter);
+        else seen.length = 0;
+        void [epoch, id, after];
+      },
       onError: (error: ExechubError) => console.warn(error.code, error.detail?.[0]?.loc),
     },
   );
@@ -68,6 +78,10 @@ export async function demo(): Promise<void> {
   subscription.unsubscribe();
   client.close();
 }
+
+// @ts-expect-error: a lost position's reason is one of three strings
+const unknownReason: LostReason = "gone";
+void unknownReason;
 
 // @ts-expect-error: the event type must be a string
 void new ExechubClient("ws://x/ws").publish("exec-1", 42, {});

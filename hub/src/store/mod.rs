@@ -6,7 +6,7 @@
 //! through [`LiveSink`](crate::feeds::LiveSink), which it is given when built;
 //! it knows nothing of subscriptions. [`memory::MemoryStore`] is the embedded
 //! default; [`redis::RedisStore`] shares one history between hub nodes. Both
-//! pass the same conformance tests (`tests/tests/store_conformance.rs`).
+//! pass the same conformance tests (`hub/tests/store_conformance.rs`).
 
 pub mod memory;
 pub mod redis;

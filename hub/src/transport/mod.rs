@@ -4,8 +4,10 @@
 //! - [`http`]: publish, history and health (the API of the replaced service).
 //! - [`sse`]: `GET …/stream`, one execution's events as Server-Sent Events.
 //! - [`ws`]: `GET /ws`, the multiplexed WebSocket (see [`crate::session`]).
+//! - [`listener`]: the accept loop that hands connections to these.
 
 pub mod http;
+pub mod listener;
 pub mod sse;
 pub mod ws;
 

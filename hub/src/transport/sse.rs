@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,33 +25,68 @@ use axum::response::{IntoResponse, Response};
 use exechub_protocol::{Loc, ValidationError};
 use futures_util::stream;
 use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::http::{authenticate, execution_id, query_u64};
 use crate::auth::Action;
 use crate::error::ApiError;
 use crate::event::Epoch;
 use crate::outbox::{Closing, Outbox};
-use crate::session::expiry_instant;
+use crate::session::{expiry_timer, until};
 use crate::subscription::{Encoder, Item, Start, Subscription};
 use crate::{AppState, ConnectionGuard};
 
 /// Opens the stream, resuming after `Last-Event-ID` (set by `EventSource` on
 /// reconnect) or else `?after=N` (with `&epoch=E` when known); without
-/// either, only new events are sent.
+/// either, only new events are sent. This is the route for a stream request
+/// that arrives on a connection already used for other requests; the first
+/// request of a connection is served by [`serve_direct`].
 pub async fn stream(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let grant = authenticate(&app, &headers, query.get("access_token"))?;
-    let execution_id = execution_id(path)?;
+    let (stream, expires_at) = open(&app, execution_id(path), &query, &headers)?;
+    let body = Body::from_stream(sse_body(app, stream, expires_at));
+    Ok((response_headers(), body).into_response())
+}
+
+fn response_headers() -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ]
+}
+
+/// Checks a stream request and starts its subscription: what both ways of
+/// serving a stream share. Returns the stream and when its token expires.
+///
+/// # Errors
+/// The refusal to answer with (401/403/422/503).
+pub(crate) fn open(
+    app: &AppState,
+    execution_id: Result<String, ValidationError>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Stream, u64), ApiError> {
+    let grant = authenticate(app, headers, query.get("access_token"))?;
+    let execution_id = execution_id?;
     grant.check(Action::Subscribe, &execution_id)?;
-    let (after, epoch) = match last_event_id(&headers)? {
+    let (after, epoch) = match last_event_id(headers)? {
         Some(position) => position,
         None if query.contains_key("after") => (
-            Some(query_u64(&query, "after", 0, u64::MAX)?),
-            query_epoch(&query)?,
+            Some(query_u64(query, "after", 0, u64::MAX)?),
+            query_epoch(query)?,
         ),
         None => (None, None),
     };
@@ -76,24 +112,12 @@ pub async fn stream(
         _subscription: subscription,
         _counted: counted,
     };
-    let body = Body::from_stream(sse_body(app, stream, grant.expires_at));
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        ),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (
-            header::HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        ),
-    ];
-    Ok((headers, body).into_response())
+    Ok((stream, grant.expires_at))
 }
 
-/// What one open stream holds; everything is released when the body is
-/// dropped (the response ended, or the client is gone).
-struct Stream {
+/// What one open stream holds; everything is released when it is dropped
+/// (the response ended, or the client is gone).
+pub(crate) struct Stream {
     outbox: Arc<Outbox<Bytes>>,
     _subscription: Subscription<SseEncoder>,
     _counted: ConnectionGuard,
@@ -143,7 +167,7 @@ fn error_frame(code: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {{\"code\":\"{code}\"}}\n\n"))
 }
 
-/// What the body yields next.
+/// What a stream sends next.
 enum Next {
     Frame(Bytes),
     /// Send this, then end.
@@ -153,35 +177,168 @@ enum Next {
 
 /// Frames from the subscription, interleaved with keep-alives, until the
 /// stream ends, the token expires or the hub shuts down.
+struct Pump {
+    stream: Stream,
+    keepalive: tokio::time::Interval,
+    expiry: Option<Pin<Box<Sleep>>>,
+    shutdown: CancellationToken,
+}
+
+impl Pump {
+    fn new(app: &AppState, stream: Stream, expires_at: u64) -> Self {
+        let period = Duration::from_secs(app.config.sse_keepalive);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            stream,
+            keepalive,
+            expiry: expiry_timer(expires_at),
+            shutdown: app.shutdown.clone(),
+        }
+    }
+
+    /// Cancel-safe: nothing is taken from the outbox unless it is returned.
+    async fn next(&mut self) -> Next {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Next::End,
+            () = until(&mut self.expiry) => Next::Last(error_frame("token_expired")),
+            popped = poll_fn(|cx| self.stream.outbox.poll_pop(cx)) => match popped {
+                Ok(frame) => Next::Frame(frame),
+                Err(Closing::SlowConsumer) => Next::Last(error_frame("slow_consumer")),
+                Err(Closing::Done) => Next::End,
+            },
+            _ = self.keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),
+        }
+    }
+}
+
+/// The stream as a response body (see [`stream`]).
 fn sse_body(
     app: AppState,
     stream: Stream,
     expires_at: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
-    let period = Duration::from_secs(app.config.sse_keepalive);
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiry = Box::pin(tokio::time::sleep_until(expiry_instant(expires_at)));
-    let state = Some((stream, keepalive, expiry, app.shutdown.clone()));
-    stream::unfold(state, |state| async move {
-        let (stream, mut keepalive, mut expiry, shutdown) = state?;
-        let next = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Next::End,
-            () = expiry.as_mut() => Next::Last(error_frame("token_expired")),
-            popped = poll_fn(|cx| stream.outbox.poll_pop(cx)) => match popped {
-                Ok(frame) => Next::Frame(frame),
-                Err(Closing::SlowConsumer) => Next::Last(error_frame("slow_consumer")),
-                Err(Closing::Done) => Next::End,
-            },
-            _ = keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),
-        };
-        match next {
-            Next::Frame(frame) => Some((Ok(frame), Some((stream, keepalive, expiry, shutdown)))),
+    let pump = Some(Pump::new(&app, stream, expires_at));
+    stream::unfold(pump, |pump| async move {
+        let mut pump = pump?;
+        match pump.next().await {
+            Next::Frame(frame) => Some((Ok(frame), Some(pump))),
             Next::Last(frame) => Some((Ok(frame), None)),
             Next::End => None,
         }
     })
+}
+
+/// The response head of a stream served on its own connection.
+const DIRECT_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+cache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n";
+
+/// Serves a stream request that opened its connection: checks it as the
+/// route does, then writes the response and its frames straight to the
+/// socket, and closes it when the stream ends. Nothing but the subscription,
+/// its queue and this task stays allocated while the stream is idle — no
+/// HTTP connection buffers — which is what keeps an idle stream cheap.
+pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: super::listener::Head) {
+    let opened = open(&app, request.execution_id, &request.query, &request.headers);
+    let (stream, expires_at) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => return Box::pin(write_refusal(&socket, refusal)).await,
+    };
+    let cors: &[u8] = if request.headers.contains_key(header::ORIGIN) {
+        b"access-control-allow-origin: *\r\nvary: origin\r\n\r\n"
+    } else {
+        b"\r\n"
+    };
+    if write_all(&socket, DIRECT_HEAD).await.is_err() || write_all(&socket, cors).await.is_err() {
+        return;
+    }
+    let pump = Pump::new(&app, stream, expires_at);
+    // The stream gets a task of its own, holding only what it needs: the
+    // request's parsing and checks above are freed now.
+    app.sessions.spawn(pump_direct(socket, pump));
+}
+
+/// Writes a direct stream's frames until it ends or the client is gone.
+async fn pump_direct(socket: TcpStream, mut pump: Pump) {
+    loop {
+        let next = tokio::select! {
+            next = pump.next() => next,
+            () = client_gone(&socket) => return,
+        };
+        let (frame, last) = match next {
+            Next::Frame(frame) => (frame, false),
+            Next::Last(frame) => (frame, true),
+            Next::End => return,
+        };
+        // A write blocked on a client that stopped reading still yields to
+        // a slow-consumer verdict and to shutdown.
+        let written = tokio::select! {
+            written = write_all(&socket, &frame) => written.is_ok(),
+            () = poll_fn(|cx| pump.stream.outbox.poll_slow(cx)) => false,
+            () = pump.shutdown.cancelled() => false,
+        };
+        if !written || last {
+            return;
+        }
+    }
+}
+
+/// Writes `bytes` through a shared reference to the socket.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Completes when the client closed its side or the socket failed; anything
+/// it sends meanwhile is ignored.
+async fn client_gone(socket: &TcpStream) {
+    let mut scratch = [0_u8; 64];
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        match socket.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Answers a refused stream request as the router would, then closes.
+async fn write_refusal(socket: &TcpStream, refusal: ApiError) {
+    let response = refusal.into_response();
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return;
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    if write_all(socket, head.as_bytes()).await.is_ok() {
+        let _ = write_all(socket, &body).await;
+    }
 }
 
 /// A position to resume after: a seq, and the epoch it belongs to when known.
@@ -233,6 +390,25 @@ mod tests {
             HeaderValue::from_str(value).expect("header"),
         );
         headers
+    }
+
+    /// An idle direct stream's task holds little besides its subscription.
+    #[tokio::test]
+    async fn an_idle_direct_stream_task_is_small() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["exechub"]).expect("flags");
+        let app = AppState::new(cli.config).await.expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (socket, _) = listener.accept().await.expect("accept");
+        let no_query = HashMap::new();
+        let (stream, at) = open(&app, Ok("x".into()), &no_query, &HeaderMap::new()).expect("open");
+        let task = pump_direct(socket, Pump::new(&app, stream, at));
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 1024, "an idle stream's task is {size} bytes");
     }
 
     #[test]

@@ -1,0 +1,312 @@
+//! Fixtures for the store conformance suite: a real `redis-server` on a free
+//! loopback port (stopped on drop), stores built on it or in memory, a
+//! recorder of what the live feed offers, and waits that poll with a bound.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use exechub::event::{Epoch, NewEvent};
+use exechub::feeds::{Feeds, Live, Membership, Subscriber};
+use exechub::store::memory::MemoryStore;
+use exechub::store::redis::RedisStore;
+use exechub::store::{EventStore, Page, Receipt, StoreConfig, Watch};
+use exechub_protocol::PublishRequest;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// The longest any wait in the suite may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How often a wait checks its condition again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Roomy settings; each case overrides what it exercises.
+pub fn config() -> StoreConfig {
+    StoreConfig {
+        ttl: Duration::from_secs(60),
+        max_events: 1_000,
+        idempotency_window: Duration::from_secs(60),
+        max_bytes: usize::MAX,
+    }
+}
+
+/// An execution id no other case uses.
+pub fn execution_id(case: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{case}-{}-{n}", std::process::id())
+}
+
+/// A store under test and the feeds it announces appends to.
+pub struct Fixture {
+    pub store: Arc<dyn EventStore>,
+    pub feeds: Arc<Feeds>,
+    /// Stops the Redis store's pub/sub bridge before its server goes away.
+    _shutdown: Option<DropGuard>,
+    /// The server behind a Redis store; dropped last.
+    pub redis: Option<TestRedis>,
+}
+
+impl Fixture {
+    /// The embedded store.
+    pub fn memory(config: StoreConfig) -> Self {
+        let feeds = Feeds::new();
+        Self {
+            store: MemoryStore::new(config, feeds.clone()),
+            feeds,
+            _shutdown: None,
+            redis: None,
+        }
+    }
+
+    /// The Redis store, on a server of its own.
+    pub async fn redis(config: StoreConfig) -> Self {
+        let redis = TestRedis::spawn().await;
+        let feeds = Feeds::new();
+        let shutdown = CancellationToken::new();
+        let store = RedisStore::connect(&redis.url(), config, feeds.clone(), shutdown.clone())
+            .await
+            .expect("RedisStore connects to the test redis-server");
+        Self {
+            store,
+            feeds,
+            _shutdown: Some(shutdown.drop_guard()),
+            redis: Some(redis),
+        }
+    }
+}
+
+/// A real `redis-server` without persistence, killed and reaped on drop.
+pub struct TestRedis {
+    child: Child,
+    port: u16,
+}
+
+impl TestRedis {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub async fn spawn() -> Self {
+        // The port is free when probed but may be taken before redis binds
+        // it; a server that exits at once is retried on another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (install it with `apt-get install redis-server`)");
+            let mut redis = Self { child, port };
+            if redis.answers().await {
+                return redis;
+            }
+        }
+        panic!("redis-server exited at start on five free ports in a row");
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection, to write what the hub would not.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("valid redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects to the test redis-server")
+    }
+
+    /// Polls with PING until the server answers (`true`) or exits (`false`).
+    async fn answers(&mut self) -> bool {
+        let port = self.port;
+        let poll = async {
+            loop {
+                if self
+                    .child
+                    .try_wait()
+                    .expect("redis-server status")
+                    .is_some()
+                {
+                    return false;
+                }
+                if pings(&self.url()).await {
+                    return true;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, poll)
+            .await
+            .unwrap_or_else(|_| panic!("redis-server on port {port} did not answer PING"))
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a fresh connection to `url` gets an answer to PING.
+async fn pings(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let ping = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), ping).await,
+        Ok(Ok(_))
+    )
+}
+
+/// A port that was free a moment ago (redis-server cannot report a port 0 bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A publish of `{"event_type":"t","data":{"n":1}}` to `execution_id`.
+pub fn event(execution_id: &str, idempotency_key: Option<&str>) -> NewEvent {
+    let request = PublishRequest::from_slice(br#"{"event_type":"t","data":{"n":1}}"#)
+        .expect("the test publish is valid");
+    NewEvent::encode(execution_id.to_owned(), &request)
+        .with_idempotency_key(idempotency_key.map(str::to_owned))
+}
+
+/// Appends one event, failing the test if the store refuses it.
+pub async fn append(store: &dyn EventStore, execution_id: &str, key: Option<&str>) -> Receipt {
+    store
+        .append(event(execution_id, key))
+        .await
+        .expect("the store takes the append")
+}
+
+/// Appends `count` events one after the other.
+pub async fn append_n(store: &dyn EventStore, execution_id: &str, count: usize) -> Vec<Receipt> {
+    let mut receipts = Vec::with_capacity(count);
+    for _ in 0..count {
+        receipts.push(append(store, execution_id, None).await);
+    }
+    receipts
+}
+
+/// Reads a range, failing the test if the store cannot.
+pub async fn range(store: &dyn EventStore, execution_id: &str, after: u64, limit: usize) -> Page {
+    store
+        .range(execution_id, after, limit)
+        .await
+        .expect("the store serves the range")
+}
+
+/// The seqs of a page's events, in page order.
+pub fn seqs(page: &Page) -> Vec<u64> {
+    page.events.iter().map(|event| event.seq()).collect()
+}
+
+/// Polls `probe` until it yields a value, failing the test after [`PATIENCE`].
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let poll = async {
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, poll)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {PATIENCE:?} waiting for {what}"))
+}
+
+/// One item a live feed offered, with the epoch as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Event { epoch: String, seq: u64 },
+    Head { epoch: Option<String>, seq: u64 },
+}
+
+impl Seen {
+    /// The event at `seq` of history `epoch`.
+    pub fn event(epoch: &Epoch, seq: u64) -> Self {
+        Self::Event {
+            epoch: epoch.to_string(),
+            seq,
+        }
+    }
+}
+
+/// A subscriber that records everything it is offered.
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<Seen>>);
+
+impl Subscriber for Recorder {
+    fn offer(&self, live: Live<'_>) {
+        let seen = match live {
+            Live::Event(event) => Seen::event(event.epoch(), event.seq()),
+            Live::Head { epoch, seq } => Seen::Head {
+                epoch: epoch.map(Epoch::to_string),
+                seq,
+            },
+        };
+        self.lock().push(seen);
+    }
+}
+
+impl Recorder {
+    /// Everything offered so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.lock().clone()
+    }
+
+    /// Waits until at least `count` items were offered; returns them all.
+    pub async fn wait_for(&self, count: usize) -> Vec<Seen> {
+        let what = format!("{count} live items");
+        eventually(&what, async || {
+            let seen = self.seen();
+            (seen.len() >= count).then_some(seen)
+        })
+        .await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Seen>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A recorder on an execution's live feed, fed by the store's watch.
+pub struct Follower {
+    pub recorder: Arc<Recorder>,
+    _membership: Membership,
+    _watch: Watch,
+}
+
+/// Follows `execution_id`'s live feed; returns once appends made from now on
+/// are sure to be offered (for Redis: the pub/sub channel is subscribed).
+pub async fn follow(store: &dyn EventStore, feeds: &Arc<Feeds>, execution_id: &str) -> Follower {
+    let recorder = Arc::new(Recorder::default());
+    let membership = feeds
+        .join(&Arc::from(execution_id), recorder.clone(), usize::MAX)
+        .expect("no subscription limit");
+    let mut watch = store.watch(execution_id);
+    tokio::time::timeout(PATIENCE, watch.confirmed())
+        .await
+        .expect("the store confirms the watch");
+    Follower {
+        recorder,
+        _membership: membership,
+        _watch: watch,
+    }
+}
