@@ -42,7 +42,8 @@ trap 'for p in "${hub_pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "
 start_hub() {
   local log pid
   log=$(mktemp)
-  ./target/debug/exechub --listen 127.0.0.1:0 "$@" 2>"$log" &
+  # The test pages are served by wasm-pack from another origin.
+  ./target/debug/exechub --listen 127.0.0.1:0 --cors-origin '*' "$@" 2>"$log" &
   pid=$!
   hub_pids+=("$pid")
   hub_logs+=("$log")

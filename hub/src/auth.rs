@@ -11,41 +11,19 @@
 //! `{"sub":"worker-7","exp":1767225600,"scope":["publish"],"executions":["ci-1234-*"]}`
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::Secret;
+/// Unix time now, in seconds (the hub's one clock, [`crate::secret::unix_now`]).
+pub use crate::secret::unix_now as now;
+
 /// Seconds of clock skew tolerated on `exp`.
 pub const LEEWAY_SECS: u64 = 5;
-
-/// A secret that never shows up in `Debug` output or logs.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret's bytes.
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,13 +342,6 @@ pub fn mint(secret: &Secret, claims: &Claims) -> Result<String, String> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).map_err(|e| e.to_string())
 }
 
-/// Unix time now, in seconds.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The bearer token of a request: `Authorization: Bearer …`, else `?access_token=…`
 /// (for `EventSource` and browser WebSockets, which cannot set headers).
 pub fn bearer<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
@@ -417,7 +388,7 @@ mod tests {
     use super::*;
 
     fn secret() -> Secret {
-        "s3cret".parse().expect("infallible")
+        "s3cret".parse().expect("non-empty")
     }
 
     fn claims(scope: &[&str], executions: Option<&[&str]>, exp: u64) -> Claims {
@@ -452,7 +423,7 @@ mod tests {
         let auth = Auth::hs256(&secret(), None, None).expect("usable secret");
         let expired = mint(&secret(), &claims(&["publish"], None, now() - 60)).expect("mint");
         let forged = mint(
-            &"other".parse().expect("infallible"),
+            &"other".parse().expect("non-empty"),
             &claims(&["publish"], None, now() + 60),
         )
         .expect("mint");

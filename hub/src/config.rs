@@ -94,6 +94,14 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_event_bytes: usize,
 
+    /// Events one batch publish may carry (HTTP `…/events/batch`, WebSocket `publish` with `events`).
+    #[arg(long, env = "EXECHUB_MAX_BATCH_EVENTS", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_batch_events: usize,
+
+    /// Largest accepted batch body (HTTP) or batch frame (WebSocket), in bytes.
+    #[arg(long, env = "EXECHUB_MAX_BATCH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
     /// Events retained per execution; the oldest are trimmed beyond this.
     #[arg(long, env = "EXECHUB_MAX_EVENTS_PER_EXECUTION", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events_per_execution: u64,
@@ -184,6 +192,16 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Page origin allowed to call the HTTP API from a browser (CORS;
+    /// repeatable; env: comma-separated; `*` for any). Default: none, i.e.
+    /// same-origin pages only. `/dev/token` is never shared with other origins.
+    #[arg(
+        long = "cors-origin",
+        env = "EXECHUB_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
     /// Development only: print a token that allows everything and serve fresh
     /// ones at `/dev/token` for the demo. Refused unless `--listen` is a
     /// loopback address and `--jwt-secret` is set; deliberately has no
@@ -203,7 +221,7 @@ pub struct Config {
 
     /// Secret that signs webhook requests (`X-Exechub-Signature`); without it they are unsigned.
     #[arg(long, env = "EXECHUB_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<webhook::Secret>,
+    pub webhook_secret: Option<Secret>,
 
     /// Milliseconds one webhook attempt may take (connect, send, answer).
     #[arg(long, env = "EXECHUB_WEBHOOK_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -325,7 +343,7 @@ impl Config {
     /// Which providers to run, and their settings.
     pub fn providers(&self) -> ProvidersConfig {
         ProvidersConfig {
-            outbox: crate::providers::OutboxLimits {
+            queue: crate::providers::QueueLimits {
                 events: self.provider_queue,
                 bytes: self.provider_queue_bytes,
             },

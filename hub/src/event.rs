@@ -217,6 +217,51 @@ impl NewEvent {
     }
 }
 
+/// A validated batch of publishes to one execution, stored atomically with
+/// consecutive seqs.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    execution_id: String,
+    idempotency_key: Option<String>,
+    events: Vec<NewEvent>,
+}
+
+impl NewBatch {
+    /// Encodes every request of a validated batch, in order.
+    pub fn encode(execution_id: String, requests: &[PublishRequest]) -> Self {
+        let events = requests
+            .iter()
+            .map(|request| NewEvent::encode(execution_id.clone(), request))
+            .collect();
+        Self {
+            execution_id,
+            idempotency_key: None,
+            events,
+        }
+    }
+
+    /// Marks the batch with a publisher's idempotency key (one for the whole batch).
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+
+    /// The execution the events are for.
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// The publisher's idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// The events, in order (never empty: validation requires one).
+    pub fn events(&self) -> &[NewEvent] {
+        &self.events
+    }
+}
+
 /// The seq of a stored event JSON, read from its `{"seq":N,` prefix (the hub
 /// always writes `seq` first), without parsing the rest.
 pub fn seq_of(json: &[u8]) -> Option<u64> {

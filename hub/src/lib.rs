@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod providers;
 pub mod publish;
 pub mod retry;
+pub mod secret;
 pub mod session;
 pub mod store;
 pub mod subscription;

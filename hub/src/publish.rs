@@ -21,9 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use crate::event::{NewEvent, splice_seq};
+use crate::event::{Epoch, NewBatch, NewEvent, splice_seq};
 use crate::providers::{Delivery, Providers};
-use crate::store::{EventStore, Receipt, StoreError};
+use crate::store::{BatchReceipt, EventStore, Receipt, StoreError};
 
 /// Lock stripes: executions hashing to the same stripe take turns. Enough
 /// that unrelated executions rarely share one; small enough to allocate once.
@@ -82,6 +82,64 @@ impl Publisher {
             self.providers.offer(&delivery);
         }
         Ok(receipt)
+    }
+
+    /// Stores a batch atomically and offers its events to every provider, in
+    /// order (a replay is offered again, as stored, like a single publish).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot take the batch; nothing is stored then.
+    pub async fn publish_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+        if self.providers.is_empty() {
+            return self.store.append_batch(batch).await;
+        }
+        let execution_id: Arc<str> = Arc::from(batch.execution_id());
+        let tails: Vec<Bytes> = batch.events().iter().map(|e| e.tail().clone()).collect();
+        let _turn = self.stripe(&execution_id).lock().await;
+        let receipt = self.store.append_batch(batch).await?;
+        let stored: Vec<(u64, Bytes)> = if receipt.duplicate {
+            self.stored_range(
+                &execution_id,
+                &receipt.epoch,
+                receipt.first_seq,
+                receipt.last_seq,
+            )
+            .await
+        } else {
+            (receipt.first_seq..=receipt.last_seq)
+                .zip(&tails)
+                .map(|(seq, tail)| (seq, splice_seq(seq, tail)))
+                .collect()
+        };
+        for (seq, json) in stored {
+            let delivery =
+                Delivery::new(Arc::clone(&execution_id), receipt.epoch.clone(), seq, json);
+            self.providers.offer(&delivery);
+        }
+        Ok(receipt)
+    }
+
+    /// The stored events `first..=last` of history `epoch`, as far as it still holds them.
+    async fn stored_range(
+        &self,
+        execution_id: &str,
+        epoch: &Epoch,
+        first: u64,
+        last: u64,
+    ) -> Vec<(u64, Bytes)> {
+        let count = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX);
+        let Ok(page) = self
+            .store
+            .range(execution_id, first.saturating_sub(1), count)
+            .await
+        else {
+            return Vec::new();
+        };
+        page.events
+            .into_iter()
+            .filter(|e| e.epoch() == epoch && e.seq() <= last)
+            .map(|e| (e.seq(), e.json().clone()))
+            .collect()
     }
 
     /// The stored JSON of the event a receipt names, while its history holds it.

@@ -1,5 +1,7 @@
-//! Retry delays: one exponential-backoff-with-jitter policy for everything
-//! that retries (providers, the Redis pub/sub reconnect, history reads).
+//! Retry delays for everything in the hub that retries (providers, the Redis
+//! pub/sub reconnect, history reads): the protocol's one backoff policy,
+//! [`exechub_protocol::backoff`] (exponential, equal jitter), which the
+//! browser client follows too, fed with the hub's own random fractions.
 //!
 //! Jitter spreads the retries of many hubs (or many endpoints) that failed at
 //! the same moment, so a recovering receiver is not hit by all of them at once.
@@ -7,8 +9,12 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-/// Exponential backoff: `first`, doubling per attempt, capped at `max`, each
-/// delay drawn uniformly from its upper half ("equal jitter").
+use exechub_protocol::backoff;
+
+/// Exponential backoff: a ceiling of `first`, doubling per attempt, capped at
+/// `max`; each delay drawn uniformly from the ceiling's upper half ("equal
+/// jitter"). The hub's handle on [`backoff::Backoff`]: the same policy, with
+/// its randomness supplied here.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     /// Delay before the second attempt (before jitter).
@@ -26,41 +32,35 @@ impl Backoff {
 
     /// A counter of consecutive failures under this policy.
     pub fn attempts(self) -> Attempts {
-        Attempts {
-            policy: self,
-            failed: 0,
-        }
+        Attempts(self.policy().attempts())
     }
 
     /// The delay after failed attempt number `attempt` (1 = the first attempt).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(30);
-        let base = self
-            .first
-            .saturating_mul(1 << doublings)
-            .min(self.max.max(self.first));
-        let half = base / 2;
-        half + half.mul_f64(random_fraction())
+        self.policy().delay(attempt, random_fraction())
+    }
+
+    fn policy(self) -> backoff::Backoff {
+        backoff::Backoff {
+            first: self.first,
+            max: self.max,
+        }
     }
 }
 
 /// Consecutive failures of one operation, and the delay each one earns.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempts {
-    policy: Backoff,
-    failed: u32,
-}
+pub struct Attempts(backoff::Attempts);
 
 impl Attempts {
     /// Counts one more failure and returns how long to wait before retrying.
     pub fn next_delay(&mut self) -> Duration {
-        self.failed = self.failed.saturating_add(1);
-        self.policy.delay(self.failed)
+        self.0.next_delay(random_fraction())
     }
 
     /// Starts over after a success.
     pub fn reset(&mut self) {
-        self.failed = 0;
+        self.0.reset();
     }
 }
 
@@ -90,6 +90,15 @@ mod tests {
             let late = backoff.delay(40);
             assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn attempts_follow_the_policy_and_reset() {
+        let mut attempts = Backoff::STORE.attempts();
+        assert!(attempts.next_delay() <= Duration::from_millis(100));
+        assert!(attempts.next_delay() >= Duration::from_millis(100));
+        attempts.reset();
+        assert!(attempts.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::AppState;
 use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
 use crate::error::ws_store_error;
-use crate::event::{Epoch, NewEvent};
+use crate::event::{Epoch, NewBatch, NewEvent};
 use crate::outbox::{Closing, Outbox, PushError};
 use crate::subscription::{Encoder, Item, Start, Subscription};
 
@@ -140,9 +140,15 @@ where
 }
 
 /// A `publish` to perform: the one request that waits (for the store).
-struct Publish {
-    id: Option<RequestId>,
-    event: NewEvent,
+enum Publish {
+    One {
+        id: Option<RequestId>,
+        event: NewEvent,
+    },
+    Batch {
+        id: Option<RequestId>,
+        batch: NewBatch,
+    },
 }
 
 struct Session {
@@ -166,11 +172,14 @@ impl Session {
         // Only a connection whose token expires has an expiry timer.
         let mut expires_at = self.grant.expires_at;
         let mut expiry = expiry_timer(expires_at);
-        let shutdown = self.app.shutdown.clone();
+        // Registered once with the shared token, not once per loop turn: the
+        // token's waiter list is shared by every connection.
+        let shutdown = self.app.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         loop {
             let outcome = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "server shutting down")),
+                () = &mut shutdown => Err(Ending::Close(close::GOING_AWAY, "server shutting down")),
                 () = until(&mut expiry) => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token")),
                 () = heartbeat.due() => heartbeat.beat(&self.outbox),
                 io = poll_fn(|cx| poll_socket(socket, &self.outbox, cx)) => {
@@ -207,10 +216,12 @@ impl Session {
     /// (everything else completes here, without waiting).
     fn on_message(&mut self, message: Message) -> Result<Option<Publish>, Ending> {
         match message {
-            Message::Text(text) => match ClientMsg::decode(text.as_str()) {
-                Ok(request) => self.dispatch(request),
-                Err(error) => self.reply(error.into_msg()).map(|()| None),
-            },
+            Message::Text(text) => {
+                match ClientMsg::decode_limited(text.as_str(), self.app.config.max_batch_events) {
+                    Ok(request) => self.dispatch(request),
+                    Err(error) => self.reply(error.into_msg()).map(|()| None),
+                }
+            }
             Message::Binary(_) => {
                 let error = FrameError {
                     id: None,
@@ -252,7 +263,22 @@ impl Session {
                 }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
-                return Ok(Some(Publish { id, event }));
+                return Ok(Some(Publish::One { id, event }));
+            }
+            ClientMsg::PublishBatch {
+                id,
+                execution_id,
+                events,
+                idempotency_key,
+            } => {
+                if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
+                    return self
+                        .reply(auth_error(id, &refusal, execution_id))
+                        .map(|()| None);
+                }
+                let batch =
+                    NewBatch::encode(execution_id, &events).with_idempotency_key(idempotency_key);
+                return Ok(Some(Publish::Batch { id, batch }));
             }
             ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }),
             ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
@@ -368,18 +394,33 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, Publish { id, event }: Publish) -> Result<(), Ending> {
-        let execution_id = event.execution_id().to_owned();
-        let answer = match self.app.publisher.publish(event).await {
-            Ok(receipt) => ServerMsg::Ack {
-                id,
-                execution_id,
-                seq: receipt.seq,
-                timestamp: receipt.timestamp,
-            },
-            Err(error) => {
-                let (code, message) = ws_store_error(&error);
-                error_msg(id, code, message, Some(execution_id))
+    async fn publish(&mut self, publish: Publish) -> Result<(), Ending> {
+        let answer = match publish {
+            Publish::One { id, event } => {
+                let execution_id = event.execution_id().to_owned();
+                match self.app.publisher.publish(event).await {
+                    Ok(receipt) => ServerMsg::Ack {
+                        id,
+                        execution_id,
+                        seq: receipt.seq,
+                        first_seq: None,
+                        timestamp: receipt.timestamp,
+                    },
+                    Err(error) => store_error_msg(id, &error, execution_id),
+                }
+            }
+            Publish::Batch { id, batch } => {
+                let execution_id = batch.execution_id().to_owned();
+                match self.app.publisher.publish_batch(batch).await {
+                    Ok(receipt) => ServerMsg::Ack {
+                        id,
+                        execution_id,
+                        seq: receipt.last_seq,
+                        first_seq: Some(receipt.first_seq),
+                        timestamp: receipt.timestamp,
+                    },
+                    Err(error) => store_error_msg(id, &error, execution_id),
+                }
             }
         };
         self.reply(answer)
@@ -564,6 +605,15 @@ impl Heartbeat {
 fn text(msg: &ServerMsg) -> Message {
     // Server messages are plain data; encoding cannot fail.
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+fn store_error_msg(
+    id: Option<RequestId>,
+    error: &crate::store::StoreError,
+    execution_id: String,
+) -> ServerMsg {
+    let (code, message) = ws_store_error(error);
+    error_msg(id, code, message, Some(execution_id))
 }
 
 fn error_msg(

@@ -35,6 +35,21 @@ pub struct PublishAccepted {
     pub timestamp: String,
 }
 
+/// Answer to an accepted batch publish (HTTP 202 body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAccepted {
+    /// Always `"accepted"`.
+    pub status: String,
+    /// The execution the events were appended to.
+    pub execution_id: String,
+    /// The seq of the batch's first event.
+    pub first_seq: u64,
+    /// The seq of its last event (the seqs in between are the batch's, in order).
+    pub last_seq: u64,
+    /// How many events were stored.
+    pub count: u64,
+}
+
 /// A page of stored events, answer of `GET /api/v1/executions/{id}/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {

@@ -5,6 +5,8 @@
 //! (`exechub-client`) can never disagree about a field name or an error shape.
 //! The crate is serde-only and compiles for `wasm32-unknown-unknown`.
 //!
+//! - [`backoff`]: not a wire type but part of the same contract: the reconnect
+//!   and retry delays every client (and the hub) follows.
 //! - [`event`]: the stored and delivered [`Event`], history pages and the publish answer.
 //! - [`publish`]: the publish request and its FastAPI-compatible validation.
 //! - [`validation`]: the `HTTPValidationError` body used by 422 answers and WebSocket errors.
@@ -12,16 +14,17 @@
 //! - [`names`]: the JSON names of fields, ops and frame kinds, for code that
 //!   reads or writes frames without the derives (the browser client).
 
+pub mod backoff;
 pub mod event;
 pub mod names;
 pub mod publish;
 pub mod validation;
 pub mod ws;
 
-pub use event::{Event, EventData, HistoryPage, PublishAccepted};
+pub use event::{BatchAccepted, Event, EventData, HistoryPage, PublishAccepted};
 pub use publish::{
-    FieldType, MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, publish_problems,
-    validate_execution_id,
+    BatchRequest, FieldType, MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest,
+    body_not_json, is_idempotency_key, publish_problems, validate_execution_id,
 };
 pub use validation::{HttpValidationError, Loc, ValidationError};
 pub use ws::{ClientMsg, ErrorCode, LostReason, RequestId, ServerMsg, close, is_epoch};

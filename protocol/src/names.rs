@@ -43,8 +43,10 @@ pub mod field {
     pub const MESSAGE: &str = "message";
     /// Validation problems (or, in a non-422 HTTP error body, a text).
     pub const DETAIL: &str = "detail";
-    /// A history page's events.
+    /// A history page's events, and a batch publish's.
     pub const EVENTS: &str = "events";
+    /// A batch publish's answer: the first seq assigned.
+    pub const FIRST_SEQ: &str = "first_seq";
     /// A history page's highest assigned seq.
     pub const LAST_SEQ: &str = "last_seq";
     /// A history page's lowest retained seq.
@@ -206,6 +208,7 @@ mod tests {
                     id: id.clone(),
                     execution_id: "e".into(),
                     seq: 1,
+                    first_seq: None,
                     timestamp: "now".into(),
                 },
                 kind::ACK,

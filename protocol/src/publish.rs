@@ -36,6 +36,7 @@ impl PublishRequest {
     /// Every problem found, in FastAPI's format: an empty body, malformed JSON,
     /// a body that is not an object, missing fields and fields of the wrong type.
     pub fn from_slice(body: &[u8]) -> Result<Self, Vec<ValidationError>> {
+        let body = strip_bom(body);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(vec![ValidationError::new(
                 vec!["body".into()],
@@ -77,6 +78,108 @@ impl PublishRequest {
                 })
             }
             _ => Err(errors),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/executions/{execution_id}/events/batch`:
+/// `{"events": [StreamingEventRequest, …]}`, stored atomically with
+/// consecutive seqs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// The events, in the order they are stored.
+    pub events: Vec<PublishRequest>,
+}
+
+impl BatchRequest {
+    /// Parses and validates a batch body holding 1 to `max_events` events.
+    ///
+    /// # Errors
+    /// Every problem found, as for a single publish, with `loc` pointing into
+    /// the batch: `["body", "events", i, "event_type"]`.
+    pub fn from_slice(body: &[u8], max_events: usize) -> Result<Self, Vec<ValidationError>> {
+        let body = strip_bom(body);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(vec![ValidationError::new(
+                vec!["body".into()],
+                "missing",
+                "Field required",
+            )]);
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(mut fields)) => {
+                Self::from_value(fields.remove(field::EVENTS), max_events)
+            }
+            Ok(_) => Err(vec![not_an_object()]),
+            Err(err) => Err(vec![json_invalid(body, &err)]),
+        }
+    }
+
+    /// Validates the `events` field of a parsed body or WebSocket frame.
+    ///
+    /// # Errors
+    /// As [`BatchRequest::from_slice`].
+    pub fn from_value(
+        events: Option<Value>,
+        max_events: usize,
+    ) -> Result<Self, Vec<ValidationError>> {
+        let loc = || vec![Loc::from("body"), Loc::from(field::EVENTS)];
+        let items = match events {
+            Some(Value::Array(items)) => items,
+            None => {
+                return Err(vec![ValidationError::new(
+                    loc(),
+                    "missing",
+                    "Field required",
+                )]);
+            }
+            Some(_) => {
+                return Err(vec![ValidationError::new(
+                    loc(),
+                    "list_type",
+                    "Input should be a valid list",
+                )]);
+            }
+        };
+        if items.is_empty() || items.len() > max_events {
+            let (kind, msg) = if items.is_empty() {
+                (
+                    "too_short",
+                    "List should have at least 1 item after validation, not 0".to_owned(),
+                )
+            } else {
+                let n = items.len();
+                (
+                    "too_long",
+                    format!(
+                        "List should have at most {max_events} items after validation, not {n}"
+                    ),
+                )
+            };
+            return Err(vec![ValidationError::new(loc(), kind, &msg)]);
+        }
+        let mut events = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let at = |mut problem: ValidationError| {
+                let rest = problem.loc.split_off(1);
+                problem.loc = loc();
+                problem.loc.push(Loc::Index(i as u64));
+                problem.loc.extend(rest);
+                problem
+            };
+            match item {
+                Value::Object(fields) => match PublishRequest::from_fields(fields) {
+                    Ok(event) => events.push(event),
+                    Err(problems) => errors.extend(problems.into_iter().map(at)),
+                },
+                _ => errors.push(at(not_an_object())),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { events })
+        } else {
+            Err(errors)
         }
     }
 }
@@ -142,11 +245,22 @@ pub fn publish_problems(
     errors
 }
 
+/// Checks an idempotency key (HTTP `Idempotency-Key` header or WebSocket
+/// `idempotency_key`): one rule for both, 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`]
+/// visible ASCII characters (it becomes part of a store key).
+pub fn is_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Checks an execution id taken from a URL path or a WebSocket frame.
 ///
 /// # Errors
 /// A `["path", "execution_id"]` error when the id is empty, longer than
-/// [`MAX_EXECUTION_ID_BYTES`] or contains control characters.
+/// [`MAX_EXECUTION_ID_BYTES`], contains control characters, or contains `{`
+/// or `}` (Redis hash-tag delimiters: an id with them could move its keys
+/// out of their slot or name the hub's own keys).
 pub fn validate_execution_id(id: &str) -> Result<(), ValidationError> {
     let problem = if id.is_empty() {
         Some((
@@ -160,6 +274,8 @@ pub fn validate_execution_id(id: &str) -> Result<(), ValidationError> {
             "value_error",
             "Value error, must not contain control characters",
         ))
+    } else if id.contains(['{', '}']) {
+        Some(("value_error", "Value error, must not contain '{' or '}'"))
     } else {
         None
     };
@@ -171,6 +287,18 @@ pub fn validate_execution_id(id: &str) -> Result<(), ValidationError> {
             msg,
         )),
     }
+}
+
+/// A body that starts with a UTF-8 byte order mark is read without it, as
+/// Python's `json.loads` (FastAPI) does.
+fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+/// The 422 entry for a body that is not JSON at all (a `Content-Type` other
+/// than JSON): FastAPI does not parse it, and the model sees no object.
+pub fn body_not_json() -> ValidationError {
+    not_an_object()
 }
 
 fn missing(field: &str) -> ValidationError {
@@ -315,11 +443,47 @@ mod tests {
     }
 
     #[test]
+    fn batches_report_problems_inside_events_and_bound_their_length() {
+        let body = br#"{"events":[{"event_type":"a","data":{}},{"event_type":1,"data":[]},7]}"#;
+        let problems = BatchRequest::from_slice(body, 10).expect_err("invalid");
+        let locs: Vec<Vec<Loc>> = problems.into_iter().map(|e| e.loc).collect();
+        let at = |i: u64, rest: Option<&str>| {
+            let mut loc = vec![Loc::from("body"), Loc::from("events"), Loc::Index(i)];
+            loc.extend(rest.map(Loc::from));
+            loc
+        };
+        assert_eq!(
+            locs,
+            vec![at(1, Some("event_type")), at(1, Some("data")), at(2, None)]
+        );
+        let ok = br#"{"events":[{"event_type":"a","data":{}},{"event_type":"b","data":{"x":1}}]}"#;
+        assert_eq!(
+            BatchRequest::from_slice(ok, 10)
+                .expect("valid")
+                .events
+                .len(),
+            2
+        );
+        let too_long = BatchRequest::from_slice(ok, 1).expect_err("too long");
+        assert_eq!(too_long[0].kind, "too_long");
+        let empty = BatchRequest::from_slice(br#"{"events":[]}"#, 1).expect_err("empty");
+        assert_eq!(empty[0].kind, "too_short");
+        let missing = BatchRequest::from_slice(b"{}", 1).expect_err("missing");
+        assert_eq!(missing[0].kind, "missing");
+    }
+
+    #[test]
     fn execution_ids_are_bounded_and_printable() {
         assert!(validate_execution_id("exec-1").is_ok());
         assert!(validate_execution_id("").is_err());
         assert!(validate_execution_id("a\u{7}b").is_err());
         assert!(validate_execution_id(&"x".repeat(257)).is_err());
         assert!(validate_execution_id(&"x".repeat(256)).is_ok());
+        assert!(validate_execution_id("a{b").is_err());
+        assert!(validate_execution_id("x:events}:seq").is_err());
+        assert!(is_idempotency_key("job-1:retry"));
+        assert!(!is_idempotency_key("has space"));
+        assert!(!is_idempotency_key(""));
+        assert!(!is_idempotency_key("é"));
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::event::{Event, EventData};
 use crate::names::{field, op};
-use crate::publish::{MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest, validate_execution_id};
+use crate::publish::{PublishRequest, is_idempotency_key, validate_execution_id};
 use crate::validation::ValidationError;
 
 /// A client-chosen request id, echoed in the answer: a string or an integer.
@@ -64,6 +64,24 @@ pub enum ClientMsg {
         event: PublishRequest,
         /// A retry with the same key (same execution, within the hub's window)
         /// is answered with the original seq and stores nothing new.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
+    /// Appends several events atomically with consecutive seqs (a `publish`
+    /// frame carrying `events` instead of one event's fields), answered with
+    /// one `ack` carrying `first_seq` and `seq` (the last) or one `error`.
+    /// (Written with op `publish`; read by [`ClientMsg::decode`], which tells
+    /// the two apart by the `events` field.)
+    #[serde(rename = "publish", skip_deserializing)]
+    PublishBatch {
+        /// Echoed in `ack` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The execution to append to.
+        execution_id: String,
+        /// The events, in order, validated like the HTTP batch body.
+        events: Vec<PublishRequest>,
+        /// As for a single publish: a retry returns the original seqs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
     },
@@ -128,9 +146,12 @@ pub enum ServerMsg {
         id: Option<RequestId>,
         /// The execution appended to.
         execution_id: String,
-        /// The seq the store assigned.
+        /// The seq the store assigned (for a batch: its last event's).
         seq: u64,
-        /// The event's timestamp.
+        /// For a batch: the seq of its first event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
+        /// The event's timestamp (for a batch: its first event's).
         timestamp: String,
     },
     /// Answer to `ping`.
@@ -323,6 +344,14 @@ impl ClientMsg {
     /// A [`FrameError`] describing the first structural problem, or every
     /// field problem at once for `invalid_request`.
     pub fn decode(text: &str) -> Result<Self, FrameError> {
+        Self::decode_limited(text, MAX_BATCH_EVENTS)
+    }
+
+    /// [`ClientMsg::decode`] accepting batches of at most `max_batch_events`.
+    ///
+    /// # Errors
+    /// As [`ClientMsg::decode`].
+    pub fn decode_limited(text: &str, max_batch_events: usize) -> Result<Self, FrameError> {
         let mut fields = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(fields)) => fields,
             Ok(_) => {
@@ -367,6 +396,9 @@ impl ClientMsg {
                     .map_err(|d| FrameError::invalid(id.clone(), d))?;
                 Ok(Self::Unsubscribe { id, execution_id })
             }
+            op::PUBLISH if fields.contains_key(field::EVENTS) => {
+                decode_batch(id, fields, max_batch_events)
+            }
             op::PUBLISH => decode_publish(id, fields),
             op::PING => Ok(Self::Ping { id }),
             op::AUTH => match fields.remove(field::TOKEN) {
@@ -383,7 +415,7 @@ impl ClientMsg {
             other => Err(FrameError::new(
                 id,
                 ErrorCode::UnknownOp,
-                format!("unknown op `{other}`"),
+                format!("unknown op `{}`", echo(other)),
             )),
         }
     }
@@ -429,22 +461,64 @@ fn decode_subscribe(id: Option<RequestId>, mut fields: EventData) -> Result<Clie
     }
 }
 
-fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
-    let execution_id = execution_id(&id, &mut fields);
-    let idempotency_key = match fields.remove(field::IDEMPOTENCY_KEY) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
-            Some(key)
-        }
+/// A client string as echoed in an error: at most 64 characters, so an
+/// answer never grows with what the client sent.
+fn echo(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Most events one batch may carry unless the hub says otherwise.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// The optional `idempotency_key` of a publish frame.
+fn idempotency_key(
+    id: &Option<RequestId>,
+    fields: &mut EventData,
+) -> Result<Option<String>, FrameError> {
+    match fields.remove(field::IDEMPOTENCY_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) if is_idempotency_key(&key) => Ok(Some(key)),
         Some(_) => {
             let error = ValidationError::body_field(
                 field::IDEMPOTENCY_KEY,
                 "string_type",
-                "Input should be a non-empty string of at most 256 bytes",
+                "Input should be 1 to 256 visible ASCII characters",
             );
-            return Err(FrameError::invalid(id, vec![error]));
+            Err(FrameError::invalid(id.clone(), vec![error]))
         }
-    };
+    }
+}
+
+fn decode_batch(
+    id: Option<RequestId>,
+    mut fields: EventData,
+    max_events: usize,
+) -> Result<ClientMsg, FrameError> {
+    let execution_id = execution_id(&id, &mut fields);
+    let idempotency_key = idempotency_key(&id, &mut fields)?;
+    let batch = crate::publish::BatchRequest::from_value(fields.remove(field::EVENTS), max_events);
+    match (execution_id, batch) {
+        (Ok(execution_id), Ok(batch)) => Ok(ClientMsg::PublishBatch {
+            id,
+            execution_id,
+            events: batch.events,
+            idempotency_key,
+        }),
+        (Ok(_), Err(detail)) | (Err(detail), Ok(_)) => Err(FrameError::invalid(id, detail)),
+        (Err(mut detail), Err(more)) => {
+            detail.extend(more);
+            Err(FrameError::invalid(id, detail))
+        }
+    }
+}
+
+fn decode_publish(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
+    let execution_id = execution_id(&id, &mut fields);
+    let idempotency_key = idempotency_key(&id, &mut fields)?;
     match (execution_id, PublishRequest::from_fields(fields)) {
         (Ok(execution_id), Ok(event)) => Ok(ClientMsg::Publish {
             id,
@@ -543,6 +617,23 @@ mod tests {
             r#"{"op":"publish","id":"p","execution_id":"e","event_type":"t","data":{}}"#,
         );
         assert!(matches!(publish, Ok(ClientMsg::Publish { .. })));
+        let batch = ClientMsg::decode(
+            r#"{"op":"publish","id":"b","execution_id":"e","events":[{"event_type":"t","data":{}}]}"#,
+        );
+        assert!(
+            matches!(batch, Ok(ClientMsg::PublishBatch { ref events, .. }) if events.len() == 1)
+        );
+        let too_long = ClientMsg::decode_limited(
+            r#"{"op":"publish","execution_id":"e","events":[{"event_type":"t","data":{}},{"event_type":"t","data":{}}]}"#,
+            1,
+        );
+        assert!(matches!(
+            too_long,
+            Err(FrameError {
+                code: ErrorCode::InvalidRequest,
+                ..
+            })
+        ));
         assert_eq!(
             ClientMsg::decode(r#"{"op":"ping"}"#),
             Ok(ClientMsg::Ping { id: None })

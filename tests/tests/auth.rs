@@ -422,3 +422,23 @@ async fn auth_off_is_announced_and_dev_tokens_are_for_loopback_only() -> Result<
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--dev-token"));
     Ok(())
 }
+
+/// An SSE stream ends when its token does: a final `event: error` with
+/// `token_expired`, then the end of the stream (EventSource reconnects with
+/// a fresh token). Events published after that moment are not delivered.
+#[tokio::test]
+async fn an_sse_stream_ends_when_its_token_expires() -> Result<()> {
+    let hub = secured(&[]).await?;
+    let id = execution_id("sse-expiry");
+    // Expired 3 s ago, accepted within the 5 s leeway: the hub ends it ~2 s from now.
+    let expiring = token_expiring_at(now() - 3)?;
+    let url = hub.url(&format!(
+        "/api/v1/executions/{id}/stream?access_token={expiring}"
+    ));
+    let mut stream = helpers::SseClient::connect(&hub.http, &url, None::<u64>).await?;
+    let notice = stream.next_message().await?.context("a final message")?;
+    assert_eq!(notice.event.as_deref(), Some("error"), "{notice:?}");
+    assert!(notice.data.contains("token_expired"), "{notice:?}");
+    assert!(stream.next_message().await?.is_none(), "the stream goes on");
+    Ok(())
+}

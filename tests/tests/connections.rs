@@ -27,14 +27,18 @@ async fn drained(hub: &TestHub) -> Result<()> {
 
 /// 20 rounds of 500 clients that subscribe, receive an event, and vanish
 /// without a close frame (half with RST, as a killed process; half with FIN):
-/// every round the hub returns to zero, and memory does not grow with rounds.
+/// every round the hub returns to zero, and memory does not grow with rounds
+/// (the last round's RSS is within 10 % of the RSS once the allocator settled).
 #[tokio::test]
 async fn churn_of_vanishing_clients_returns_to_zero_and_memory_stays_flat() -> Result<()> {
     const ROUNDS: usize = 20;
+    // The allocator's arenas settle during the first rounds; growth is
+    // measured from then on.
+    const WARM_UP: usize = 2;
     const CLIENTS: usize = 500;
     let hub = TestHub::spawn(&[]).await?;
     let id = execution_id("churn");
-    let mut rss_after_first = 0;
+    let mut rss = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let clients = try_join_all((0..CLIENTS).map(|_| async {
             let mut client = hub.ws().await?;
@@ -50,14 +54,12 @@ async fn churn_of_vanishing_clients_returns_to_zero_and_memory_stays_flat() -> R
         drained(&hub)
             .await
             .with_context(|| format!("round {round}"))?;
-        if round == 0 {
-            rss_after_first = hub.rss()?;
-        }
+        rss.push(hub.rss()?);
     }
-    let rss_after_last = hub.rss()?;
+    let (settled, last) = (rss[WARM_UP - 1], rss[ROUNDS - 1]);
     ensure!(
-        rss_after_last * 10 <= rss_after_first * 11,
-        "RSS grew from {rss_after_first} to {rss_after_last} bytes over {ROUNDS} rounds"
+        last * 10 <= settled * 11,
+        "RSS grew from {settled} to {last} bytes (per round: {rss:?})"
     );
     Ok(())
 }
@@ -237,7 +239,7 @@ async fn queued_bytes_bound_closes_a_stalled_client() -> Result<()> {
 /// A frame over the size limit is answered with close 1009 and ends the session.
 #[tokio::test]
 async fn oversize_frame_is_closed_with_1009() -> Result<()> {
-    let hub = TestHub::spawn(&["--max-event-bytes", "1000"]).await?;
+    let hub = TestHub::spawn(&["--max-event-bytes", "1000", "--max-batch-bytes", "1000"]).await?;
     let mut client = hub.ws().await?;
     client.send_text(&"z".repeat(200 * 1024)).await?;
     match client.next().await? {

@@ -206,3 +206,123 @@ async fn health_names_the_store() -> Result<()> {
     assert_eq!(health["store"]["backend"], "memory");
     Ok(())
 }
+
+/// As the replaced FastAPI service: a body not declared JSON (a form, text,
+/// or no type — what any web page can send without a CORS preflight) is not
+/// parsed (422 `model_attributes_type` at `["body"]`), and a UTF-8 byte
+/// order mark before the JSON is accepted.
+#[tokio::test]
+async fn only_json_bodies_publish_and_a_bom_is_accepted() -> Result<()> {
+    let hub = TestHub::spawn(&[]).await?;
+    let id = execution_id("ctype");
+    let body = r#"{"event_type":"t","data":{}}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = hub.http.post(hub.events_url(&id)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await?;
+        assert_eq!(response.status(), 422, "{content_type:?}");
+        let problem: Value = response.json().await?;
+        assert_eq!(problem["detail"][0]["type"], "model_attributes_type");
+        assert_eq!(problem["detail"][0]["loc"], json!(["body"]));
+    }
+    let with_bom = [b"\xEF\xBB\xBF".as_slice(), body.as_bytes()].concat();
+    let (status, _) = post_raw(&hub, &format!("/api/v1/executions/{id}/events"), with_bom).await?;
+    assert_eq!(status, 202);
+    let (status, _) = post_raw(&hub, &format!("/api/v1/executions/{id}/events"), body).await?;
+    assert_eq!(status, 202);
+    let charset = hub
+        .http
+        .post(hub.events_url(&id))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(charset.status(), 202);
+    assert_eq!(hub.history(&id, 0).await?["last_seq"], 3);
+    Ok(())
+}
+
+/// CORS is an allowlist (`--cors-origin`), empty by default, and the
+/// development token is never shared with another origin.
+#[tokio::test]
+async fn cors_answers_only_listed_origins_and_never_for_the_dev_token() -> Result<()> {
+    let acao = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    let closed = TestHub::spawn(&[]).await?;
+    let response = closed
+        .http
+        .get(closed.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await?;
+    assert_eq!(acao(&response), None);
+    let open = TestHub::spawn(&[
+        "--cors-origin",
+        "https://app.example",
+        "--jwt-secret",
+        "s3cret-for-tests",
+        "--dev-token",
+    ])
+    .await?;
+    for (origin, expected) in [
+        (
+            "https://app.example",
+            Some("https://app.example".to_owned()),
+        ),
+        ("https://evil.example", None),
+    ] {
+        let response = open
+            .http
+            .get(open.url("/health"))
+            .header("origin", origin)
+            .send()
+            .await?;
+        assert_eq!(acao(&response), expected, "{origin}");
+        let stream = open
+            .http
+            .get(open.url("/api/v1/executions/cors/stream"))
+            .header("origin", origin)
+            .send()
+            .await?;
+        assert_eq!(acao(&stream), expected, "stream for {origin}");
+    }
+    let token = open
+        .http
+        .get(open.url("/dev/token"))
+        .header("origin", "https://app.example")
+        .send()
+        .await?;
+    assert_eq!(token.status(), 200);
+    assert_eq!(
+        acao(&token),
+        None,
+        "the dev token must not be readable cross-origin"
+    );
+    Ok(())
+}
+
+/// Ids with `{` or `}` could leave their Redis hash slot or name the hub's
+/// own keys: they are refused, on HTTP and WebSocket alike.
+#[tokio::test]
+async fn execution_ids_with_braces_are_refused() -> Result<()> {
+    let hub = TestHub::spawn(&[]).await?;
+    let (status, problem) = post_raw(
+        &hub,
+        "/api/v1/executions/x%7Bevents%7D/events",
+        r#"{"event_type":"t","data":{}}"#,
+    )
+    .await?;
+    assert_eq!(status, 422);
+    assert_eq!(problem["detail"][0]["loc"], json!(["path", "execution_id"]));
+    Ok(())
+}

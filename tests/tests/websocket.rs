@@ -88,6 +88,7 @@ async fn ws_publish_errors_carry_the_same_detail_as_a_422() -> Result<()> {
     let http = hub
         .http
         .post(hub.events_url(&id))
+        .header("content-type", "application/json")
         .body(r#"{"event_type":5,"data":[]}"#)
         .send()
         .await?;

@@ -1,7 +1,8 @@
 //! The client's bookkeeping and codec, free of JavaScript so it runs in host
 //! `#[test]`s: where each subscription stands, which events to deliver,
-//! reconnect delays and when to give up, the numbers JavaScript hands over,
-//! and the client frames, validated with the hub's rules and written by hand.
+//! reconnect delays (the protocol's backoff) and when to give up, the numbers
+//! JavaScript hands over, and the client frames, validated with the hub's
+//! rules and written by hand.
 //!
 //! Frames are written here rather than with serde because serde_json and the
 //! buffering of tagged and flattened enums made up most of the download; the
@@ -9,6 +10,7 @@
 
 use std::time::Duration;
 
+use exechub_protocol::backoff::{Attempts, Backoff};
 use exechub_protocol::names::{field, op};
 use exechub_protocol::{FieldType, ValidationError, close, publish_problems};
 
@@ -102,43 +104,12 @@ impl Position {
     }
 }
 
-/// Exponential reconnect delays with full jitter, capped.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Delays between `min` and `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay; `random` is uniform in `[0, 1)`. Full jitter spreads
-    /// reconnecting clients so a restarted hub is not hit all at once.
-    pub fn next_delay(&mut self, random: f64) -> Duration {
-        let ceiling = self
-            .min
-            .saturating_mul(2u32.saturating_pow(self.attempt))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        // Whole milliseconds: plenty for a reconnect delay, and no float
-        // `Duration` conversions (with their panics) in the download.
-        let range = ceiling.saturating_sub(self.min).as_millis() as f64;
-        let spread = Duration::from_millis((range * random.clamp(0.0, 1.0)) as u64);
-        self.min.saturating_add(spread)
-    }
-
-    /// A connection succeeded: start over from the shortest delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
+/// Reconnect delays by the protocol's rule ([`exechub_protocol::backoff`]):
+/// a ceiling of `first` doubling per failed attempt up to `max`, each delay
+/// drawn from the ceiling's upper half. The caller passes the random fraction
+/// (`Math.random()`), so the delays are plain host-testable Rust.
+pub fn reconnect_delays(first: Duration, max: Duration) -> Attempts {
+    Backoff { first, max }.attempts()
 }
 
 /// Largest integer a JavaScript number holds exactly (`Number.MAX_SAFE_INTEGER`).
@@ -457,15 +428,16 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let top: Vec<u128> = (0..7)
-            .map(|_| backoff.next_delay(1.0).as_millis())
-            .collect();
+    fn reconnect_delays_grow_to_the_cap_with_jitter_and_reset() {
+        let mut delays = reconnect_delays(Duration::from_millis(100), Duration::from_secs(2));
+        let top: Vec<u128> = (0..7).map(|_| delays.next_delay(1.0).as_millis()).collect();
         assert_eq!(top, vec![100, 200, 400, 800, 1600, 2000, 2000]);
-        assert_eq!(backoff.next_delay(0.0), Duration::from_millis(100));
-        backoff.reset();
-        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(100));
+        // Equal jitter: never under half the ceiling.
+        assert_eq!(delays.next_delay(0.0), Duration::from_millis(1000));
+        delays.reset();
+        assert_eq!(delays.next_delay(1.0), Duration::from_millis(100));
+        // The second ceiling (200 ms) at its floor.
+        assert_eq!(delays.next_delay(0.0), Duration::from_millis(100));
     }
 
     #[test]

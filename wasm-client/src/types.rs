@@ -39,7 +39,7 @@ export interface ClientOptions {
    * socket, so subscriptions are not interrupted.
    */
   getToken?: () => string | Promise<string>;
-  /** First reconnect delay (default 250 ms); doubles up to `maxReconnectDelayMs`, with jitter. */
+  /** Ceiling of the first reconnect delay (default 250 ms); doubles up to `maxReconnectDelayMs`. Each delay is drawn from the upper half of its ceiling (jitter). */
   minReconnectDelayMs?: number;
   /** Longest reconnect delay (default 10 000 ms). */
   maxReconnectDelayMs?: number;

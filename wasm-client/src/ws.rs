@@ -17,12 +17,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use exechub_protocol::backoff::Attempts;
 use js_sys::{Function, Promise};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::auth::{self, Tokens};
-use crate::core::{self, Backoff, Position, Publish, Verdict};
+use crate::core::{self, Position, Publish, Verdict};
 use crate::error::ClientError;
 use crate::inbound::ServerFrame;
 use crate::js::{self, CloseEvent, MessageEvent, WebSocket};
@@ -62,9 +63,10 @@ pub struct Settings {
     pub url: String,
     /// Where the token comes from, when the hub requires one.
     pub tokens: Tokens,
-    /// First reconnect delay.
+    /// Ceiling of the first reconnect delay (the protocol's backoff draws
+    /// each delay from the upper half of its ceiling).
     pub min_delay: Duration,
-    /// Longest reconnect delay.
+    /// Largest reconnect delay.
     pub max_delay: Duration,
 }
 
@@ -137,7 +139,7 @@ pub struct Shared {
     next_id: u64,
     closed: bool,
     url: String,
-    backoff: Backoff,
+    backoff: Attempts,
     /// The timer of the next connection attempt, while waiting.
     timer: Option<JsValue>,
     /// The token and where fresh ones come from.
@@ -223,7 +225,7 @@ pub fn start(settings: Settings, on_state: Option<Function>) -> SharedRef {
         next_id: 0,
         closed: false,
         url: settings.url,
-        backoff: Backoff::new(settings.min_delay, settings.max_delay),
+        backoff: core::reconnect_delays(settings.min_delay, settings.max_delay),
         timer: None,
         tokens: settings.tokens,
         refresh_timer: None,

@@ -3,10 +3,12 @@
 //! The store (embedded or Redis) is the source of truth and the WebSocket/SSE
 //! transports are fed by the broker; providers are the optional extras a
 //! deployment turns on by configuration: HTTP webhooks ([`webhook`]) and NATS
-//! ([`nats`]). Each provider owns a bounded [`queue::Outbox`] and a worker task:
-//! [`Provider::offer`] only queues (never blocks, never fails), so a slow or
-//! dead endpoint cannot delay a publish, grow memory without bound, or affect
-//! another provider. Each reports its health and [`Counters`] in `/health`.
+//! ([`nats`]). Each is a [`worker::Worker`]: a bounded [`queue::ProviderQueue`],
+//! one task and [`Counters`], shared by every provider, around the provider's
+//! own [`worker::Destination`] (how one event is sent). [`Provider::offer`]
+//! only queues (never blocks, never fails), so a slow or dead endpoint cannot
+//! delay a publish, grow memory without bound, or affect another provider.
+//! Each reports its health and counters in `/health`.
 //!
 //! Events reach a provider in the order they are offered, which
 //! [`crate::publish`] makes seq order per execution.
@@ -14,10 +16,10 @@
 pub mod nats;
 pub mod queue;
 pub mod webhook;
+pub mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -25,7 +27,7 @@ use crate::event::Epoch;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use queue::OutboxLimits;
+pub use queue::QueueLimits;
 
 /// One accepted event, as every provider receives it.
 #[derive(Debug, Clone)]
@@ -156,7 +158,7 @@ pub enum ProviderError {
 #[derive(Debug, Clone)]
 pub struct ProvidersConfig {
     /// Limits of every provider's queue.
-    pub outbox: OutboxLimits,
+    pub queue: QueueLimits,
     /// Webhook endpoints and their shared settings.
     pub webhook: webhook::WebhookConfig,
     /// The NATS server, if any.
@@ -179,11 +181,11 @@ impl Providers {
         shutdown: &CancellationToken,
     ) -> Result<Self, ProviderError> {
         let mut all: Vec<Arc<dyn Provider>> = Vec::new();
-        for endpoint in webhook::start(&config.webhook, config.outbox, shutdown)? {
+        for endpoint in webhook::start(&config.webhook, config.queue, shutdown)? {
             all.push(endpoint);
         }
         if let Some(nats) = &config.nats {
-            all.push(nats::start(nats, config.outbox, shutdown).await?);
+            all.push(nats::start(nats, config.queue, shutdown).await?);
         }
         Ok(Self { all })
     }
@@ -213,14 +215,6 @@ pub fn redact(url: &reqwest::Url) -> String {
     match url.port() {
         Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
         None => format!("{}://{host}{}", url.scheme(), url.path()),
-    }
-}
-
-/// Sleeps for `delay`, or returns `false` at once when `shutdown` is cancelled.
-pub(crate) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
     }
 }
 

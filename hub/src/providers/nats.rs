@@ -4,8 +4,8 @@
 //! `<execution_id>:<epoch>:<seq>` (JetStream drops duplicates by it). An execution id
 //! is one subject token, so characters a token cannot hold are escaped, see
 //! [`subject_token`]. The client connects in the background and reconnects by
-//! itself; while it is disconnected the worker waits and events stay in the
-//! provider's bounded [`Outbox`] (oldest dropped and counted when it is full).
+//! itself; while it is disconnected the provider's [`Worker`] waits and events
+//! stay in its bounded queue (oldest dropped and counted when it is full).
 //! Core NATS is at-most-once. With `jetstream`, each event is published to
 //! JetStream and the worker waits for the server's acknowledgement, retrying
 //! (same message id) with backoff a bounded number of times.
@@ -13,15 +13,15 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, jetstream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Outbox, OutboxLimits};
-use super::{Counters, Delivery, Provider, ProviderError, ProviderHealth, pause, redact};
+use super::queue::QueueLimits;
+use super::worker::{Attempt, Destination, Retries, Worker};
+use super::{Delivery, Provider, ProviderError, redact};
 use crate::retry::Backoff;
 
 /// Delay between reconnection attempts: short, because events wait meanwhile.
@@ -113,7 +113,7 @@ pub fn subject(prefix: &str, execution_id: &str) -> String {
 /// Connects (in the background) and starts the worker.
 pub(crate) async fn start(
     config: &NatsConfig,
-    limits: OutboxLimits,
+    limits: QueueLimits,
     shutdown: &CancellationToken,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     let name = reqwest::Url::parse(&config.url).map_or_else(|_| "nats".to_owned(), |u| redact(&u));
@@ -134,19 +134,24 @@ pub(crate) async fn start(
         .connect(config.url.as_str())
         .await
         .map_err(ProviderError::Nats)?;
-    let provider = Arc::new(Nats {
-        name,
+    let nats = Nats {
         jetstream: config.jetstream.then(|| jetstream::new(client.clone())),
         client,
         prefix: config.subject_prefix.clone(),
         connected,
-        last_ok: AtomicBool::new(true),
-        outbox: Outbox::new("nats".into(), limits),
-        counters: Counters::default(),
-    });
-    tracing::info!(server = %provider.name, jetstream = config.jetstream, "NATS provider started");
-    tokio::spawn(Arc::clone(&provider).run(shutdown.clone()));
-    Ok(provider)
+    };
+    // Core NATS is at-most-once: one attempt. JetStream acknowledges, so retry.
+    let attempts = if config.jetstream {
+        JETSTREAM_ATTEMPTS
+    } else {
+        1
+    };
+    let retries = Retries {
+        attempts,
+        backoff: BACKOFF,
+    };
+    tracing::info!(server = %name, jetstream = config.jetstream, "NATS provider started");
+    Ok(Worker::start(name, nats, retries, limits, shutdown))
 }
 
 /// Tracks the connection for the worker and `/health`, and logs changes.
@@ -164,127 +169,79 @@ fn on_event(state: &watch::Sender<bool>, name: &str, event: &Event) {
     }
 }
 
-/// The NATS provider: one client, one queue, one worker.
+/// The NATS destination: one client, and where to publish.
 struct Nats {
-    /// The server URL without credentials.
-    name: String,
     client: Client,
     /// Set when publishing through JetStream.
     jetstream: Option<jetstream::Context>,
     prefix: String,
     /// `true` while the client is connected.
     connected: watch::Receiver<bool>,
-    /// Whether the latest publish succeeded.
-    last_ok: AtomicBool,
-    outbox: Outbox,
-    counters: Counters,
 }
 
-impl Provider for Nats {
-    fn offer(&self, delivery: &Delivery) {
-        self.outbox.push(delivery.clone(), &self.counters);
+impl Destination for Nats {
+    const KIND: &'static str = "nats";
+
+    /// While disconnected, events wait in the queue, where overflow is counted.
+    async fn ready(&self) -> bool {
+        self.until_connected().await
     }
 
-    fn health(&self) -> ProviderHealth {
-        ProviderHealth {
-            name: self.name.clone(),
-            kind: "nats",
-            ok: *self.connected.borrow() && self.last_ok.load(Ordering::Relaxed),
-            counters: self.counters.snapshot(),
-            queue_depth: self.outbox.len(),
+    /// Publishes one event; through JetStream, waits for its acknowledgement.
+    async fn attempt(&self, delivery: &Delivery, _attempt: u32) -> Attempt {
+        let subject = subject(&self.prefix, &delivery.execution_id);
+        let mut headers = HeaderMap::new();
+        headers.insert(MESSAGE_ID_HEADER, delivery.idempotency_id().as_str());
+        let payload = delivery.json.clone();
+        let published = match &self.jetstream {
+            None => self
+                .client
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|error| error.to_string()),
+            Some(jetstream) => {
+                // An outage does not use up attempts: wait for the connection first.
+                if !self.until_connected().await {
+                    return Attempt::Gone;
+                }
+                acknowledged(jetstream, subject, headers, payload).await
+            }
+        };
+        match published {
+            Ok(()) => Attempt::Delivered,
+            Err(reason) => Attempt::Retry {
+                after: None,
+                reason,
+            },
         }
+    }
+
+    fn reachable(&self) -> bool {
+        *self.connected.borrow()
     }
 }
 
 impl Nats {
-    /// Publishes queued events in order while connected, until `shutdown`.
-    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            // While disconnected, events wait in the outbox, where overflow is counted.
-            if !self.until_connected(&shutdown).await {
-                return;
-            }
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => return,
-                delivery = self.outbox.pop() => delivery,
-            };
-            let sent = tokio::select! {
-                () = shutdown.cancelled() => return,
-                sent = self.send(&delivery, &shutdown) => sent,
-            };
-            if !sent {
-                return;
-            }
-        }
-    }
-
-    /// Waits until the client is connected; `false` on shutdown or when the
-    /// client is gone for good.
-    async fn until_connected(&self, shutdown: &CancellationToken) -> bool {
+    /// Waits until the client is connected; `false` when the client is gone
+    /// for good.
+    async fn until_connected(&self) -> bool {
         let mut connected = self.connected.clone();
-        tokio::select! {
-            () = shutdown.cancelled() => false,
-            up = connected.wait_for(|up| *up) => up.is_ok(),
-        }
+        connected.wait_for(|up| *up).await.is_ok()
     }
+}
 
-    /// Publishes one event; `false` when shut down meanwhile.
-    async fn send(&self, delivery: &Delivery, shutdown: &CancellationToken) -> bool {
-        let subject = subject(&self.prefix, &delivery.execution_id);
-        let mut headers = HeaderMap::new();
-        headers.insert(MESSAGE_ID_HEADER, delivery.idempotency_id().as_str());
-        let Some(jetstream) = &self.jetstream else {
-            let payload = delivery.json.clone();
-            match self
-                .client
-                .publish_with_headers(subject, headers, payload)
-                .await
-            {
-                Ok(()) => self.delivered(),
-                Err(error) => self.give_up(delivery, &error),
-            }
-            return true;
-        };
-        for attempt in 1..=JETSTREAM_ATTEMPTS {
-            // An outage does not use up attempts: wait for the connection first.
-            if !self.until_connected(shutdown).await {
-                return false;
-            }
-            let acked = async {
-                let ack = jetstream
-                    .publish_with_headers(subject.clone(), headers.clone(), delivery.json.clone())
-                    .await?;
-                ack.await
-            };
-            match acked.await {
-                Ok(_) => {
-                    self.delivered();
-                    return true;
-                }
-                Err(error) if attempt == JETSTREAM_ATTEMPTS => self.give_up(delivery, &error),
-                Err(error) => {
-                    self.last_ok.store(false, Ordering::Relaxed);
-                    self.counters.add_retried();
-                    tracing::debug!(id = %delivery.idempotency_id(), attempt, %error, "JetStream publish failed; retrying");
-                    if !pause(BACKOFF.delay(attempt), shutdown).await {
-                        return false;
-                    }
-                }
-            }
-        }
-        true
-    }
-
-    fn delivered(&self) {
-        self.last_ok.store(true, Ordering::Relaxed);
-        self.counters.add_delivered();
-    }
-
-    fn give_up(&self, delivery: &Delivery, error: &dyn std::error::Error) {
-        self.last_ok.store(false, Ordering::Relaxed);
-        self.counters.add_failed();
-        tracing::warn!(id = %delivery.idempotency_id(), %error, "NATS publish failed; event skipped");
-    }
+/// Publishes to JetStream and waits for the server's acknowledgement.
+async fn acknowledged(
+    jetstream: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<(), String> {
+    let ack = jetstream
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .map_err(|error| error.to_string())?;
+    ack.await.map(drop).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

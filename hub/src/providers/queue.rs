@@ -1,9 +1,10 @@
-//! A provider's bounded outbox: FIFO, one consumer, drop-oldest when full.
+//! A provider's bounded queue: FIFO, one consumer, drop-oldest when full.
+//! (A connection's outbound queue is another thing: [`crate::outbox`].)
 //!
-//! Publishing must never wait for a provider, so [`Outbox::push`] never blocks:
-//! when the outbox holds its limit of events or bytes, the oldest events are
-//! evicted to make room (counted, and logged at most once per
-//! ten seconds). Keeping the newest events is the useful choice for a
+//! Publishing must never wait for a provider, so [`ProviderQueue::push`]
+//! never blocks: when the queue holds its limit of events or bytes, the
+//! oldest events are evicted to make room (counted, and logged at most once
+//! per ten seconds). Keeping the newest events is the useful choice for a
 //! live feed: a receiver that comes back wants what is happening now, and can
 //! read anything older from the hub's history API.
 
@@ -15,12 +16,12 @@ use tokio::sync::Notify;
 
 use super::{Counters, Delivery};
 
-/// Shortest time between two "outbox full" warnings of one outbox.
+/// Shortest time between two "queue full" warnings of one queue.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How much an outbox may hold.
+/// How much a provider's queue may hold.
 #[derive(Debug, Clone, Copy)]
-pub struct OutboxLimits {
+pub struct QueueLimits {
     /// Most events held; at least 1.
     pub events: usize,
     /// Most payload bytes held (a single larger event is still kept, alone).
@@ -28,10 +29,10 @@ pub struct OutboxLimits {
 }
 
 /// A bounded FIFO of deliveries for one provider worker.
-pub struct Outbox {
+pub struct ProviderQueue {
     /// Names the provider in warnings.
     name: String,
-    limits: OutboxLimits,
+    limits: QueueLimits,
     state: Mutex<State>,
     /// Wakes the worker; `notify_one` keeps a permit, so no push is missed.
     ready: Notify,
@@ -47,12 +48,12 @@ struct State {
     dropped_since_warning: u64,
 }
 
-impl Outbox {
-    /// An empty outbox for the provider called `name`.
-    pub fn new(name: String, limits: OutboxLimits) -> Self {
+impl ProviderQueue {
+    /// An empty queue for the provider called `name`.
+    pub fn new(name: String, limits: QueueLimits) -> Self {
         Self {
             name,
-            limits: OutboxLimits {
+            limits: QueueLimits {
                 events: limits.events.max(1),
                 bytes: limits.bytes,
             },
@@ -61,7 +62,7 @@ impl Outbox {
         }
     }
 
-    /// Queues `delivery`, evicting the oldest entries while the outbox is
+    /// Queues `delivery`, evicting the oldest entries while the queue is
     /// full; each eviction is counted in `counters.dropped`. Never blocks.
     pub fn push(&self, delivery: Delivery, counters: &Counters) {
         let size = delivery.json.len();
@@ -123,7 +124,7 @@ impl Outbox {
                 dropped = state.dropped_since_warning,
                 limit_events = self.limits.events,
                 limit_bytes = self.limits.bytes,
-                "provider outbox full: dropped the oldest events (they stay in the hub's history)"
+                "provider queue full: dropped the oldest events (they stay in the hub's history)"
             );
             state.warned_at = Some(Instant::now());
             state.dropped_since_warning = 0;
@@ -156,59 +157,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_outbox_drops_the_oldest_and_counts_them() {
+    async fn full_queue_drops_the_oldest_and_counts_them() {
         let counters = Counters::default();
-        let outbox = Outbox::new(
+        let queue = ProviderQueue::new(
             "test".into(),
-            OutboxLimits {
+            QueueLimits {
                 events: 3,
                 bytes: 1000,
             },
         );
         for seq in 1..=5 {
-            outbox.push(delivery(seq, 10), &counters);
+            queue.push(delivery(seq, 10), &counters);
         }
-        assert_eq!(outbox.len(), 3);
+        assert_eq!(queue.len(), 3);
         assert_eq!(counters.snapshot().dropped, 2);
-        let seqs = [outbox.pop().await.seq, outbox.pop().await.seq];
+        let seqs = [queue.pop().await.seq, queue.pop().await.seq];
         assert_eq!(seqs, [3, 4]);
     }
 
     #[tokio::test]
     async fn byte_limit_evicts_until_the_new_event_fits() {
         let counters = Counters::default();
-        let limits = OutboxLimits {
+        let limits = QueueLimits {
             events: 100,
             bytes: 25,
         };
-        let outbox = Outbox::new("test".into(), limits);
-        outbox.push(delivery(1, 10), &counters);
-        outbox.push(delivery(2, 10), &counters);
-        outbox.push(delivery(3, 10), &counters);
-        assert_eq!(outbox.len(), 2);
+        let queue = ProviderQueue::new("test".into(), limits);
+        queue.push(delivery(1, 10), &counters);
+        queue.push(delivery(2, 10), &counters);
+        queue.push(delivery(3, 10), &counters);
+        assert_eq!(queue.len(), 2);
         // An event larger than the whole limit is still kept, alone.
-        outbox.push(delivery(4, 100), &counters);
-        assert_eq!(outbox.len(), 1);
+        queue.push(delivery(4, 100), &counters);
+        assert_eq!(queue.len(), 1);
         assert_eq!(counters.snapshot().dropped, 3);
-        assert_eq!(outbox.pop().await.seq, 4);
-        assert!(outbox.is_empty());
+        assert_eq!(queue.pop().await.seq, 4);
+        assert!(queue.is_empty());
     }
 
     #[tokio::test]
     async fn pop_waits_for_a_push() {
-        let outbox = Arc::new(Outbox::new(
+        let queue = Arc::new(ProviderQueue::new(
             "test".into(),
-            OutboxLimits {
+            QueueLimits {
                 events: 10,
                 bytes: 1000,
             },
         ));
         let waiter = tokio::spawn({
-            let outbox = Arc::clone(&outbox);
-            async move { outbox.pop().await.seq }
+            let queue = Arc::clone(&queue);
+            async move { queue.pop().await.seq }
         });
         tokio::task::yield_now().await;
-        outbox.push(delivery(7, 1), &Counters::default());
+        queue.push(delivery(7, 1), &Counters::default());
         assert_eq!(waiter.await.ok(), Some(7));
     }
 }

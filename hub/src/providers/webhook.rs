@@ -1,11 +1,13 @@
 //! HTTP webhooks: every accepted event is POSTed, signed, to each configured URL.
 //!
-//! Each endpoint has its own [`Outbox`] and worker, which delivers one event at
-//! a time in queue order: that keeps seq order per execution, and a slow
-//! endpoint only ever delays itself. A delivery is retried on connection
-//! errors, timeouts, 408, 429 and 5xx with exponential backoff and jitter
-//! (429 and 503 honour `Retry-After`), at most `max_attempts` times; any other
-//! answer outside 2xx is final. Requests carry:
+//! Each endpoint is a [`Destination`] with a [`Worker`] of its own (queue,
+//! task, counters), which delivers one event at a time in queue order: that
+//! keeps seq order per execution, and a slow endpoint only ever delays
+//! itself. This file says how one attempt is made and what its answer means:
+//! a delivery is retried on connection errors, timeouts, 408, 429 and 5xx
+//! with exponential backoff and jitter (429 and 503 honour `Retry-After`), at
+//! most `max_attempts` times; any other answer outside 2xx is final. Requests
+//! carry:
 //!
 //! - `X-Exechub-Timestamp`: Unix seconds when the attempt was signed;
 //! - `X-Exechub-Signature`: `v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
@@ -16,8 +18,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -27,9 +28,11 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Outbox, OutboxLimits};
-use super::{Counters, Delivery, Provider, ProviderError, ProviderHealth, pause, redact};
+use super::queue::QueueLimits;
+use super::worker::{Attempt, Destination, Retries, Worker};
+use super::{Delivery, Provider, ProviderError, redact};
 use crate::retry::Backoff;
+use crate::secret::{Secret, unix_now};
 
 /// Header carrying the Unix time (seconds) the attempt was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-exechub-timestamp";
@@ -67,25 +70,6 @@ pub struct WebhookConfig {
     pub max_attempts: u32,
 }
 
-/// The webhook signing secret; its `Debug` output is redacted so it never
-/// reaches a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        Ok(Self(raw.to_owned()))
-    }
-}
-
 /// Parses a webhook URL for the command line: absolute `http` or `https`.
 ///
 /// # Errors
@@ -101,7 +85,7 @@ pub fn parse_url(raw: &str) -> Result<Url, String> {
 /// Starts one worker per configured URL.
 pub(crate) fn start(
     config: &WebhookConfig,
-    limits: OutboxLimits,
+    limits: QueueLimits,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Arc<dyn Provider>>, ProviderError> {
     if config.urls.is_empty() {
@@ -118,124 +102,40 @@ pub(crate) fn start(
     let mac = config
         .secret
         .as_ref()
-        .and_then(|secret| keyed_mac(&secret.0));
+        .and_then(|secret| keyed_mac(secret.expose()));
     if mac.is_none() {
         tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
     }
+    let retries = Retries {
+        attempts: config.max_attempts,
+        backoff: BACKOFF,
+    };
     let endpoints = config.urls.iter().map(|url| {
-        let endpoint = Arc::new(Endpoint {
-            name: redact(url),
+        let endpoint = Endpoint {
             url: url.clone(),
             client: client.clone(),
             mac: mac.clone(),
-            max_attempts: config.max_attempts.max(1),
-            outbox: Outbox::new(redact(url), limits),
-            counters: Counters::default(),
-            ok: AtomicBool::new(true),
-        });
-        tracing::info!(url = %endpoint.name, "webhook provider started");
-        tokio::spawn(Arc::clone(&endpoint).run(shutdown.clone()));
-        endpoint as Arc<dyn Provider>
+        };
+        tracing::info!(url = %redact(url), "webhook provider started");
+        Worker::start(redact(url), endpoint, retries, limits, shutdown) as Arc<dyn Provider>
     });
     Ok(endpoints.collect())
 }
 
-/// One webhook URL: its queue, counters and delivery loop.
+/// One webhook URL, and how to sign and send to it.
 struct Endpoint {
     url: Url,
-    /// The URL without credentials or query, for logs and `/health`.
-    name: String,
     /// Shared by all endpoints: one connection pool, reused across requests.
     client: Client,
     /// Keyed once; cloned per signature.
     mac: Option<HmacSha256>,
-    max_attempts: u32,
-    outbox: Outbox,
-    counters: Counters,
-    /// Whether the latest attempt succeeded.
-    ok: AtomicBool,
 }
 
-/// What one attempt came to.
-enum Outcome {
-    Delivered,
-    /// Worth another attempt, after `after` if the receiver said so.
-    Retry {
-        after: Option<Duration>,
-        reason: String,
-    },
-    /// Final: the receiver refused the event.
-    Refused(String),
-}
-
-impl Provider for Endpoint {
-    fn offer(&self, delivery: &Delivery) {
-        self.outbox.push(delivery.clone(), &self.counters);
-    }
-
-    fn health(&self) -> ProviderHealth {
-        ProviderHealth {
-            name: self.name.clone(),
-            kind: "webhook",
-            ok: self.ok.load(Ordering::Relaxed),
-            counters: self.counters.snapshot(),
-            queue_depth: self.outbox.len(),
-        }
-    }
-}
-
-impl Endpoint {
-    /// Delivers queued events one by one until `shutdown`.
-    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => return,
-                delivery = self.outbox.pop() => delivery,
-            };
-            if !self.deliver(&delivery, &shutdown).await {
-                return;
-            }
-        }
-    }
-
-    /// Tries `delivery` up to `max_attempts` times; `false` when shut down meanwhile.
-    async fn deliver(&self, delivery: &Delivery, shutdown: &CancellationToken) -> bool {
-        for attempt in 1..=self.max_attempts {
-            let outcome = tokio::select! {
-                () = shutdown.cancelled() => return false,
-                outcome = self.attempt(delivery, attempt) => outcome,
-            };
-            self.ok
-                .store(matches!(outcome, Outcome::Delivered), Ordering::Relaxed);
-            let (after, reason) = match outcome {
-                Outcome::Delivered => {
-                    self.counters.add_delivered();
-                    return true;
-                }
-                Outcome::Refused(reason) => return self.give_up(delivery, attempt, &reason),
-                Outcome::Retry { after, reason } => (after, reason),
-            };
-            if attempt == self.max_attempts {
-                return self.give_up(delivery, attempt, &reason);
-            }
-            self.counters.add_retried();
-            let delay = after.unwrap_or_else(|| BACKOFF.delay(attempt));
-            tracing::debug!(url = %self.name, id = %delivery.idempotency_id(), attempt, ?delay, %reason, "webhook attempt failed; retrying");
-            if !pause(delay, shutdown).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn give_up(&self, delivery: &Delivery, attempts: u32, reason: &str) -> bool {
-        self.counters.add_failed();
-        tracing::warn!(url = %self.name, id = %delivery.idempotency_id(), attempts, %reason, "webhook delivery failed; event skipped");
-        true
-    }
+impl Destination for Endpoint {
+    const KIND: &'static str = "webhook";
 
     /// One signed POST, its answer classified.
-    async fn attempt(&self, delivery: &Delivery, attempt: u32) -> Outcome {
+    async fn attempt(&self, delivery: &Delivery, attempt: u32) -> Attempt {
         let request = self
             .client
             .post(self.url.clone())
@@ -247,13 +147,15 @@ impl Endpoint {
                 drain(response).await;
                 outcome
             }
-            Err(error) => Outcome::Retry {
+            Err(error) => Attempt::Retry {
                 after: None,
                 reason: error_chain(&error),
             },
         }
     }
+}
 
+impl Endpoint {
     fn headers(&self, delivery: &Delivery, attempt: u32) -> HeaderMap {
         let timestamp = unix_now();
         let mut headers = HeaderMap::new();
@@ -275,25 +177,25 @@ impl Endpoint {
 }
 
 /// Decides whether an answer delivered the event, is worth a retry, or is final.
-fn classify(status: StatusCode, headers: &HeaderMap) -> Outcome {
+fn classify(status: StatusCode, headers: &HeaderMap) -> Attempt {
     if status.is_success() {
-        return Outcome::Delivered;
+        return Attempt::Delivered;
     }
     let reason = format!("answered {status}");
     match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::Retry {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Attempt::Retry {
             after: retry_after(headers, OffsetDateTime::now_utc()),
             reason,
         },
-        StatusCode::REQUEST_TIMEOUT => Outcome::Retry {
+        StatusCode::REQUEST_TIMEOUT => Attempt::Retry {
             after: None,
             reason,
         },
-        status if status.is_server_error() => Outcome::Retry {
+        status if status.is_server_error() => Attempt::Retry {
             after: None,
             reason,
         },
-        _ => Outcome::Refused(reason),
+        _ => Attempt::Refused(reason),
     }
 }
 
@@ -327,8 +229,8 @@ async fn drain(mut response: reqwest::Response) {
 }
 
 /// An HMAC keyed with `secret` (HMAC takes keys of any length).
-fn keyed_mac(secret: &str) -> Option<HmacSha256> {
-    HmacSha256::new_from_slice(secret.as_bytes()).ok()
+fn keyed_mac(secret: &[u8]) -> Option<HmacSha256> {
+    HmacSha256::new_from_slice(secret).ok()
 }
 
 /// Lowercase hex of HMAC-SHA256 over `"{timestamp}.{body}"`.
@@ -359,12 +261,6 @@ fn idempotency_header(delivery: &Delivery) -> String {
     value
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
 /// The error and its causes on one line (reqwest's own message omits the cause).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -383,7 +279,7 @@ mod tests {
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {
-        let mac = keyed_mac("whsec_test").expect("any key length works");
+        let mac = keyed_mac(b"whsec_test").expect("any key length works");
         assert_eq!(
             sign(mac, 1_700_000_000, br#"{"seq":1}"#),
             "926c3c48823e4dc937cdb0992313bcbbc472579d779ab54f0d4e09e4049838aa"
@@ -404,11 +300,11 @@ mod tests {
         let none = HeaderMap::new();
         let retried = |status: u16| {
             let status = StatusCode::from_u16(status).expect("valid status");
-            matches!(classify(status, &none), Outcome::Retry { .. })
+            matches!(classify(status, &none), Attempt::Retry { .. })
         };
         assert!(matches!(
             classify(StatusCode::NO_CONTENT, &none),
-            Outcome::Delivered
+            Attempt::Delivered
         ));
         for status in [408, 429, 500, 502, 503, 504] {
             assert!(retried(status), "{status} should be retried");

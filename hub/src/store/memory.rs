@@ -18,8 +18,8 @@ use exechub_protocol::LostReason;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
-use crate::event::{Epoch, NewEvent, SharedEvent, random_u64};
+use super::{BatchReceipt, EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, random_u64};
 use crate::feeds::LiveSink;
 
 /// Bytes counted for an event besides its JSON (shared event, queue slot).
@@ -57,10 +57,18 @@ struct History {
     events: VecDeque<SharedEvent>,
     last_seq: u64,
     expires_at: Instant,
-    /// Idempotency key → (seq, timestamp, remembered until).
-    keys: HashMap<String, (u64, String, Instant)>,
+    /// Idempotency key → what it stored.
+    keys: HashMap<String, KeyRecord>,
     tick: u64,
     bytes: usize,
+}
+
+/// What an idempotency key stored, and until when it is remembered.
+struct KeyRecord {
+    first: u64,
+    last: u64,
+    timestamp: String,
+    until: Instant,
 }
 
 impl History {
@@ -148,7 +156,7 @@ impl MemoryStore {
         let mut delta: isize = 0;
         for (id, history) in &mut state.histories {
             let before = history.keys.len();
-            history.keys.retain(|_, (_, _, until)| *until > now);
+            history.keys.retain(|_, record| record.until > now);
             if history.keys.len() < before {
                 let bytes = history_bytes(id, history);
                 delta += bytes as isize - history.bytes as isize;
@@ -194,84 +202,137 @@ fn history_bytes(execution_id: &str, history: &History) -> usize {
     let keys: usize = history
         .keys
         .iter()
-        .map(|(k, (_, ts, _))| k.len() + ts.len() + KEY_OVERHEAD)
+        .map(|(k, record)| k.len() + record.timestamp.len() + KEY_OVERHEAD)
         .sum();
     HISTORY_OVERHEAD + execution_id.len() + events + keys
 }
 
-#[async_trait]
-impl EventStore for MemoryStore {
-    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+impl MemoryStore {
+    /// Appends `events` (one or a batch) under one lock, or finds the earlier
+    /// append with the same idempotency key (`idem`, already namespaced).
+    fn append_all(
+        &self,
+        execution_id: &str,
+        idem: Option<String>,
+        events: &[NewEvent],
+    ) -> Result<BatchReceipt, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        let id: &str = event.execution_id();
-        if state.histories.get(id).is_some_and(|h| h.expires_at <= now) {
-            // The previous history expired: a new one starts, as after a Redis TTL.
-            state.remove(id);
-        }
-        let key: Arc<str> = match state.histories.get_key_value(id) {
-            Some((key, _)) => Arc::clone(key),
-            None => {
-                let key: Arc<str> = Arc::from(id);
-                let history = History {
-                    epoch: Epoch::mint(self.boot),
-                    events: VecDeque::new(),
-                    last_seq: 0,
-                    expires_at: now,
-                    keys: HashMap::new(),
-                    tick: 0,
-                    bytes: 0,
-                };
-                state.histories.insert(Arc::clone(&key), history);
-                state.charge(id, (HISTORY_OVERHEAD + id.len()) as isize);
-                key
-            }
-        };
+        let key = self.history_for(&mut state, execution_id, now);
         let history = state
             .histories
-            .get_mut(id)
+            .get_mut(execution_id)
             .ok_or_else(|| StoreError::Rejected("history vanished under the store lock".into()))?;
-        if let Some(idem) = event.idempotency_key()
-            && let Some((seq, timestamp, until)) = history.keys.get(idem)
-            && *until > now
+        if let Some(idem) = &idem
+            && let Some(record) = history.keys.get(idem)
+            && record.until > now
         {
-            return Ok(Receipt {
+            return Ok(BatchReceipt {
                 epoch: history.epoch.clone(),
-                seq: *seq,
-                timestamp: timestamp.clone(),
+                first_seq: record.first,
+                last_seq: record.last,
+                timestamp: record.timestamp.clone(),
                 duplicate: true,
             });
         }
-        history.last_seq += 1;
-        let seq = history.last_seq;
         let epoch = history.epoch.clone();
-        let numbered = event.numbered(epoch.clone(), seq);
-        let mut delta = (numbered.json().len() + EVENT_OVERHEAD) as isize;
-        history.events.push_back(numbered.clone());
+        let first_seq = history.last_seq + 1;
+        let mut delta = 0_isize;
+        let mut numbered = Vec::with_capacity(events.len());
+        for event in events {
+            history.last_seq += 1;
+            let shared = event.numbered(epoch.clone(), history.last_seq);
+            delta += (shared.json().len() + EVENT_OVERHEAD) as isize;
+            history.events.push_back(shared.clone());
+            numbered.push(shared);
+        }
         while history.events.len() as u64 > self.config.max_events {
             if let Some(trimmed) = history.events.pop_front() {
                 delta -= (trimmed.json().len() + EVENT_OVERHEAD) as isize;
             }
         }
         history.expires_at = now + self.config.ttl;
-        if let Some(idem) = event.idempotency_key() {
-            let until = now + self.config.idempotency_window;
-            let timestamp = event.timestamp().to_owned();
+        let last_seq = history.last_seq;
+        let timestamp = events
+            .first()
+            .map(|e| e.timestamp().to_owned())
+            .unwrap_or_default();
+        if let Some(idem) = idem {
             delta += (idem.len() + timestamp.len() + KEY_OVERHEAD) as isize;
-            history
-                .keys
-                .insert(idem.to_owned(), (seq, timestamp, until));
+            let record = KeyRecord {
+                first: first_seq,
+                last: last_seq,
+                timestamp: timestamp.clone(),
+                until: now + self.config.idempotency_window,
+            };
+            history.keys.insert(idem, record);
         }
-        state.charge(id, delta);
+        state.charge(execution_id, delta);
         state.touch(&key);
-        self.sink.event(id, &numbered);
-        self.evict(&mut state, id);
-        Ok(Receipt {
+        // Announced under the lock, so live order is seq order.
+        for shared in &numbered {
+            self.sink.event(execution_id, shared);
+        }
+        self.evict(&mut state, execution_id);
+        Ok(BatchReceipt {
             epoch,
-            seq,
-            timestamp: event.timestamp().to_owned(),
+            first_seq,
+            last_seq,
+            timestamp,
             duplicate: false,
         })
+    }
+
+    /// The live history of `execution_id` (a new one, with a new epoch, when
+    /// there is none or it expired), and its key.
+    fn history_for(&self, state: &mut State, execution_id: &str, now: Instant) -> Arc<str> {
+        if state
+            .histories
+            .get(execution_id)
+            .is_some_and(|h| h.expires_at <= now)
+        {
+            // The previous history expired: a new one starts, as after a Redis TTL.
+            state.remove(execution_id);
+        }
+        if let Some((key, _)) = state.histories.get_key_value(execution_id) {
+            return Arc::clone(key);
+        }
+        let key: Arc<str> = Arc::from(execution_id);
+        let history = History {
+            epoch: Epoch::mint(self.boot),
+            events: VecDeque::new(),
+            last_seq: 0,
+            expires_at: now,
+            keys: HashMap::new(),
+            tick: 0,
+            bytes: 0,
+        };
+        state.histories.insert(Arc::clone(&key), history);
+        state.charge(
+            execution_id,
+            (HISTORY_OVERHEAD + execution_id.len()) as isize,
+        );
+        key
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+        let idem = event.idempotency_key().map(str::to_owned);
+        let receipt = self.append_all(event.execution_id(), idem, std::slice::from_ref(&event))?;
+        Ok(Receipt {
+            epoch: receipt.epoch,
+            seq: receipt.last_seq,
+            timestamp: receipt.timestamp,
+            duplicate: receipt.duplicate,
+        })
+    }
+
+    async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+        // Batch keys live apart from single-publish keys, as in Redis.
+        let idem = batch.idempotency_key().map(|key| format!("batch:{key}"));
+        self.append_all(batch.execution_id(), idem, batch.events())
     }
 
     async fn range(

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use exechub_protocol::LostReason;
 use tokio::sync::oneshot;
 
-use crate::event::{Epoch, NewEvent, SharedEvent};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent};
 
 use std::time::Duration;
 
@@ -51,6 +51,22 @@ pub struct Receipt {
     /// The event's timestamp (the original one for an idempotent retry).
     pub timestamp: String,
     /// `true` when an earlier publish with the same idempotency key was found
+    /// and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// What a batch append returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReceipt {
+    /// The history the events belong to.
+    pub epoch: Epoch,
+    /// The seq of the batch's first event.
+    pub first_seq: u64,
+    /// The seq of its last event.
+    pub last_seq: u64,
+    /// The first event's timestamp.
+    pub timestamp: String,
+    /// `true` when an earlier batch with the same idempotency key was found
     /// and nothing new was stored.
     pub duplicate: bool,
 }
@@ -106,6 +122,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`StoreError::Unavailable`] when the backend cannot take the write; the
     /// event may then be retried (with its idempotency key, if it had one).
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError>;
+
+    /// Appends every event of `batch` atomically, with consecutive seqs, or
+    /// finds the earlier batch with the same idempotency key.
+    ///
+    /// # Errors
+    /// As [`EventStore::append`]; nothing of the batch is stored then.
+    async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError>;
 
     /// Returns up to `limit` stored events of `execution_id` with `seq > after`.
     ///

@@ -9,15 +9,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use exechub_protocol::{
-    Loc, MAX_IDEMPOTENCY_KEY_BYTES, PublishAccepted, PublishRequest, ValidationError,
-    validate_execution_id,
+    BatchAccepted, BatchRequest, Loc, PublishAccepted, PublishRequest, ValidationError,
+    body_not_json, is_idempotency_key, validate_execution_id,
 };
 use serde_json::json;
 
 use crate::AppState;
 use crate::auth::{Action, Grant, bearer};
 use crate::error::ApiError;
-use crate::event::NewEvent;
+use crate::event::{NewBatch, NewEvent};
 
 /// Largest page `GET …/events` returns.
 pub const MAX_HISTORY_LIMIT: u64 = 10_000;
@@ -36,11 +36,11 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let grant = authenticate(&app, &headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let (id, key, request) = (
-        execution_id(path),
-        idempotency_key(&headers),
-        PublishRequest::from_slice(&body),
-    );
+    let request = match is_json(&headers) {
+        true => PublishRequest::from_slice(&body),
+        false => Err(vec![body_not_json()]),
+    };
+    let (id, key) = (execution_id(path), idempotency_key(&headers));
     let (execution_id, key, request) = match (id, key, request) {
         (Ok(id), Ok(key), Ok(request)) => (id, key, request),
         (id, key, request) => {
@@ -56,10 +56,7 @@ pub async fn publish(
     grant.check(Action::Publish, &execution_id)?;
     let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
     let receipt = app.publisher.publish(event).await?;
-    let replayed = [(
-        HeaderName::from_static("idempotent-replayed"),
-        HeaderValue::from_static(if receipt.duplicate { "true" } else { "false" }),
-    )];
+    let replayed = replayed_header(receipt.duplicate);
     let accepted = PublishAccepted {
         status: "accepted".into(),
         execution_id,
@@ -69,15 +66,86 @@ pub async fn publish(
     Ok((StatusCode::ACCEPTED, replayed, Json(accepted)).into_response())
 }
 
+/// `POST /api/v1/executions/{execution_id}/events/batch`: validate the whole
+/// batch, store it atomically with consecutive seqs, answer 202 with the first
+/// and last seq. Nothing is stored when any event is invalid (422 with `loc`
+/// pointing into `events[i]`). `Idempotency-Key` works as for a single publish.
+pub async fn publish_batch(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let grant = authenticate(&app, &headers, None)?;
+    let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
+    let batch = match is_json(&headers) {
+        true => BatchRequest::from_slice(&body, app.config.max_batch_events),
+        false => Err(vec![body_not_json()]),
+    };
+    let (id, key) = (execution_id(path), idempotency_key(&headers));
+    let (execution_id, key, batch) = match (id, key, batch) {
+        (Ok(id), Ok(key), Ok(batch)) => (id, key, batch),
+        (id, key, batch) => {
+            let detail = id
+                .err()
+                .into_iter()
+                .chain(key.err())
+                .chain(batch.err().into_iter().flatten())
+                .collect();
+            return Err(ApiError::Validation(detail));
+        }
+    };
+    grant.check(Action::Publish, &execution_id)?;
+    let batch = NewBatch::encode(execution_id.clone(), &batch.events).with_idempotency_key(key);
+    let receipt = app.publisher.publish_batch(batch).await?;
+    let accepted = BatchAccepted {
+        status: "accepted".into(),
+        execution_id,
+        first_seq: receipt.first_seq,
+        last_seq: receipt.last_seq,
+        count: receipt.last_seq - receipt.first_seq + 1,
+    };
+    let replayed = replayed_header(receipt.duplicate);
+    Ok((StatusCode::ACCEPTED, replayed, Json(accepted)).into_response())
+}
+
+fn replayed_header(duplicate: bool) -> [(HeaderName, HeaderValue); 1] {
+    [(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static(if duplicate { "true" } else { "false" }),
+    )]
+}
+
+/// Whether the body is declared JSON (`application/json` or
+/// `application/*+json`). Anything else — a form, text, or no type — is not
+/// parsed, as in the replaced FastAPI service: a page on another site can
+/// send those without a CORS preflight, and they must not publish.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
 /// The optional `Idempotency-Key` header: 1–256 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     match raw.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
-            Ok(Some(key.to_owned()))
-        }
+        Ok(key) if is_idempotency_key(key) => Ok(Some(key.to_owned())),
         _ => Err(ValidationError::new(
             vec![Loc::from("header"), Loc::from("idempotency-key")],
             "string_type",
@@ -93,9 +161,9 @@ pub async fn history(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let grant = authenticate(&app, &headers, query.get("access_token"))?;
-    let execution_id = execution_id(path)?;
-    grant.check(Action::Subscribe, &execution_id)?;
+    let token = query.get("access_token");
+    let (_, execution_id) =
+        authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
     let after = query_u64(&query, "after", 0, u64::MAX)?;
     let limit = query_u64(&query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -176,6 +244,23 @@ pub(crate) fn authenticate(
         .and_then(|v| v.to_str().ok());
     let token = bearer(authorization, None).or(query_token.map(String::as_str));
     Ok(app.auth.authenticate(token)?)
+}
+
+/// The caller's grant for `action` on the execution the path names, and that
+/// execution id: authenticate, validate the id, check the grant — in this
+/// order on every route, so a refusal comes before any store access and
+/// never reveals whether an execution exists.
+pub(crate) fn authorize(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&String>,
+    execution_id: Result<String, ValidationError>,
+    action: Action,
+) -> Result<(Grant, String), ApiError> {
+    let grant = authenticate(app, headers, query_token)?;
+    let execution_id = execution_id?;
+    grant.check(action, &execution_id)?;
+    Ok((grant, execution_id))
 }
 
 /// `GET /dev/token` (only with `--dev-token`): a fresh development token for the demo page.

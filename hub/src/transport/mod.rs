@@ -13,7 +13,7 @@ pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -24,6 +24,7 @@ use crate::AppState;
 /// All routes of the hub.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_event_bytes;
+    let batch_limit = state.config.max_batch_bytes;
     let static_dir = state.config.static_dir();
     let api = Router::new()
         .route("/health", get(http::health))
@@ -31,13 +32,23 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/executions/{execution_id}/events",
             post(http::publish).get(http::history),
         )
+        .route(
+            "/api/v1/executions/{execution_id}/events/batch",
+            post(http::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
         // `{execution_id}` never matches an empty segment; answer it with a 422, not a 404.
         .route("/api/v1/executions//events", any(http::empty_execution_id))
         .route("/api/v1/executions//stream", any(http::empty_execution_id))
         .route("/api/v1/executions/{execution_id}/stream", get(sse::stream))
         .route("/ws", get(ws::upgrade))
-        .route("/dev/token", get(http::dev_token))
         .layer(DefaultBodyLimit::max(body_limit));
+    // CORS only for the origins the operator lists; never for the
+    // development token, which no other site may read.
+    let api = match cors(&state.config.cors_origins) {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    let api = api.route("/dev/token", get(http::dev_token));
     let api = match static_dir {
         Some(dir) => {
             api.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
@@ -48,14 +59,24 @@ pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
         tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
     });
-    api.layer(cors()).layer(trace).with_state(state)
+    api.layer(trace).with_state(state)
 }
 
-/// Browser UIs on other origins may call the API. Credentials are bearer
-/// tokens, never cookies, so allowing any origin exposes nothing extra.
-fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
+/// Browser pages on the listed origins (`--cors-origin`; `*` for any) may
+/// call the API; without a list, only same-origin pages can.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else if origins.is_empty() {
+        return None;
+    } else {
+        let values = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok());
+        AllowOrigin::list(values)
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::CONTENT_TYPE,
@@ -66,5 +87,14 @@ fn cors() -> CorsLayer {
         .expose_headers([
             HeaderName::from_static("idempotent-replayed"),
             header::RETRY_AFTER,
-        ])
+        ]);
+    Some(layer)
+}
+
+/// Whether a page of `origin` may read answers (`--cors-origin`), for
+/// responses written outside the router (direct SSE streams).
+pub(crate) fn cors_allows(origins: &[String], origin: &str) -> bool {
+    origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.trim_end_matches('/') == origin)
 }

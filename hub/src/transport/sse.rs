@@ -27,9 +27,9 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::http::{authenticate, execution_id, query_u64};
+use super::http::{authorize, execution_id, query_u64};
 use crate::auth::Action;
 use crate::error::ApiError;
 use crate::event::Epoch;
@@ -79,9 +79,8 @@ pub(crate) fn open(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<(Stream, u64), ApiError> {
-    let grant = authenticate(app, headers, query.get("access_token"))?;
-    let execution_id = execution_id?;
-    grant.check(Action::Subscribe, &execution_id)?;
+    let token = query.get("access_token");
+    let (grant, execution_id) = authorize(app, headers, token, execution_id, Action::Subscribe)?;
     let (after, epoch) = match last_event_id(headers)? {
         Some(position) => position,
         None if query.contains_key("after") => (
@@ -181,7 +180,9 @@ struct Pump {
     stream: Stream,
     keepalive: tokio::time::Interval,
     expiry: Option<Pin<Box<Sleep>>>,
-    shutdown: CancellationToken,
+    /// Registered once with the shared token (its waiter list is shared by
+    /// every connection), not once per frame.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Pump {
@@ -193,7 +194,7 @@ impl Pump {
             stream,
             keepalive,
             expiry: expiry_timer(expires_at),
-            shutdown: app.shutdown.clone(),
+            shutdown: Box::pin(app.shutdown.clone().cancelled_owned()),
         }
     }
 
@@ -201,7 +202,7 @@ impl Pump {
     async fn next(&mut self) -> Next {
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Next::End,
+            () = self.shutdown.as_mut() => Next::End,
             () = until(&mut self.expiry) => Next::Last(error_frame("token_expired")),
             popped = poll_fn(|cx| self.stream.outbox.poll_pop(cx)) => match popped {
                 Ok(frame) => Next::Frame(frame),
@@ -245,12 +246,20 @@ pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: supe
         Ok(opened) => opened,
         Err(refusal) => return Box::pin(write_refusal(&socket, refusal)).await,
     };
-    let cors: &[u8] = if request.headers.contains_key(header::ORIGIN) {
-        b"access-control-allow-origin: *\r\nvary: origin\r\n\r\n"
-    } else {
-        b"\r\n"
+    // The same CORS answer the router's layer gives.
+    let origin = request
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
+    let cors = match origin {
+        Some(origin) if super::cors_allows(&app.config.cors_origins, origin) => {
+            format!("access-control-allow-origin: {origin}\r\nvary: origin\r\n\r\n")
+        }
+        _ => "\r\n".to_owned(),
     };
-    if write_all(&socket, DIRECT_HEAD).await.is_err() || write_all(&socket, cors).await.is_err() {
+    if write_all(&socket, DIRECT_HEAD).await.is_err()
+        || write_all(&socket, cors.as_bytes()).await.is_err()
+    {
         return;
     }
     let pump = Pump::new(&app, stream, expires_at);
@@ -276,7 +285,7 @@ async fn pump_direct(socket: TcpStream, mut pump: Pump) {
         let written = tokio::select! {
             written = write_all(&socket, &frame) => written.is_ok(),
             () = poll_fn(|cx| pump.stream.outbox.poll_slow(cx)) => false,
-            () = pump.shutdown.cancelled() => false,
+            () = pump.shutdown.as_mut() => false,
         };
         if !written || last {
             return;

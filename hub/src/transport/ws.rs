@@ -77,7 +77,7 @@ async fn connection(
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };
-    let config = socket_config(app.config.max_event_bytes);
+    let config = socket_config(app.config.max_event_bytes.max(app.config.max_batch_bytes));
     let io = TokioIo::new(upgraded);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     // The session borrows the socket: it lives here once, not twice.
@@ -85,7 +85,7 @@ async fn connection(
     drop(counted);
 }
 
-/// The socket settings: frames up to the event limit plus envelope, a small
+/// The socket settings: frames up to the event (or batch) limit plus envelope, a small
 /// read buffer, and no write buffer (frames go out as they are queued, one
 /// flush per batch of queued frames).
 fn socket_config(max_event_bytes: usize) -> WebSocketConfig {

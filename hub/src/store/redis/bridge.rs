@@ -225,7 +225,8 @@ impl Task {
         }
     }
 
-    /// Hands one pub/sub message (`<epoch> <json>`) to the live feeds.
+    /// Hands one pub/sub message (`<epoch> <json>`, or a batch's
+    /// `<epoch> <json>\n<json>…`) to the live feeds, event by event.
     fn relay(&mut self, message: &Msg) {
         let Some(id) = execution_of_channel(message.get_channel_name()) else {
             return;
@@ -235,13 +236,21 @@ impl Task {
             tracing::warn!(execution_id = %id, "ignoring a pub/sub message without epoch");
             return;
         };
-        let (epoch, json) = (&payload[..split], &payload[split + 1..]);
-        let (Some(epoch), Some(seq)) = (self.epoch(id, epoch), seq_of(json)) else {
-            tracing::warn!(execution_id = %id, "ignoring a malformed pub/sub message");
+        let (epoch, events) = (&payload[..split], &payload[split + 1..]);
+        let Some(epoch) = self.epoch(id, epoch) else {
+            tracing::warn!(execution_id = %id, "ignoring a pub/sub message with a malformed epoch");
             return;
         };
-        let event = SharedEvent::new(epoch, seq, Bytes::copy_from_slice(json));
-        self.sink.event(id, &event);
+        // One event, or a batch: events separated by newlines (JSON escapes its own).
+        for json in events.split(|b| *b == b'\n') {
+            match seq_of(json) {
+                Some(seq) => {
+                    let event = SharedEvent::new(epoch.clone(), seq, Bytes::copy_from_slice(json));
+                    self.sink.event(id, &event);
+                }
+                None => tracing::warn!(execution_id = %id, "ignoring a malformed pub/sub event"),
+            }
+        }
     }
 
     /// The epoch named by `text`, reusing the last one seen for `id`.

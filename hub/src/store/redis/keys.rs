@@ -6,7 +6,9 @@
 //! - `{execution:<id>:events}:seq` — the seq counter, same TTL;
 //! - `{execution:<id>:events}:epoch` — the history's epoch, same TTL;
 //! - `{execution:<id>:events}:idem:<key>` — `seq|epoch|timestamp` of an idempotent publish;
-//! - channel `{execution:<id>:events}:live` — `<epoch> <event JSON>` of every append.
+//! - `{execution:<id>:events}:idem-batch:<key>` — `first-last|epoch|timestamp` of a batch;
+//! - channel `{execution:<id>:events}:live` — `<epoch> <event JSON>` of every append
+//!   (a batch: `<epoch> <json>\n<json>…`, one message).
 //!
 //! The hash tag `{execution:<id>:events}` hashes exactly like the untagged
 //! list key, which keeps them together.
@@ -29,6 +31,11 @@ pub fn epoch_key(execution_id: &str) -> String {
 /// The record of an idempotent publish, in the list's hash slot.
 pub fn idempotency_key(execution_id: &str, key: &str) -> String {
     format!("{{execution:{execution_id}:events}}:idem:{key}")
+}
+
+/// The record of an idempotent batch publish (apart from single publishes').
+pub fn batch_idempotency_key(execution_id: &str, key: &str) -> String {
+    format!("{{execution:{execution_id}:events}}:idem-batch:{key}")
 }
 
 /// The pub/sub channel announcing an execution's appends.

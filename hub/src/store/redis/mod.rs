@@ -25,11 +25,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RetryMethod, Script};
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
-use crate::event::{Epoch, NewEvent, SharedEvent, seq_of};
+use super::{BatchReceipt, EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, seq_of};
 use crate::feeds::LiveSink;
 use bridge::Bridge;
-use keys::{channel, epoch_key, events_key, idempotency_key, seq_key};
+use keys::{batch_idempotency_key, channel, epoch_key, events_key, idempotency_key, seq_key};
 
 /// Appends one event: idempotency check, INCR, the epoch of a new history,
 /// RPUSH, trim, TTLs, PUBLISH of `<epoch> <json>`.
@@ -55,6 +55,42 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. ARGV[5]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[6]) end
 redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. json)
+return {0, receipt, epoch}
+"#;
+
+/// Appends a batch (ARGV[7..]: the events' tails) with consecutive seqs:
+/// idempotency check, INCRBY, epoch, RPUSH, trim, TTLs, and one PUBLISH of
+/// `<epoch> <json>\n<json>…`.
+const APPEND_BATCH: &str = r#"
+local idem = KEYS[4]
+if idem then
+  local prior = redis.call('GET', idem)
+  if prior then return {1, prior, redis.call('GET', KEYS[3]) or ''} end
+end
+local n = #ARGV - 6
+local last = redis.call('INCRBY', KEYS[2], n)
+local first = last - n + 1
+local epoch = redis.call('GET', KEYS[3])
+if first == 1 or not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[3], epoch)
+end
+local items = {}
+for i = 1, n do
+  items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[6 + i]
+end
+local len = 0
+for i = 1, n, 256 do
+  len = redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 255, n)))
+end
+local max = tonumber(ARGV[2])
+if len > max then redis.call('LTRIM', KEYS[1], -max, -1) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+local receipt = string.format('%d-%d', first, last) .. '|' .. epoch .. '|' .. ARGV[6]
+if idem then redis.call('SET', idem, receipt, 'EX', ARGV[4]) end
+redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
 return {0, receipt, epoch}
 "#;
 
@@ -105,6 +141,7 @@ pub struct RedisStore {
     bridge: Bridge,
     config: StoreConfig,
     append: Script,
+    append_batch: Script,
     range: Script,
     /// Items skipped because they are not the hub's.
     foreign: AtomicU64,
@@ -141,6 +178,7 @@ impl RedisStore {
             bridge,
             config,
             append: Script::new(APPEND),
+            append_batch: Script::new(APPEND_BATCH),
             range: Script::new(RANGE),
             foreign: AtomicU64::new(0),
             foreign_logged: Mutex::default(),
@@ -194,6 +232,35 @@ impl EventStore for RedisStore {
             .await
             .map_err(store_error)?;
         parse_receipt(&receipt, &epoch, duplicate == 1)
+    }
+
+    async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+        let id = batch.execution_id();
+        let mut invocation = self.append_batch.prepare_invoke();
+        invocation
+            .key(events_key(id))
+            .key(seq_key(id))
+            .key(epoch_key(id));
+        if let Some(key) = batch.idempotency_key() {
+            invocation.key(batch_idempotency_key(id, key));
+        }
+        let first_timestamp = batch.events().first().map_or("", |e| e.timestamp());
+        invocation
+            .arg(self.config.ttl.as_secs().max(1))
+            .arg(self.config.max_events)
+            .arg(channel(id))
+            .arg(self.config.idempotency_window.as_secs().max(1))
+            .arg(Epoch::random().as_str())
+            .arg(first_timestamp);
+        for event in batch.events() {
+            invocation.arg(event.tail().as_ref());
+        }
+        let mut connection = self.connection.clone();
+        let (duplicate, receipt, epoch): (u8, String, String) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        parse_batch_receipt(&receipt, &epoch, duplicate == 1)
     }
 
     async fn range(
@@ -270,6 +337,28 @@ fn parse_receipt(receipt: &str, epoch: &str, duplicate: bool) -> Result<Receipt,
         epoch: Epoch::parse(epoch).ok_or_else(corrupt)?,
         seq,
         timestamp: timestamp.to_owned(),
+        duplicate,
+    })
+}
+
+/// `first-last|epoch|timestamp` as a [`BatchReceipt`].
+fn parse_batch_receipt(
+    receipt: &str,
+    epoch: &str,
+    duplicate: bool,
+) -> Result<BatchReceipt, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("batch receipt {receipt:?}"));
+    let mut parts = receipt.splitn(3, '|');
+    let (range, stored_epoch, timestamp) = (parts.next(), parts.next(), parts.next());
+    let (first, last) = range.and_then(|r| r.split_once('-')).ok_or_else(corrupt)?;
+    let epoch = stored_epoch
+        .and_then(Epoch::parse)
+        .or_else(|| Epoch::parse(epoch));
+    Ok(BatchReceipt {
+        epoch: epoch.ok_or_else(corrupt)?,
+        first_seq: first.parse().map_err(|_| corrupt())?,
+        last_seq: last.parse().map_err(|_| corrupt())?,
+        timestamp: timestamp.unwrap_or_default().to_owned(),
         duplicate,
     })
 }
