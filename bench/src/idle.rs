@@ -8,15 +8,14 @@
 //! after an idle period; then it closes everything and polls `/health` until
 //! the hub says nothing is open. Only the hub is measured, never the bench.
 //!
-//! - [`target`]: the hub's address and paths, the source address range.
 //! - [`conn`]: one connection's open / hold / close.
-//! - [`health`]: the hub's own counts from `GET /health`.
 //! - [`report`]: the figures, as text and as one JSON line.
+//!
+//! The hub's address and the source range come from [`crate::target`], its
+//! own counts from [`crate::health`].
 
 mod conn;
-mod health;
 mod report;
-mod target;
 
 use std::time::{Duration, Instant};
 
@@ -28,11 +27,10 @@ use tokio::task::JoinSet;
 
 use self::conn::{CloseMode, Outcome, Transport};
 use self::report::{Report, Tally};
-use self::target::{Hub, SourceIps};
+use crate::health;
 use crate::proc::Process;
+use crate::target::{Hub, SourceIps, raise_fd_limit, warn_if_hub_fd_limit_low};
 
-/// File descriptors kept spare beyond one per connection.
-const SPARE_FDS: u64 = 100;
 /// How long the hub gets to report every connection gone after the close.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// How long closing our side may take (a clean close waits for echoes).
@@ -118,32 +116,6 @@ pub async fn run(args: IdleArgs) -> Result<()> {
     report.after = process.usage()?;
     report.print();
     report.verdict()
-}
-
-/// Raises this process's soft open-file limit to the hard one and checks that
-/// `connections` fit under it.
-fn raise_fd_limit(connections: usize) -> Result<u64> {
-    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising RLIMIT_NOFILE")?;
-    let needed = connections as u64 + SPARE_FDS;
-    if needed > limit {
-        bail!(
-            "--connections {connections} needs {needed} file descriptors (one per connection \
-             plus {SPARE_FDS} spare), but this process may open at most {limit} (the hard \
-             RLIMIT_NOFILE); lower --connections or raise the hard limit"
-        );
-    }
-    Ok(limit)
-}
-
-/// The hub needs one descriptor per connection too; say so before it fails.
-fn warn_if_hub_fd_limit_low(process: &Process, connections: usize) {
-    match process.max_open_files() {
-        Some(limit) if limit < connections as u64 + SPARE_FDS => eprintln!(
-            "warning: the hub may open only {limit} files (soft RLIMIT_NOFILE); \
-             {connections} connections will not fit"
-        ),
-        _ => {}
-    }
 }
 
 /// Opens every connection, `--concurrency` at a time, and starts holding each

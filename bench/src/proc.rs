@@ -1,7 +1,9 @@
-//! Another process's resident memory and CPU time, read from `/proc`.
+//! Another process's resident memory and CPU time, read from `/proc`, and
+//! the calling thread's own CPU time.
 //!
 //! Linux only. RSS comes from `/proc/PID/status` (`VmRSS`), CPU time from
-//! `/proc/PID/stat` (user + system ticks, converted with `_SC_CLK_TCK`).
+//! `/proc/PID/stat` (user + system ticks, converted with `_SC_CLK_TCK`; one
+//! tick is 10 ms, so measure windows of seconds, not milliseconds).
 
 use std::io;
 use std::time::Duration;
@@ -70,27 +72,41 @@ impl Process {
     }
 
     fn cpu(&self) -> io::Result<Duration> {
-        let stat = std::fs::read_to_string(self.path("stat"))?;
-        // The command name (field 2) may hold spaces and parentheses: the
-        // fields after it start at the last ')', with field 3 (state) first.
-        let after_name = stat
-            .rsplit_once(')')
-            .ok_or_else(|| malformed("stat", "no ')'"))?
-            .1;
-        let mut fields = after_name.split_whitespace().skip(11); // to field 14
-        let mut ticks = || -> io::Result<u32> {
-            fields
-                .next()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| malformed("stat", "no utime/stime"))
-        };
-        let (utime, stime) = (ticks()?, ticks()?);
-        Ok(self.tick * utime + self.tick * stime)
+        cpu_of(&self.path("stat"), self.tick)
     }
 
     fn path(&self, file: &str) -> String {
         format!("/proc/{}/{file}", self.pid)
     }
+}
+
+/// User plus system CPU time of the calling thread (not its process), from
+/// `/proc/thread-self/stat`.
+///
+/// # Errors
+/// `/proc` is not mounted or the file has an unexpected shape.
+pub fn thread_cpu() -> io::Result<Duration> {
+    cpu_of("/proc/thread-self/stat", clock_tick())
+}
+
+/// User plus system time from a `stat` file of `/proc` (a process's or a thread's).
+fn cpu_of(path: &str, tick: Duration) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it start at the last ')', with field 3 (state) first.
+    let after_name = stat
+        .rsplit_once(')')
+        .ok_or_else(|| malformed("stat", "no ')'"))?
+        .1;
+    let mut fields = after_name.split_whitespace().skip(11); // to field 14
+    let mut ticks = || -> io::Result<u32> {
+        fields
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| malformed("stat", "no utime/stime"))
+    };
+    let (utime, stime) = (ticks()?, ticks()?);
+    Ok(tick * utime + tick * stime)
 }
 
 /// One `/proc/PID/stat` tick: `1 / sysconf(_SC_CLK_TCK)`, 100 Hz if unknown
@@ -120,5 +136,13 @@ mod tests {
         let usage = me.usage().unwrap();
         assert!(usage.rss > 0);
         assert!(me.max_open_files().unwrap() > 0);
+    }
+
+    #[test]
+    fn reads_its_own_thread_cpu() {
+        let before = thread_cpu().unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {}
+        assert!(thread_cpu().unwrap() > before);
     }
 }

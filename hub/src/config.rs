@@ -120,6 +120,24 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Events per second one client may publish (a client is its token, or
+    /// its connection when auth is off); 0 disables the limit. Beyond it:
+    /// HTTP 429 with `Retry-After`, WebSocket error `rate_limited`.
+    #[arg(long, env = "EXECHUB_PUBLISH_RATE", default_value_t = 10_000)]
+    pub publish_rate: u64,
+
+    /// Events one client may publish in a burst above `--publish-rate`.
+    #[arg(long, env = "EXECHUB_PUBLISH_BURST", default_value_t = 20_000)]
+    pub publish_burst: u64,
+
+    /// Subscriptions one token may hold across all its connections (auth on).
+    #[arg(
+        long,
+        env = "EXECHUB_MAX_SUBSCRIPTIONS_PER_TOKEN",
+        default_value_t = 10_000
+    )]
+    pub max_subscriptions_per_token: usize,
+
     /// Subscriptions this node holds in total (all connections, WebSocket and SSE).
     #[arg(
         long,

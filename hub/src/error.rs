@@ -36,6 +36,12 @@ pub enum ApiError {
     /// The hub is at a limit (connections, subscriptions): 503 with `Retry-After`.
     #[error("at the {0} limit")]
     Busy(&'static str),
+    /// The client's publish rate limit is reached: 429 with `Retry-After`.
+    #[error(transparent)]
+    RateLimited(#[from] crate::limits::RateLimited),
+    /// The token holds its maximum of subscriptions: 429.
+    #[error(transparent)]
+    TokenLimit(#[from] crate::limits::TokenLimit),
 }
 
 impl From<ValidationError> for ApiError {
@@ -87,6 +93,16 @@ impl IntoResponse for ApiError {
                     Json(body),
                 )
                     .into_response()
+            }
+            Self::RateLimited(limited) => {
+                let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let body = json!({ "detail": limited.to_string(), "code": "rate_limited" });
+                let retry = [(header::RETRY_AFTER, HeaderValue::from(seconds))];
+                (StatusCode::TOO_MANY_REQUESTS, retry, Json(body)).into_response()
+            }
+            Self::TokenLimit(limit) => {
+                let body = json!({ "detail": limit.to_string(), "code": "too_many_subscriptions" });
+                (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
             }
             Self::Busy(what) => {
                 let detail = format!("the hub is at its {what} limit; retry later");

@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod feeds;
+pub mod limits;
 pub mod outbox;
 pub mod providers;
 pub mod publish;
@@ -74,6 +75,10 @@ pub struct Hub {
     pub publisher: Arc<Publisher>,
     /// Local live feeds: who follows which execution on this node.
     pub feeds: Arc<Feeds>,
+    /// Publish rate per client.
+    pub publish_limit: limits::PublishLimiter,
+    /// Subscriptions per token.
+    pub token_subscriptions: Arc<limits::TokenSubscriptions>,
     /// The configuration the hub started with.
     pub config: Arc<Config>,
     /// Cancelled when the hub shuts down; long-lived connections watch it.
@@ -199,6 +204,10 @@ impl AppState {
             publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
             store,
             feeds,
+            publish_limit: limits::PublishLimiter::new(config.publish_rate, config.publish_burst),
+            token_subscriptions: limits::TokenSubscriptions::new(
+                config.max_subscriptions_per_token,
+            ),
             auth,
             origins: config.origins(),
             config: Arc::new(config),

@@ -36,6 +36,7 @@ use crate::AppState;
 use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
 use crate::error::ws_store_error;
 use crate::event::{Epoch, NewBatch, NewEvent};
+use crate::limits::{ClientKey, RateLimited, TokenSlot};
 use crate::outbox::{Closing, Outbox, PushError};
 use crate::subscription::{Encoder, Item, Start, Subscription};
 
@@ -120,7 +121,7 @@ impl Encoder for WsEncoder {
 /// Runs a connection until it ends (see the module doc), then closes it.
 /// `socket` is both halves of the WebSocket: one task reads and writes it,
 /// so nothing is shared or locked between a reader and a writer.
-pub async fn run<W, E>(app: AppState, grant: Grant, mut socket: W)
+pub async fn run<W, E>(app: AppState, caller: Caller, mut socket: W)
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: ReadError,
@@ -128,7 +129,8 @@ where
     let outbox = Arc::new(Outbox::new(app.config.outbox_limits()));
     let mut session = Session {
         app,
-        grant,
+        grant: caller.grant,
+        client: caller.client,
         outbox,
         subscriptions: HashMap::new(),
     };
@@ -137,6 +139,12 @@ where
     drop(session);
     // Boxed: only a closing connection needs the handshake's state.
     Box::pin(finish(socket, ending)).await;
+}
+
+/// A subscription and, with auth on, its place in the token's count.
+struct Held {
+    subscription: Subscription<WsEncoder>,
+    _slot: Option<TokenSlot>,
 }
 
 /// A `publish` to perform: the one request that waits (for the store).
@@ -151,14 +159,24 @@ enum Publish {
     },
 }
 
+/// Who is on the other end of a connection.
+pub struct Caller {
+    /// What the connection's token allows.
+    pub grant: Grant,
+    /// Who the per-client limits count against (the token, or this connection).
+    pub client: ClientKey,
+}
+
 struct Session {
     app: AppState,
     /// What the connection's token allows; replaced by an `auth` op.
     grant: Grant,
+    /// Who the per-client limits count against.
+    client: ClientKey,
     /// The connection's bounded outbound queue.
     outbox: Arc<Outbox<Message>>,
     /// Subscriptions by execution id (boxed: a map slot stays small).
-    subscriptions: HashMap<Arc<str>, Box<Subscription<WsEncoder>>>,
+    subscriptions: HashMap<Arc<str>, Box<Held>>,
 }
 
 impl Session {
@@ -261,6 +279,11 @@ impl Session {
                         .reply(auth_error(id, &refusal, execution_id))
                         .map(|()| None);
                 }
+                if let Err(limited) = self.app.publish_limit.check(self.client, 1) {
+                    return self
+                        .reply(rate_limited(id, &limited, execution_id))
+                        .map(|()| None);
+                }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
                 return Ok(Some(Publish::One { id, event }));
@@ -274,6 +297,15 @@ impl Session {
                 if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
                     return self
                         .reply(auth_error(id, &refusal, execution_id))
+                        .map(|()| None);
+                }
+                if let Err(limited) = self
+                    .app
+                    .publish_limit
+                    .check(self.client, events.len() as u64)
+                {
+                    return self
+                        .reply(rate_limited(id, &limited, execution_id))
                         .map(|()| None);
                 }
                 let batch =
@@ -319,7 +351,11 @@ impl Session {
         epoch: Option<String>,
     ) -> Result<(), Ending> {
         let key: Arc<str> = Arc::from(execution_id.as_str());
-        if self.subscriptions.get(&key).is_some_and(|s| !s.is_ended()) {
+        if self
+            .subscriptions
+            .get(&key)
+            .is_some_and(|held| !held.subscription.is_ended())
+        {
             let msg = "already subscribed to this execution";
             return self.reply(error_msg(
                 id,
@@ -348,6 +384,17 @@ impl Session {
             id: id.clone(),
             execution_id: Arc::clone(&key),
         };
+        let slot = match self.app.auth.enabled() {
+            true => match self.app.token_subscriptions.take(self.client) {
+                Ok(slot) => Some(slot),
+                Err(limit) => {
+                    let msg = limit.to_string();
+                    let code = ErrorCode::TooManySubscriptions;
+                    return self.reply(error_msg(id, code, &msg, Some(execution_id)));
+                }
+            },
+            false => None,
+        };
         let outbox = Arc::clone(&self.outbox);
         match Subscription::start(
             &self.app.store,
@@ -358,7 +405,11 @@ impl Session {
             start,
         ) {
             Ok(subscription) => {
-                self.subscriptions.insert(key, Box::new(subscription));
+                let held = Held {
+                    subscription,
+                    _slot: slot,
+                };
+                self.subscriptions.insert(key, Box::new(held));
                 Ok(())
             }
             Err(limit) => {
@@ -605,6 +656,15 @@ impl Heartbeat {
 fn text(msg: &ServerMsg) -> Message {
     // Server messages are plain data; encoding cannot fail.
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+/// The `error` frame for a publish over the rate limit; the message says when to retry.
+fn rate_limited(id: Option<RequestId>, limited: &RateLimited, execution_id: String) -> ServerMsg {
+    let message = format!(
+        "publish rate limit reached; retry in {} ms",
+        limited.retry_after.as_millis().max(1)
+    );
+    error_msg(id, ErrorCode::RateLimited, &message, Some(execution_id))
 }
 
 fn store_error_msg(

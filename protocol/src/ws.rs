@@ -255,11 +255,13 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token is valid but does not allow this operation on this execution.
     Forbidden,
+    /// The client's publish rate limit is reached; retry later (the message says when).
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, for looking one up by its wire name.
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::BadFrame,
         Self::UnknownOp,
         Self::InvalidRequest,
@@ -270,6 +272,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Unauthorized,
         Self::Forbidden,
+        Self::RateLimited,
     ];
 
     /// The code named `wire` (e.g. `"bad_frame"`), if this version knows it;
@@ -291,6 +294,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

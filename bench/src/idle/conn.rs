@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::ValueEnum;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,10 +16,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::target::Hub;
-use crate::ws::{expect_subscribed, subscribe_frame};
+use crate::target::Hub;
+use crate::ws::{Socket, expect_subscribed, handshake, subscribe_frame};
 
 /// How long a clean close waits for the hub's close frame.
 const CLOSE_ECHO_WAIT: Duration = Duration::from_secs(2);
@@ -103,18 +102,8 @@ pub async fn open(
     }
 }
 
-async fn open_ws(
-    hub: &Hub,
-    stream: TcpStream,
-    execution: &str,
-) -> Result<WebSocketStream<TcpStream>> {
-    // tungstenite's 128 KiB default read buffer would cost the bench ~2.5 GB
-    // at 20k connections; the frames here are a few hundred bytes.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut socket, _) =
-        tokio_tungstenite::client_async_with_config(hub.ws_url(), stream, Some(config))
-            .await
-            .context("WebSocket handshake")?;
+async fn open_ws(hub: &Hub, stream: TcpStream, execution: &str) -> Result<Socket> {
+    let mut socket = handshake(hub, stream).await?;
     socket.send(subscribe_frame(execution)).await?;
     expect_subscribed(&mut socket).await?;
     Ok(socket)

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::conn::{CloseMode, Outcome, Transport};
-use super::health::Counts;
+use crate::health::Counts;
 use crate::proc::Usage;
 
 /// How the connections fared, from connect to close.

@@ -116,9 +116,16 @@ fn duplex() -> Channels {
     (socket, to_hub, from_hub)
 }
 
+fn caller() -> Caller {
+    Caller {
+        grant: Grant::unrestricted(),
+        client: ClientKey::connection(),
+    }
+}
+
 fn connect(app: &AppState) -> Client {
     let (socket, to_hub, from_hub) = duplex();
-    let session = tokio::spawn(run(app.clone(), Grant::unrestricted(), socket));
+    let session = tokio::spawn(run(app.clone(), caller(), socket));
     Client {
         to_hub,
         from_hub,
@@ -241,7 +248,7 @@ async fn an_answering_client_is_kept() {
 async fn an_idle_connection_task_is_small() {
     let app = app(&[]).await;
     let (socket, _to_hub, _from_hub) = duplex();
-    let task = run(app, Grant::unrestricted(), socket);
+    let task = run(app, caller(), socket);
     let size = std::mem::size_of_val(&task);
     assert!(size < 1024, "the session future is {size} bytes");
 }

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use exechub_protocol::{
     BatchAccepted, BatchRequest, Loc, PublishAccepted, PublishRequest, ValidationError,
     body_not_json, is_idempotency_key, validate_execution_id,
@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::auth::{Action, Grant, bearer};
 use crate::error::ApiError;
 use crate::event::{NewBatch, NewEvent};
+use crate::limits::ClientKey;
 
 /// Largest page `GET …/events` returns.
 pub const MAX_HISTORY_LIMIT: u64 = 10_000;
@@ -30,6 +31,7 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 /// answers 202 with the original seq (and `Idempotent-Replayed: true`).
 pub async fn publish(
     State(app): State<AppState>,
+    connection: Option<Extension<ClientKey>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -54,6 +56,8 @@ pub async fn publish(
         }
     };
     grant.check(Action::Publish, &execution_id)?;
+    let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
+    app.publish_limit.check(client, 1)?;
     let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
     let receipt = app.publisher.publish(event).await?;
     let replayed = replayed_header(receipt.duplicate);
@@ -72,6 +76,7 @@ pub async fn publish(
 /// pointing into `events[i]`). `Idempotency-Key` works as for a single publish.
 pub async fn publish_batch(
     State(app): State<AppState>,
+    connection: Option<Extension<ClientKey>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -96,6 +101,8 @@ pub async fn publish_batch(
         }
     };
     grant.check(Action::Publish, &execution_id)?;
+    let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
+    app.publish_limit.check(client, batch.events.len() as u64)?;
     let batch = NewBatch::encode(execution_id.clone(), &batch.events).with_idempotency_key(key);
     let receipt = app.publisher.publish_batch(batch).await?;
     let accepted = BatchAccepted {
@@ -216,6 +223,10 @@ pub async fn health(State(app): State<AppState>) -> Response {
             "refused": app.stats.refused(),
         },
         "subscriptions": app.feeds.subscriptions(),
+        "refused": {
+            "publishes_rate_limited": app.publish_limit.refused(),
+            "subscriptions_over_token_limit": app.token_subscriptions.refused(),
+        },
         "subscribed_executions": app.feeds.active(),
         "auth": if app.auth.enabled() { "jwt" } else { "off" },
         "dev_token": app.config.dev_token,
@@ -244,6 +255,25 @@ pub(crate) fn authenticate(
         .and_then(|v| v.to_str().ok());
     let token = bearer(authorization, None).or(query_token.map(String::as_str));
     Ok(app.auth.authenticate(token)?)
+}
+
+/// Who a request counts against for the per-client limits: its token when
+/// auth is on, otherwise its connection (`connection`, set by the listener).
+pub(crate) fn client_of(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&String>,
+    connection: Option<ClientKey>,
+) -> ClientKey {
+    if app.auth.enabled() {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Some(token) = bearer(authorization, None).or(query_token.map(String::as_str)) {
+            return ClientKey::token(token);
+        }
+    }
+    connection.unwrap_or_else(ClientKey::connection)
 }
 
 /// The caller's grant for `action` on the execution the path names, and that

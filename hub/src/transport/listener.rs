@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::AppState;
+use crate::limits::ClientKey;
+use tower::ServiceExt;
 
 /// Bytes peeked to recognise a stream request (its whole head must fit).
 const PEEK: usize = 8 * 1024;
@@ -89,6 +91,12 @@ async fn connection(
 
 /// Serves HTTP/1.1 (and WebSocket upgrades) on `socket` with the router.
 async fn serve_http(router: Router, socket: TcpStream, shutdown: CancellationToken) {
+    // Requests on one connection count as one client when auth is off.
+    let client = ClientKey::connection();
+    let router = router.map_request(move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(client);
+        request
+    });
     let service = TowerToHyperService::new(router);
     let http = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(socket), service)

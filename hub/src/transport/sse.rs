@@ -29,10 +29,11 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::http::{authorize, execution_id, query_u64};
+use super::http::{authorize, client_of, execution_id, query_u64};
 use crate::auth::Action;
 use crate::error::ApiError;
 use crate::event::Epoch;
+use crate::limits::TokenSlot;
 use crate::outbox::{Closing, Outbox};
 use crate::session::{expiry_timer, until};
 use crate::subscription::{Encoder, Item, Start, Subscription};
@@ -89,6 +90,13 @@ pub(crate) fn open(
         ),
         None => (None, None),
     };
+    let slot = match app.auth.enabled() {
+        true => Some(
+            app.token_subscriptions
+                .take(client_of(app, headers, token, None))?,
+        ),
+        false => None,
+    };
     let counted = app.stats.sse_stream().ok_or(ApiError::Busy("connection"))?;
     let outbox = Arc::new(Outbox::new(app.config.outbox_limits()));
     let start = Start {
@@ -110,6 +118,7 @@ pub(crate) fn open(
         outbox,
         _subscription: subscription,
         _counted: counted,
+        _slot: slot,
     };
     Ok((stream, grant.expires_at))
 }
@@ -120,6 +129,7 @@ pub(crate) struct Stream {
     outbox: Arc<Outbox<Bytes>>,
     _subscription: Subscription<SseEncoder>,
     _counted: ConnectionGuard,
+    _slot: Option<TokenSlot>,
 }
 
 /// Encodes subscription items as SSE messages.

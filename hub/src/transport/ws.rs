@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::AppState;
 use crate::auth::bearer;
 use crate::error::ApiError;
+use crate::limits::ClientKey;
 use crate::session;
 
 /// Room for the publish envelope (`op`, `id`, `execution_id`) around an event body.
@@ -49,19 +50,23 @@ pub async fn upgrade(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let grant = match app
-        .auth
-        .authenticate(bearer(authorization, query.as_deref()))
-    {
+    let token = bearer(authorization, query.as_deref());
+    let grant = match app.auth.authenticate(token) {
         Ok(grant) => grant,
         Err(refusal) => return ApiError::Auth(refusal).into_response(),
+    };
+    // Limits count per token when auth is on, per connection otherwise.
+    let client = match (app.auth.enabled(), token) {
+        (true, Some(token)) => ClientKey::token(token),
+        _ => ClientKey::connection(),
     };
     let Some(counted) = app.stats.websocket() else {
         return ApiError::Busy("connection").into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let sessions = app.sessions.clone();
-    tokio::spawn(sessions.track_future(connection(app, grant, counted, on_upgrade)));
+    let caller = session::Caller { grant, client };
+    tokio::spawn(sessions.track_future(connection(app, caller, counted, on_upgrade)));
     switching_protocols(accept)
 }
 
@@ -70,7 +75,7 @@ pub async fn upgrade(
 /// does not also reserve room for the handshake's.
 async fn connection(
     app: AppState,
-    grant: crate::auth::Grant,
+    caller: session::Caller,
     counted: crate::ConnectionGuard,
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) {
@@ -81,7 +86,7 @@ async fn connection(
     let io = TokioIo::new(upgraded);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     // The session borrows the socket: it lives here once, not twice.
-    session::run(app, grant, &mut socket).await;
+    session::run(app, caller, &mut socket).await;
     drop(counted);
 }
 
@@ -142,8 +147,11 @@ mod tests {
         let counted = app.stats.websocket().expect("under the limit");
         let mut request = Request::new(Body::empty());
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let grant = crate::auth::Grant::unrestricted();
-        let task = connection(app, grant, counted, on_upgrade);
+        let caller = session::Caller {
+            grant: crate::auth::Grant::unrestricted(),
+            client: ClientKey::connection(),
+        };
+        let task = connection(app, caller, counted, on_upgrade);
         let size = std::mem::size_of_val(&task);
         assert!(size < 1536, "a connection's task is {size} bytes");
     }

@@ -1,5 +1,6 @@
-//! Where the idle connections go (the hub's address and paths) and where they
-//! come from (a range of loopback source addresses).
+//! Where the benchmark's connections go (the hub's address and paths) and
+//! where they come from (a range of loopback source addresses), and the
+//! file-descriptor limits that decide how many fit.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
@@ -7,6 +8,11 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 use tokio::net::TcpSocket;
 use tokio::net::TcpStream;
+
+use crate::proc::Process;
+
+/// File descriptors kept spare beyond one per connection.
+const SPARE_FDS: u64 = 100;
 
 /// The hub, from a base URL such as `http://127.0.0.1:8099`.
 #[derive(Debug, Clone)]
@@ -20,13 +26,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Parses and resolves an `http://` base URL.
+    /// Parses and resolves an `http://` base URL. A `ws://host[:port]/ws`
+    /// URL (what `fanout --url` used to take) names the same hub.
     ///
     /// # Errors
     /// The URL is not `http://host[:port][/prefix]`, or the host has no IPv4 address.
     pub async fn resolve(url: &str) -> Result<Self> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            bail!("--url {url}: expected http://host[:port]")
+        let rest = match (url.strip_prefix("http://"), url.strip_prefix("ws://")) {
+            (Some(rest), _) => rest,
+            (None, Some(rest)) => rest.strip_suffix("/ws").unwrap_or(rest),
+            (None, None) => bail!("--url {url}: expected http://host[:port]"),
         };
         let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let with_port = if authority.contains(':') {
@@ -49,7 +58,7 @@ impl Hub {
         })
     }
 
-    /// Opens a TCP connection to the hub from `source` (any free port).
+    /// Opens a TCP connection (`TCP_NODELAY`) to the hub from `source` (any free port).
     ///
     /// # Errors
     /// The source address cannot be bound or the hub refuses the connection.
@@ -58,7 +67,11 @@ impl Hub {
         socket
             .bind(SocketAddr::new(source.into(), 0))
             .with_context(|| format!("binding {source}:0"))?;
-        Ok(socket.connect(self.addr.into()).await?)
+        let stream = socket.connect(self.addr.into()).await?;
+        // As workers' HTTP clients (reqwest) and browsers do: small frames go
+        // out at once, so latency is not Nagle's.
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// The WebSocket endpoint, `ws://authority/prefix/ws`.
@@ -72,6 +85,12 @@ impl Hub {
         format!("{prefix}/api/v1/executions/{execution}/stream")
     }
 
+    /// The path of `execution`'s events (`POST` publishes one).
+    pub fn events_path(&self, execution: &str) -> String {
+        let prefix = self.path_prefix();
+        format!("{prefix}/api/v1/executions/{execution}/events")
+    }
+
     /// The path of the health endpoint.
     pub fn health_path(&self) -> String {
         format!("{}/health", self.path_prefix())
@@ -83,6 +102,35 @@ impl Hub {
         } else {
             format!("/{}", self.prefix)
         }
+    }
+}
+
+/// Raises this process's soft open-file limit to the hard one and checks that
+/// `connections` fit under it.
+///
+/// # Errors
+/// The limit cannot be raised, or is still too low for `connections`.
+pub fn raise_fd_limit(connections: usize) -> Result<u64> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising RLIMIT_NOFILE")?;
+    let needed = connections as u64 + SPARE_FDS;
+    if needed > limit {
+        bail!(
+            "{connections} connections need {needed} file descriptors (one per connection \
+             plus {SPARE_FDS} spare), but this process may open at most {limit} (the hard \
+             RLIMIT_NOFILE); use fewer connections or raise the hard limit"
+        );
+    }
+    Ok(limit)
+}
+
+/// The hub needs one descriptor per connection too; say so before it fails.
+pub fn warn_if_hub_fd_limit_low(process: &Process, connections: usize) {
+    match process.max_open_files() {
+        Some(limit) if limit < connections as u64 + SPARE_FDS => eprintln!(
+            "warning: the hub may open only {limit} files (soft RLIMIT_NOFILE); \
+             {connections} connections will not fit (start it after `ulimit -n 20000`)"
+        ),
+        _ => {}
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::target::Hub;
+use crate::target::Hub;
 
 /// How long one `/health` request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,337 @@
+//! `exechub-bench publish`: what a publish costs the hub (and Redis), over
+//! keep-alive HTTP/1.1 connections as workers publish.
+//!
+//! `--requests` POSTs go over `--connections` connections, one request in
+//! flight on each, round-robin over `--executions` executions. With
+//! `--batch N` each request carries N events to `…/events/batch`. The hub's
+//! CPU time is read from `/proc` from the first request to the last answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::cost::{Meter, Spent, Unit, mib, thousands};
+use crate::http::{HttpConn, Response};
+use crate::latency::{Latencies, Quantiles, micros_now, round3};
+use crate::target::{Hub, SourceIps, raise_fd_limit};
+
+/// Bytes of `data` that are not padding: `{"pad":"` + `"}`.
+const DATA_OVERHEAD: usize = 10;
+
+const EVENT: Unit = Unit {
+    one: "event",
+    many: "events",
+};
+const REQUEST: Unit = Unit {
+    one: "request",
+    many: "requests",
+};
+
+/// Settings of `exechub-bench publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// The hub's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8099")]
+    url: String,
+    /// Requests in total.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Executions published to, round-robin.
+    #[arg(long, default_value_t = 100)]
+    executions: u64,
+    /// Bytes of each event's `data` (at least 10).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Events per request: above 1, POST `…/events/batch`.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// The hub's process id, whose CPU and memory are measured.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// `redis-server`'s process id, when the hub uses Redis.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// Loopback source addresses (`A` or `A-B`), used round-robin.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
+    source_ips: SourceIps,
+}
+
+/// What every connection shares: the paths, the body, the request counter.
+struct Shared {
+    /// One path per execution.
+    paths: Vec<String>,
+    /// The request body (the same for every request).
+    body: Vec<u8>,
+    /// Events per request.
+    batch: usize,
+    /// Requests to send.
+    requests: u64,
+    /// Requests claimed so far.
+    next: AtomicU64,
+    /// Request round trips.
+    latencies: Latencies,
+}
+
+/// Runs the publish benchmark and prints its report.
+///
+/// # Errors
+/// Setup failed, a connection failed, or the hub answered anything but `202`
+/// (a `404` from `…/events/batch` says the hub has no batch endpoint).
+pub async fn run(args: PublishArgs) -> Result<()> {
+    raise_fd_limit(args.connections)?;
+    let hub = Hub::resolve(&args.url).await?;
+    let meter = Meter::new(args.hub_pid, args.redis_pid)?;
+    let shared = Arc::new(shared(&args, &hub));
+    let mut conns = Vec::with_capacity(args.connections);
+    for c in 0..args.connections.max(1) {
+        let stream = hub.connect_from(args.source_ips.pick(c)).await?;
+        conns.push(HttpConn::new(stream, &hub.authority));
+    }
+    let rss_before = meter.hub_rss();
+    let start = meter.snapshot()?;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|conn| tokio::spawn(post_loop(conn, shared.clone())))
+        .collect();
+    let mut first_error = None;
+    for task in tasks {
+        if let Err(error) = task.await.context("connection task panicked")? {
+            first_error.get_or_insert(error);
+        }
+    }
+    let end = meter.snapshot()?;
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let report = Report {
+        args: &args,
+        spent: start.until(&end),
+        latency: shared.latencies.quantiles(),
+        rss_before,
+        rss_after: meter.hub_rss(),
+    };
+    report.print();
+    Ok(())
+}
+
+fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
+    let run_id = format!("publish-{}-{}", std::process::id(), micros_now());
+    let batch = args.batch.max(1);
+    let paths = (0..args.executions.max(1))
+        .map(|e| {
+            let path = hub.events_path(&format!("{run_id}-{e}"));
+            if batch > 1 {
+                format!("{path}/batch")
+            } else {
+                path
+            }
+        })
+        .collect();
+    let pad = "x".repeat(args.payload.saturating_sub(DATA_OVERHEAD));
+    let event = format!(r#"{{"event_type":"bench","data":{{"pad":"{pad}"}}}}"#);
+    let body = if batch > 1 {
+        format!(r#"{{"events":[{}]}}"#, vec![event; batch].join(","))
+    } else {
+        event
+    };
+    Shared {
+        paths,
+        body: body.into_bytes(),
+        batch,
+        requests: args.requests,
+        next: AtomicU64::new(0),
+        latencies: Latencies::new(),
+    }
+}
+
+/// Claims requests until none are left, sending each and checking its answer.
+async fn post_loop(mut conn: HttpConn<TcpStream>, shared: Arc<Shared>) -> Result<()> {
+    loop {
+        let k = shared.next.fetch_add(1, Ordering::Relaxed);
+        if k >= shared.requests {
+            return Ok(());
+        }
+        let path = &shared.paths[(k % shared.paths.len() as u64) as usize];
+        let sent = Instant::now();
+        let response = conn.post_json(path, &shared.body).await?;
+        shared.latencies.record_since(sent);
+        check(path, &response, shared.batch)?;
+    }
+}
+
+/// A `202`, and for a batch one whose seqs span exactly `batch` events.
+fn check(path: &str, response: &Response, batch: usize) -> Result<()> {
+    if response.status == 404 && batch > 1 {
+        bail!(
+            "POST {path} answered 404: this hub has no batch endpoint \
+             (POST /api/v1/executions/{{id}}/events/batch); run without --batch"
+        );
+    }
+    if response.status != 202 {
+        bail!(
+            "POST {path} answered {}: {}",
+            response.status,
+            response.snippet()
+        );
+    }
+    if batch > 1 {
+        let body: Value = serde_json::from_slice(&response.body)
+            .with_context(|| format!("batch answer is not JSON: {}", response.snippet()))?;
+        let seq = |key: &str| body.get(key).and_then(Value::as_u64);
+        let (Some(first), Some(last)) = (seq("first_seq"), seq("last_seq")) else {
+            bail!(
+                "batch answer lacks first_seq/last_seq: {}",
+                response.snippet()
+            );
+        };
+        if last + 1 != first + batch as u64 {
+            bail!("a batch of {batch} was stored as seqs {first}..={last}");
+        }
+    }
+    Ok(())
+}
+
+/// The publish run's figures.
+struct Report<'a> {
+    args: &'a PublishArgs,
+    spent: Spent,
+    latency: Quantiles,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+}
+
+impl Report<'_> {
+    fn events(&self) -> u64 {
+        self.args.requests * self.args.batch.max(1) as u64
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn print(&self) {
+        let (a, wall) = (self.args, self.spent.wall.as_secs_f64());
+        println!(
+            "publish: {} requests × {} events ({}-byte data) over {} connections to {} executions",
+            a.requests,
+            a.batch.max(1),
+            a.payload,
+            a.connections,
+            a.executions
+        );
+        println!(
+            "{} events in {wall:.2} s: {}/s, {} requests/s; round trip {}",
+            self.events(),
+            thousands(self.events() as f64 / wall),
+            thousands(a.requests as f64 / wall),
+            self.latency.line()
+        );
+        for line in self.spent.lines(EVENT, self.events()) {
+            println!("{line}");
+        }
+        if a.batch > 1 {
+            for line in self.spent.lines(REQUEST, a.requests) {
+                println!("{line}");
+            }
+        }
+        if let (Some(before), Some(after)) = (self.rss_before, self.rss_after) {
+            println!("hub RSS: {} before, {} after", mib(before), mib(after));
+        }
+        println!(
+            "bench CPU {:.3} s over the {wall:.2} s window",
+            self.spent.bench.as_secs_f64()
+        );
+        println!("{}", self.json());
+    }
+
+    fn json(&self) -> Value {
+        let a = self.args;
+        let wall = self.spent.wall.as_secs_f64();
+        let mut out = json!({
+            "mode": "publish",
+            "requests": a.requests,
+            "batch": a.batch.max(1),
+            "events": self.events(),
+            "connections": a.connections,
+            "executions": a.executions,
+            "payload": a.payload,
+            "requests_per_s": (a.requests as f64 / wall).round(),
+            "events_per_s": (self.events() as f64 / wall).round(),
+            "latency": self.latency.json(),
+            "window": self.spent.cpu_json(),
+            "rss_before": self.rss_before,
+            "rss_after": self.rss_after,
+        });
+        if let Value::Object(map) = &mut out {
+            map.extend(self.spent.json(EVENT, self.events()));
+            if a.batch > 1 {
+                map.extend(self.spent.json(REQUEST, a.requests));
+            }
+            map.insert("wall_s".into(), json!(round3(wall)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(batch: usize) -> PublishArgs {
+        PublishArgs {
+            url: "http://127.0.0.1:1".into(),
+            requests: 10,
+            connections: 1,
+            executions: 3,
+            payload: 100,
+            batch,
+            hub_pid: None,
+            redis_pid: None,
+            source_ips: "127.0.0.1".parse().unwrap(),
+        }
+    }
+
+    fn hub() -> Hub {
+        Hub {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            authority: "127.0.0.1:1".into(),
+            prefix: String::new(),
+        }
+    }
+
+    #[test]
+    fn single_event_body_has_payload_bytes_of_data() {
+        let shared = shared(&args(1), &hub());
+        let body: Value = serde_json::from_slice(&shared.body).unwrap();
+        assert_eq!(body["event_type"], "bench");
+        assert_eq!(body["data"].to_string().len(), 100);
+        assert!(shared.paths[2].ends_with("-2/events"));
+    }
+
+    #[test]
+    fn batch_posts_n_events_to_the_batch_path() {
+        let shared = shared(&args(5), &hub());
+        let body: Value = serde_json::from_slice(&shared.body).unwrap();
+        assert_eq!(body["events"].as_array().unwrap().len(), 5);
+        assert!(shared.paths[0].ends_with("/events/batch"));
+    }
+
+    #[test]
+    fn batch_answers_are_checked() {
+        let answer = |status, body: &str| Response {
+            status,
+            body: body.as_bytes().to_vec(),
+        };
+        let ok = answer(202, r#"{"first_seq":6,"last_seq":10}"#);
+        assert!(check("/p", &ok, 5).is_ok());
+        assert!(check("/p", &ok, 4).is_err());
+        let missing = check("/p", &answer(404, ""), 5).unwrap_err();
+        assert!(missing.to_string().contains("no batch endpoint"));
+        assert!(check("/p", &answer(503, "busy"), 1).is_err());
+    }
+}
