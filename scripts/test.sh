@@ -3,6 +3,7 @@
 #   0. the set-up path itself (scripts/test-setup.sh);
 #   1. cargo test --workspace: unit tests, and end-to-end tests that start the
 #      real hub binary and real redis-server processes on free loopback ports;
+#      then the decoders fuzzed for a bounded time (fuzz/, exechub-fuzz);
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
 #      wasm-bindgen tests in headless Chromium against a real hub;
 #   3. the web demo in Chromium (playwright-core), against real hub and Redis.
@@ -28,6 +29,10 @@ say "cargo test (unit and end-to-end)"
 cargo build --locked -p exechub --bin exechub
 export EXECHUB_BIN="$PWD/target/debug/exechub"
 cargo test --locked --workspace "$@"
+
+say "fuzz the decoders (10 s per target, about a minute)"
+# Any crash is saved under fuzz/crashes/ and fails the run.
+cargo run --locked --release -p exechub-fuzz -- --seconds 10
 
 scripts/build-web.sh
 say "tsc --strict on the generated TypeScript types"

@@ -9,6 +9,12 @@
 //!
 //! Token payload example:
 //! `{"sub":"worker-7","exp":1767225600,"scope":["publish"],"executions":["ci-1234-*"]}`
+//!
+//! `exp` is required and `nbf`, when present, is honoured, both with
+//! [`LEEWAY_SECS`] of clock skew. `iss` and `aud` are required when an issuer
+//! or audience is configured; `aud` may be one string or an array of them
+//! (RFC 7519 §4.1.3, as identity providers issue it), and matches when the
+//! configured audience is among them.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,7 +28,7 @@ pub use crate::secret::Secret;
 /// Unix time now, in seconds (the hub's one clock, [`crate::secret::unix_now`]).
 pub use crate::secret::unix_now as now;
 
-/// Seconds of clock skew tolerated on `exp`.
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 5;
 
 /// What a request wants to do.
@@ -96,11 +102,16 @@ pub struct Claims {
     /// Issued at, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, Unix seconds: the token is refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Audience, written when minting. Never read back from a presented
+    /// token: the verifier checks `aud` there (one string or an array) against
+    /// the configured audience, and with none configured any `aud` is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub aud: Option<String>,
     /// `["publish", "subscribe"]`, or the OAuth form `"publish subscribe"`.
     #[serde(default)]
@@ -123,6 +134,7 @@ impl Claims {
             sub: Some(sub.to_owned()),
             exp: now.saturating_add(ttl_secs),
             iat: Some(now),
+            nbf: None,
             iss: None,
             aud: None,
             scope: Scope::List(scope),
@@ -279,14 +291,21 @@ impl Auth {
     ) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        // A configured issuer or audience is required, not merely checked when present.
+        let mut required = vec!["exp"];
         if let Some(issuer) = issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Self(Some(Arc::new(Verifier { key, validation })))
     }
 
@@ -328,7 +347,8 @@ fn classify(kind: &ErrorKind) -> AuthError {
         ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
         ErrorKind::InvalidAlgorithm => AuthError::Invalid("wrong algorithm"),
         ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("a required claim is missing"),
-        ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet"),
+        ErrorKind::InvalidClaimFormat(_) => AuthError::Invalid("a claim has the wrong type"),
+        ErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid (nbf is in the future)"),
         _ => AuthError::Invalid("unacceptable token"),
     }
 }
@@ -396,6 +416,7 @@ mod tests {
             sub: Some("t".into()),
             exp,
             iat: None,
+            nbf: None,
             iss: None,
             aud: None,
             scope: Scope::List(scope.iter().map(|s| (*s).into()).collect()),
@@ -441,6 +462,82 @@ mod tests {
             Some(AuthError::BadSignature)
         );
         assert!(Auth::off().authenticate(None).is_ok());
+    }
+
+    /// Signs arbitrary claims, for shapes [`Claims`] does not write.
+    fn mint_json(claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(secret().expose()).expect("HMAC key");
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("mint")
+    }
+
+    fn with_aud(aud: Option<serde_json::Value>) -> String {
+        let mut claims = serde_json::json!({ "exp": now() + 60, "scope": ["publish"] });
+        if let Some(aud) = aud {
+            claims["aud"] = aud;
+        }
+        mint_json(&claims)
+    }
+
+    #[test]
+    fn audience_is_a_string_or_an_array_containing_the_configured_one() {
+        use serde_json::json;
+        let auth = Auth::hs256(&secret(), None, Some("hub")).expect("usable secret");
+        let verdict = |aud| auth.authenticate(Some(&with_aud(aud))).err();
+        assert_eq!(verdict(Some(json!("hub"))), None);
+        assert_eq!(verdict(Some(json!(["api", "hub"]))), None);
+        let wrong = Some(AuthError::Invalid("wrong audience"));
+        assert_eq!(verdict(Some(json!("api"))), wrong);
+        assert_eq!(verdict(Some(json!(["api", "web"]))), wrong);
+        assert_eq!(
+            verdict(None),
+            Some(AuthError::Invalid("a required claim is missing"))
+        );
+        // Without a configured audience, whatever `aud` says is fine.
+        let open = Auth::hs256(&secret(), None, None).expect("usable secret");
+        for aud in [json!("api"), json!(["api", "web"]), json!([])] {
+            assert!(open.authenticate(Some(&with_aud(Some(aud)))).is_ok());
+        }
+    }
+
+    #[test]
+    fn nbf_is_honoured_with_the_same_leeway_as_exp() {
+        let auth = Auth::hs256(&secret(), None, None).expect("usable secret");
+        let starting = |nbf: u64| {
+            let claims = Claims {
+                nbf: Some(nbf),
+                ..claims(&["publish"], None, now() + 600)
+            };
+            auth.authenticate(Some(&mint(&secret(), &claims).expect("mint")))
+        };
+        assert!(starting(now() - 60).is_ok());
+        assert!(
+            starting(now() + LEEWAY_SECS - 2).is_ok(),
+            "within the leeway"
+        );
+        let early = starting(now() + 60).expect_err("not yet valid");
+        assert_eq!(early.code(), "invalid_token");
+        assert!(early.to_string().contains("not yet valid"), "{early}");
+    }
+
+    #[test]
+    fn a_configured_issuer_is_required() {
+        let auth = Auth::hs256(&secret(), Some("idp"), None).expect("usable secret");
+        let token = |iss: Option<&str>| {
+            let claims = Claims {
+                iss: iss.map(str::to_owned),
+                ..claims(&["publish"], None, now() + 60)
+            };
+            mint(&secret(), &claims).expect("mint")
+        };
+        assert!(auth.authenticate(Some(&token(Some("idp")))).is_ok());
+        assert_eq!(
+            auth.authenticate(Some(&token(Some("other")))).err(),
+            Some(AuthError::Invalid("wrong issuer"))
+        );
+        assert_eq!(
+            auth.authenticate(Some(&token(None))).err(),
+            Some(AuthError::Invalid("a required claim is missing"))
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! no bucket, and such buckets are dropped whenever the table grows large.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,9 +26,7 @@ impl ClientKey {
     /// The client holding `token` (keyed by a keyed hash of it).
     pub fn token(token: &str) -> Self {
         static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-        let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
-        token.hash(&mut hasher);
-        Self(hasher.finish())
+        Self(KEYS.get_or_init(RandomState::new).hash_one(token))
     }
 
     /// One connection of its own (auth off): a fresh key.

@@ -44,13 +44,38 @@ fn now() -> u64 {
 
 /// A token with an explicit `exp`, for expiry cases the CLI cannot make.
 fn token_expiring_at(exp: u64) -> Result<String> {
-    let claims = json!({ "sub": "t", "exp": exp, "scope": ["publish", "subscribe"] });
+    signed(&json!({ "sub": "t", "exp": exp, "scope": ["publish", "subscribe"] }))
+}
+
+/// `claims` signed with [`SECRET`], for shapes the CLI cannot make.
+fn signed(claims: &Value) -> Result<String> {
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())?;
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &claims,
+        claims,
         &key,
     )?)
+}
+
+/// A publisher's token valid for an hour, with `extra` claims added.
+fn publisher_with(extra: &Value) -> Result<String> {
+    let mut claims = json!({ "sub": "t", "exp": now() + 3600, "scope": ["publish"] });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
+    signed(&claims)
+}
+
+/// Publishes one event to `hub` with `token`: the status and the body.
+async fn publish_with(hub: &TestHub, token: &str) -> Result<(u16, Value)> {
+    let response = hub
+        .http
+        .post(hub.events_url(&execution_id("claims")))
+        .bearer_auth(token)
+        .json(&json!({ "event_type": "x", "data": {} }))
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.json().await?))
 }
 
 /// One token case: (name, token, expected status — 0 when allowed, expected `code`).
@@ -171,6 +196,43 @@ async fn http_publish_and_history_answer_401_or_403_exactly() -> Result<()> {
     // /health stays open and says auth is on.
     let health: Value = hub.health().await?;
     assert_eq!(health["auth"], "jwt");
+    Ok(())
+}
+
+/// Identity providers often issue `aud` as an array (RFC 7519 §4.1.3).
+#[tokio::test]
+async fn an_audience_array_is_accepted_when_it_contains_the_hub() -> Result<()> {
+    let hub = secured(&["--jwt-audience", "exechub"]).await?;
+    let listed = publisher_with(&json!({ "aud": ["dashboard", "exechub"] }))?;
+    assert_eq!(publish_with(&hub, &listed).await?.0, 202);
+    let elsewhere = publisher_with(&json!({ "aud": ["dashboard", "billing"] }))?;
+    let (status, body) = publish_with(&hub, &elsewhere).await?;
+    assert_eq!(
+        (status, &body["code"]),
+        (401, &json!("invalid_token")),
+        "{body}"
+    );
+    // Without --jwt-audience, any audience is fine.
+    let open = secured(&[]).await?;
+    assert_eq!(publish_with(&open, &elsewhere).await?.0, 202);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_used_before_its_nbf_is_refused_as_not_yet_valid() -> Result<()> {
+    let hub = secured(&[]).await?;
+    let early = publisher_with(&json!({ "nbf": now() + 600 }))?;
+    let (status, body) = publish_with(&hub, &early).await?;
+    assert_eq!(
+        (status, &body["code"]),
+        (401, &json!("invalid_token")),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not yet valid"), "{body}");
+    // Within the leeway, as for `exp`.
+    let started = publisher_with(&json!({ "nbf": now() + 2 }))?;
+    assert_eq!(publish_with(&hub, &started).await?.0, 202);
     Ok(())
 }
 

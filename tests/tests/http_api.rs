@@ -326,3 +326,21 @@ async fn execution_ids_with_braces_are_refused() -> Result<()> {
     assert_eq!(problem["detail"][0]["loc"], json!(["path", "execution_id"]));
     Ok(())
 }
+
+/// `exechub --help` never prints environment values: they may be secrets.
+#[test]
+fn help_hides_environment_values() -> Result<()> {
+    let output = std::process::Command::new(helpers::hub_binary())
+        .arg("--help")
+        .env("EXECHUB_REDIS_URL", "redis://:hunter2@127.0.0.1:6379")
+        .env("EXECHUB_WEBHOOK_SECRET", "whsec_hunter3")
+        .output()?;
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout)?;
+    assert!(help.contains("EXECHUB_REDIS_URL"), "the variable is named");
+    assert!(
+        !help.contains("hunter2") && !help.contains("hunter3"),
+        "{help}"
+    );
+    Ok(())
+}

@@ -11,8 +11,17 @@ use futures_util::StreamExt;
 use helpers::webhook::{Answer, Receiver, Request, verify};
 use helpers::{TestHub, TestNats, assert_contiguous, execution_id, median_p90, within};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 const SECRET: &str = "whsec_test_secret";
+
+/// How the hub shows the webhook `url` of the receiver at `addr`: its origin
+/// and 8 hex digits of a SHA-256 of the URL, never the path.
+fn displayed(addr: std::net::SocketAddr, url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("http://{addr}/…#{hash}")
+}
 
 /// This hub's `/health` entry for the provider of `kind`.
 async fn provider(hub: &TestHub, kind: &str) -> Result<Value> {
@@ -139,7 +148,7 @@ async fn webhook_events_arrive_signed_verifiable_and_in_seq_order() -> Result<()
     })
     .await?;
     assert_eq!(health["ok"], true);
-    assert_eq!(health["name"], receiver.url());
+    assert_eq!(health["name"], displayed(receiver.addr, &receiver.url()));
     assert_eq!(
         (health["retried"].as_u64(), health["dropped"].as_u64()),
         (Some(0), Some(0))
@@ -285,6 +294,80 @@ async fn webhook_client_errors_are_not_retried_and_429_waits_for_retry_after() -
         (health["failed"].as_u64(), health["retried"].as_u64()),
         (Some(1), Some(1))
     );
+    Ok(())
+}
+
+/// Services put a webhook's secret in its path (Slack's
+/// `/services/T…/B…/<secret>`) and NATS URLs may carry a password: neither the
+/// open `/health` nor the logs (the hub's own at debug) may show them, also
+/// when deliveries are retried and fail.
+#[tokio::test]
+async fn secrets_in_provider_urls_never_reach_health_or_logs() -> Result<()> {
+    const PATH_SECRET: &str = "xoxPATHSECRET42";
+    const NATS_PASSWORD: &str = "natsPASSWORD42";
+    let mut receiver =
+        Receiver::scripted(vec![Answer::Status(500, None)], Answer::Status(200, None)).await?;
+    let hooked = format!(
+        "http://{}/services/T0/B0/{PATH_SECRET}?token={PATH_SECRET}",
+        receiver.addr
+    );
+    let down_port = helpers::redis::free_port()?;
+    let down = format!("http://127.0.0.1:{down_port}/services/T1/B1/{PATH_SECRET}");
+    let nats = TestNats::spawn().await?;
+    let nats_url = format!(
+        "nats://exechub:{NATS_PASSWORD}@{}",
+        nats.url().trim_start_matches("nats://")
+    );
+    let args = [
+        "--webhook",
+        &hooked,
+        "--webhook",
+        &down,
+        "--webhook-max-attempts",
+        "2",
+        "--nats-url",
+        &nats_url,
+    ];
+    let hub = TestHub::spawn_with_log_level(&args, "info,exechub=debug").await?;
+    hub.publish(&execution_id("secret-urls"), "log", json!({}))
+        .await?;
+    receiver.take(2).await?; // a 500, then the retry accepted
+    let health = hub
+        .health_until("every provider settled", |health| {
+            let settled = |p: &Value| p["delivered"] == 1 || p["failed"] == 1;
+            health["providers"]
+                .as_array()
+                .is_some_and(|all| all.len() == 3 && all.iter().all(settled))
+        })
+        .await?;
+    let names: Vec<&Value> = health["providers"]
+        .as_array()
+        .context("providers")?
+        .iter()
+        .map(|p| &p["name"])
+        .collect();
+    let down_shown = format!("http://127.0.0.1:{down_port}/…#");
+    assert_eq!(names[0], &displayed(receiver.addr, &hooked));
+    assert!(
+        names[1]
+            .as_str()
+            .is_some_and(|n| n.starts_with(&down_shown)),
+        "{health}"
+    );
+    assert_eq!(names[2], &nats.url());
+    let logs = hub.logs();
+    ensure!(
+        logs.contains("retrying"),
+        "debug logs were captured:\n{logs}"
+    );
+    ensure!(
+        logs.contains("delivery failed"),
+        "the failure was logged:\n{logs}"
+    );
+    for secret in [PATH_SECRET, "services", NATS_PASSWORD] {
+        ensure!(!health.to_string().contains(secret), "{secret} in {health}");
+        ensure!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
     Ok(())
 }
 

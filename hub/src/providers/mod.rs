@@ -128,7 +128,8 @@ impl Counters {
 /// One provider's entry in `/health`'s `providers` array.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderHealth {
-    /// Which destination: a webhook URL or NATS server, without credentials or query.
+    /// Which destination, without anything secret: a webhook's
+    /// [`webhook::display_url`], NATS's [`nats::display_servers`].
     pub name: String,
     /// `webhook` or `nats`.
     pub kind: &'static str,
@@ -208,13 +209,14 @@ impl Providers {
     }
 }
 
-/// `scheme://host[:port]/path` of `url`: what logs and `/health` may show
-/// (user info and query strings often carry tokens).
-pub fn redact(url: &reqwest::Url) -> String {
+/// `scheme://host[:port]` of `url`: the most of a destination that logs and
+/// the unauthenticated `/health` may show, since user info, paths and query
+/// strings often carry tokens.
+pub fn origin(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or_default();
     match url.port() {
-        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
-        None => format!("{}://{host}{}", url.scheme(), url.path()),
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 
@@ -223,10 +225,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacted_url_hides_credentials_and_query() {
+    fn origin_hides_credentials_path_and_query() {
         let url = reqwest::Url::parse("https://user:pw@hooks.example.com:8443/in?token=s3cret")
             .expect("valid URL");
-        assert_eq!(redact(&url), "https://hooks.example.com:8443/in");
+        assert_eq!(origin(&url), "https://hooks.example.com:8443");
+        let v6 = reqwest::Url::parse("http://[::1]/x").expect("valid URL");
+        assert_eq!(origin(&v6), "http://[::1]");
     }
 
     #[test]

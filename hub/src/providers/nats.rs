@@ -9,6 +9,9 @@
 //! Core NATS is at-most-once. With `jetstream`, each event is published to
 //! JetStream and the worker waits for the server's acknowledgement, retrying
 //! (same message id) with backoff a bounded number of times.
+//!
+//! The server URL may carry `user:password@` or a token: logs and `/health`
+//! show it only as [`display_servers`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -21,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::QueueLimits;
 use super::worker::{Attempt, Destination, Retries, Worker};
-use super::{Delivery, Provider, ProviderError, redact};
+use super::{Delivery, Provider, ProviderError, origin};
 use crate::retry::Backoff;
 
 /// Delay between reconnection attempts: short, because events wait meanwhile.
@@ -105,6 +108,29 @@ pub fn decode_token(token: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// How the server list `urls` (comma-separated, as the client takes it) is
+/// shown in logs and `/health`: each as `scheme://host[:port]`, without user,
+/// password, path or query; `nats` for one that is not a URL.
+pub fn display_servers(urls: &str) -> String {
+    let shown: Vec<String> = urls
+        .split(',')
+        .map(|raw| {
+            let raw = raw.trim();
+            // The client reads a URL without a scheme as `nats://…`.
+            let full: Cow<'_, str> = if raw.contains("://") {
+                Cow::Borrowed(raw)
+            } else {
+                Cow::Owned(format!("nats://{raw}"))
+            };
+            reqwest::Url::parse(&full)
+                .ok()
+                .filter(|url| url.host_str().is_some_and(|host| !host.is_empty()))
+                .map_or_else(|| "nats".to_owned(), |url| origin(&url))
+        })
+        .collect();
+    shown.join(",")
+}
+
 /// The subject events of `execution_id` are published to.
 pub fn subject(prefix: &str, execution_id: &str) -> String {
     format!("{prefix}.{}.events", subject_token(execution_id))
@@ -116,7 +142,7 @@ pub(crate) async fn start(
     limits: QueueLimits,
     shutdown: &CancellationToken,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
-    let name = reqwest::Url::parse(&config.url).map_or_else(|_| "nats".to_owned(), |u| redact(&u));
+    let name = display_servers(&config.url);
     let (state, connected) = watch::channel(false);
     let log_name = name.clone();
     let options = ConnectOptions::new()
@@ -269,6 +295,23 @@ mod tests {
         }
         assert_eq!(subject_token("build.42 x"), "build%2E42%20x");
         assert_eq!(decode_token("bad%4"), None);
+    }
+
+    #[test]
+    fn displayed_servers_have_no_credentials_path_or_query() {
+        assert_eq!(
+            display_servers("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            display_servers("tls://user:s3cret@nats.example.com:4443/x?token=t0k"),
+            "tls://nats.example.com:4443"
+        );
+        assert_eq!(
+            display_servers("user:s3cret@a.example.com:4222, nats://tok3n@b.example.com"),
+            "nats://a.example.com:4222,nats://b.example.com"
+        );
+        assert_eq!(display_servers("::not a url::"), "nats");
     }
 
     #[test]

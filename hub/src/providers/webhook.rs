@@ -15,6 +15,10 @@
 //! - `X-Exechub-Idempotency-Id`: `<execution_id>:<epoch>:<seq>`, identical on every
 //!   retry, so a receiver can drop what it already processed;
 //! - `X-Exechub-Attempt`: 1 for the first attempt, 2 for the first retry….
+//!
+//! Many services put the secret in the URL's path (Slack's
+//! `/services/T…/B…/<secret>`), so a URL is only ever shown as
+//! [`display_url`]: in `/health`, in logs and in error messages.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -23,14 +27,14 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::QueueLimits;
 use super::worker::{Attempt, Destination, Retries, Worker};
-use super::{Delivery, Provider, ProviderError, redact};
+use super::{Delivery, Provider, ProviderError, origin};
 use crate::retry::Backoff;
 use crate::secret::{Secret, unix_now};
 
@@ -82,6 +86,18 @@ pub fn parse_url(raw: &str) -> Result<Url, String> {
     }
 }
 
+/// How `url` is shown in `/health` and logs: `https://hooks.slack.com/…#3fa9c21b`.
+/// Only the scheme, host and port are kept; the 8 hex digits (of a SHA-256 of
+/// the whole URL) tell endpoints on one host apart without revealing the path.
+pub fn display_url(url: &Url) -> String {
+    let digest = Sha256::digest(url.as_str().as_bytes());
+    let mut shown = format!("{}/…#", origin(url));
+    for byte in &digest[..4] {
+        let _ = write!(shown, "{byte:02x}");
+    }
+    shown
+}
+
 /// Starts one worker per configured URL.
 pub(crate) fn start(
     config: &WebhookConfig,
@@ -116,8 +132,9 @@ pub(crate) fn start(
             client: client.clone(),
             mac: mac.clone(),
         };
-        tracing::info!(url = %redact(url), "webhook provider started");
-        Worker::start(redact(url), endpoint, retries, limits, shutdown) as Arc<dyn Provider>
+        let name = display_url(url);
+        tracing::info!(url = %name, "webhook provider started");
+        Worker::start(name, endpoint, retries, limits, shutdown) as Arc<dyn Provider>
     });
     Ok(endpoints.collect())
 }
@@ -147,9 +164,10 @@ impl Destination for Endpoint {
                 drain(response).await;
                 outcome
             }
+            // reqwest's message names the full URL, secret path included.
             Err(error) => Attempt::Retry {
                 after: None,
-                reason: error_chain(&error),
+                reason: error_chain(&error.without_url()),
             },
         }
     }
@@ -333,6 +351,39 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(header("soon"), None);
+    }
+
+    #[test]
+    fn displayed_urls_keep_the_host_and_a_hash_but_never_the_path() {
+        let slack =
+            parse_url("https://hooks.slack.com/services/T0/B0/SECRETPATH?x=y").expect("valid URL");
+        let shown = display_url(&slack);
+        assert!(shown.starts_with("https://hooks.slack.com/…#"), "{shown}");
+        let hash = shown.rsplit('#').next().unwrap_or_default();
+        assert_eq!(hash.len(), 8);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        for secret in ["services", "SECRETPATH", "x=y"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let other = parse_url("https://hooks.slack.com/services/T0/B0/OTHER").expect("valid URL");
+        assert_ne!(display_url(&other), shown, "endpoints stay distinguishable");
+        let local = parse_url("http://user:pw@127.0.0.1:9000/in").expect("valid URL");
+        assert!(display_url(&local).starts_with("http://127.0.0.1:9000/…#"));
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_do_not_name_the_url() {
+        let endpoint = Endpoint {
+            url: parse_url("http://127.0.0.1:1/hooks/SECRETPATH").expect("valid URL"),
+            client: Client::new(),
+            mac: None,
+        };
+        let epoch = crate::event::Epoch::parse("ep1").expect("epoch");
+        let delivery = Delivery::new(Arc::from("exec"), epoch, 1, Bytes::new());
+        match endpoint.attempt(&delivery, 1).await {
+            Attempt::Retry { reason, .. } => assert!(!reason.contains("SECRETPATH"), "{reason}"),
+            other => panic!("nothing listens on port 1, yet {other:?}"),
+        }
     }
 
     #[test]

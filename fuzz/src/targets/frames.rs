@@ -1,0 +1,156 @@
+//! WebSocket frames (`ClientMsg::decode`) and HTTP publish bodies
+//! (`PublishRequest::from_slice`, `BatchRequest::from_slice`).
+
+use exechub_protocol::ws::MAX_BATCH_EVENTS;
+use exechub_protocol::{BatchRequest, ClientMsg, PublishRequest};
+use serde_json::Value;
+
+/// Field names and values of frames and bodies.
+pub const WORDS: &[&str] = &[
+    "\"op\"",
+    "\"id\"",
+    "\"execution_id\"",
+    "\"after\"",
+    "\"epoch\"",
+    "\"event_type\"",
+    "\"data\"",
+    "\"timestamp\"",
+    "\"events\"",
+    "\"idempotency_key\"",
+    "\"token\"",
+    "\"subscribe\"",
+    "\"unsubscribe\"",
+    "\"publish\"",
+    "\"ping\"",
+    "\"auth\"",
+    "\"0123456789abcdef\"",
+    "\"2026-01-01T00:00:00.000Z\"",
+    "op",
+    "events",
+    "execution_id",
+    "null",
+    "true",
+    "{}",
+    "[]",
+    ":",
+    ",",
+];
+
+/// The longest error message a frame may be answered with: answers never
+/// grow with what the client sent (an echoed op is cut at 64 characters,
+/// which may be 256 bytes).
+const MAX_MESSAGE: usize = 512;
+
+/// Decodes `input` as a text frame, with the default batch limit and a tiny one.
+pub fn ws_frame(input: &[u8]) -> String {
+    // Text frames are UTF-8 (the WebSocket layer checks); keep the rest of a bad one.
+    let text = String::from_utf8_lossy(input);
+    let limit = usize::from(input.last().copied().unwrap_or(0) % 4);
+    let decoded = ClientMsg::decode(&text);
+    if ClientMsg::decode_limited(&text, limit).is_ok() {
+        assert!(
+            decoded.is_ok(),
+            "accepted with at most {limit} events, refused with {MAX_BATCH_EVENTS}"
+        );
+    }
+    match decoded {
+        Ok(msg) => {
+            let encoded = serde_json::to_string(&msg).expect("a decoded frame serializes");
+            let again = ClientMsg::decode(&encoded).expect("a re-encoded frame decodes");
+            assert!(same(&msg, &again), "re-decoding {encoded} gave {again:?}");
+            format!("ok:{}", op(&msg))
+        }
+        Err(error) => {
+            assert!(
+                error.message.len() <= MAX_MESSAGE,
+                "a {}-byte error message",
+                error.message.len()
+            );
+            let code = serde_json::to_string(&error.code).unwrap_or_default();
+            let detail = error.detail.as_deref().map(super::problems);
+            format!("err:{code}:{}", detail.unwrap_or_default())
+        }
+    }
+}
+
+/// Whether `a` and `b` serialize alike, floats compared to within 2 ulp:
+/// serde_json (without its `float_roundtrip` feature) may read back a float
+/// it wrote 1 ulp off, which is not what these targets look for.
+fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => alike(&a, &b),
+        _ => false,
+    }
+}
+
+fn alike(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= 2.0 * f64::EPSILON * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| alike(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| alike(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn op(msg: &ClientMsg) -> &'static str {
+    match msg {
+        ClientMsg::Subscribe { after, epoch, .. } => match (after, epoch) {
+            (None, _) => "subscribe",
+            (Some(_), None) => "subscribe-after",
+            (Some(_), Some(_)) => "subscribe-after-epoch",
+        },
+        ClientMsg::Unsubscribe { .. } => "unsubscribe",
+        ClientMsg::Publish { .. } => "publish",
+        ClientMsg::PublishBatch { .. } => "publish-batch",
+        ClientMsg::Ping { .. } => "ping",
+        ClientMsg::Auth { .. } => "auth",
+    }
+}
+
+/// Validates `input` as a publish body and as a batch body.
+pub fn publish_body(input: &[u8]) -> String {
+    let single = match PublishRequest::from_slice(input) {
+        Ok(request) => {
+            let encoded = serde_json::to_vec(&request).expect("a request serializes");
+            let again = PublishRequest::from_slice(&encoded).expect("a re-encoded body reads");
+            assert!(
+                same(&request, &again),
+                "re-reading a valid body gave {again:?}"
+            );
+            "ok".to_owned()
+        }
+        Err(errors) => {
+            assert!(!errors.is_empty(), "refused without a reason");
+            super::problems(&errors)
+        }
+    };
+    let max = match input.last().copied().unwrap_or(0) % 4 {
+        0 => MAX_BATCH_EVENTS,
+        n => usize::from(n),
+    };
+    let batch = match BatchRequest::from_slice(input, max) {
+        Ok(batch) => {
+            let n = batch.events.len();
+            assert!(
+                (1..=max).contains(&n),
+                "a batch of {n} accepted, limit {max}"
+            );
+            "ok".to_owned()
+        }
+        Err(errors) => {
+            assert!(!errors.is_empty(), "batch refused without a reason");
+            super::problems(&errors)
+        }
+    };
+    format!("{single}|{batch}")
+}
