@@ -375,6 +375,14 @@ impl ClientMsg {
         };
         let id = match fields.remove(field::ID) {
             None | Some(Value::Null) => None,
+            // Echoed in the answer: a string id is bounded like an idempotency key.
+            Some(Value::String(id)) if id.len() > MAX_REQUEST_ID_BYTES => {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::BadFrame,
+                    "id must be a string of at most 256 bytes or a non-negative integer",
+                ));
+            }
             Some(raw) => Some(serde_json::from_value(raw).map_err(|_| {
                 FrameError::new(
                     None,
@@ -474,6 +482,9 @@ fn echo(text: &str) -> String {
         None => text.to_owned(),
     }
 }
+
+/// Longest string request id accepted (it is echoed in the answer).
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
 
 /// Most events one batch may carry unless the hub says otherwise.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -667,6 +678,9 @@ mod tests {
             (err.id, err.code),
             (Some(RequestId::Num(7)), ErrorCode::UnknownOp)
         );
+        let long_id = format!(r#"{{"op":"ping","id":"{}"}}"#, "x".repeat(300));
+        let err = ClientMsg::decode(&long_id).expect_err("id too long");
+        assert_eq!((err.id, err.code), (None, ErrorCode::BadFrame));
         let err = ClientMsg::decode("nope").expect_err("not json");
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = ClientMsg::decode(r#"{"op":"publish","id":2,"data":[]}"#).expect_err("invalid");

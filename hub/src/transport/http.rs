@@ -310,7 +310,8 @@ pub(crate) fn execution_id(
         ValidationError::new(
             loc(),
             "string_type",
-            &format!("Input should be a valid string: {rejection}"),
+            // The rejection is not echoed: it may quote the client's path.
+            &format!("Input should be a valid string ({})", rejection.status()),
         )
     })?;
     validate_execution_id(&id)?;
