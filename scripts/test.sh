@@ -6,7 +6,11 @@
 #      then the decoders fuzzed for a bounded time (fuzz/, exechub-fuzz);
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
 #      wasm-bindgen tests in headless Chromium against a real hub;
-#   3. the web demo in Chromium (playwright-core), against real hub and Redis.
+#   3. the web demo in Chromium (playwright-core), against real hub and Redis;
+#   4. the npm package as users get it: the packed tarball installed offline
+#      into a fresh project, type-checked (tsc --strict, moduleResolution
+#      bundler and node16), imported by name in Chromium, and run by a Node
+#      worker that publishes to a real hub while that page watches.
 # Installs what is missing first (apt packages as root, cargo and npm tools),
 # or says exactly what to install.
 set -euo pipefail
@@ -73,3 +77,6 @@ say "wasm-bindgen tests in headless Chromium against $hub_url (and $short_ttl_ur
 
 say "web demo in Chromium"
 node --test tests/browser/
+
+say "the packed npm package: TypeScript, a page, and a Node worker"
+node --test tests/node/

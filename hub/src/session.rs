@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::AppState;
-use crate::auth::{self, Action, AuthError, Grant, LEEWAY_SECS};
+use crate::auth::{Action, AuthError, Grant, LEEWAY_SECS};
 use crate::error::ws_store_error;
 use crate::event::{Epoch, NewBatch, NewEvent};
 use crate::limits::{ClientKey, RateLimited, TokenSlot};
@@ -714,17 +714,23 @@ pub(crate) async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// When a token expiring at `expires_at` (Unix seconds) stops being valid,
-/// leeway included; far in the future when auth is off.
+/// When a token expiring at `expires_at` (Unix seconds) stops being valid:
+/// the moment the verifier starts refusing it (whole seconds past
+/// `expires_at` + leeway, as jsonwebtoken compares), so an open connection
+/// ends exactly when a reconnect with the same token would be refused — no
+/// window in which a client is closed and let back in. Far in the future
+/// when auth is off.
 pub fn expiry_instant(expires_at: u64) -> Instant {
     const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
     if expires_at == u64::MAX {
         return Instant::now() + FAR;
     }
-    let left = expires_at
-        .saturating_add(LEEWAY_SECS)
-        .saturating_sub(auth::now());
-    Instant::now() + Duration::from_secs(left).min(FAR)
+    let refused_from = expires_at.saturating_add(LEEWAY_SECS).saturating_add(1);
+    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(refused_from.min(u64::MAX / 2));
+    let left = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left.min(FAR)
 }
 
 #[cfg(test)]

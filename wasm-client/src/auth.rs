@@ -3,29 +3,39 @@
 //! token expires. A fresh token is sent on the open socket with an `auth`
 //! frame, so the connection (and every subscription) stays up across refreshes.
 
+use std::time::Duration;
+
 use js_sys::{Function, Promise};
+use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::js;
+use crate::global;
 
 /// Ask for a new token this long before the current one expires.
 const REFRESH_MARGIN_SECS: f64 = 30.0;
 /// Never ask more often than this (e.g. while `getToken` keeps failing).
-const MIN_REFRESH_MS: f64 = 5_000.0;
+const MIN_REFRESH: Duration = Duration::from_secs(5);
 
 /// Where the connection's token comes from.
 pub struct Tokens {
     current: Option<String>,
-    fetch: Option<Function>,
+    get_token: Option<Function>,
+}
+
+/// The claims of a JWT this client reads.
+#[derive(Deserialize)]
+struct Claims {
+    /// Expiry, Unix seconds.
+    exp: Option<f64>,
 }
 
 impl Tokens {
     /// A fixed `token`, a `getToken` callback, both (the token is used first), or neither.
-    pub fn new(token: Option<String>, fetch: Option<Function>) -> Self {
+    pub fn new(token: Option<String>, get_token: Option<Function>) -> Self {
         Self {
             current: token,
-            fetch,
+            get_token,
         }
     }
 
@@ -34,18 +44,16 @@ impl Tokens {
         match &self.current {
             Some(token) => {
                 let separator = if base.contains('?') { "&" } else { "?" };
-                format!(
-                    "{base}{separator}access_token={}",
-                    js::encode_uri_component(token)
-                )
+                let token = String::from(js_sys::encode_uri_component(token));
+                format!("{base}{separator}access_token={token}")
             }
             None => base.to_owned(),
         }
     }
 
     /// The `getToken` callback, if any.
-    pub fn fetcher(&self) -> Option<Function> {
-        self.fetch.clone()
+    pub fn getter(&self) -> Option<Function> {
+        self.get_token.clone()
     }
 
     /// Remembers a fresh token.
@@ -53,17 +61,19 @@ impl Tokens {
         self.current = Some(token);
     }
 
-    /// Milliseconds until the token should be refreshed, when there is a
-    /// callback to refresh it with and the token says when it expires.
-    pub fn refresh_in_ms(&self) -> Option<f64> {
-        self.fetch.as_ref()?;
+    /// How long until the token should be refreshed, when there is a callback
+    /// to refresh it with and the token says when it expires.
+    pub fn refresh_in(&self) -> Option<Duration> {
+        self.get_token.as_ref()?;
         let expires = expiry(self.current.as_deref()?)?;
         let now = js_sys::Date::now() / 1000.0;
-        Some(((expires - REFRESH_MARGIN_SECS - now) * 1000.0).max(MIN_REFRESH_MS))
+        let ms = ((expires - REFRESH_MARGIN_SECS - now) * 1000.0).max(0.0);
+        Some(Duration::from_millis(ms as u64).max(MIN_REFRESH))
     }
 }
 
-/// Calls `getToken`, which may return a string or a Promise of one.
+/// Calls `getToken`, which may return a string or a Promise of one; `None`
+/// when it throws, rejects or gives no token.
 pub async fn fetch(get_token: Function) -> Option<String> {
     let mut value = get_token.call0(&JsValue::NULL).ok()?;
     if let Some(promise) = value.dyn_ref::<Promise>() {
@@ -86,6 +96,7 @@ fn expiry(token: &str) -> Option<f64> {
     while !base64.len().is_multiple_of(4) {
         base64.push('=');
     }
-    let claims = js::parse_json(&js::atob(&base64).ok()?.into()).ok()?;
-    js::get(&claims, "exp").as_f64()
+    let json = global::scope().atob(&base64).ok()?;
+    let claims = js_sys::JSON::parse(&json).ok()?;
+    serde_wasm_bindgen::from_value::<Claims>(claims).ok()?.exp
 }

@@ -1,37 +1,40 @@
 //! Errors the client reports, and how they reach JavaScript: every failure
 //! becomes an `ExechubError` (a real `Error` with `code`, and `detail` /
-//! `status` when the hub gave them), delivered as a rejected Promise or to an
-//! error callback — never thrown from inside the client.
+//! `status` when the hub gave them), delivered as a rejected Promise, thrown
+//! by the call that caused it, or handed to an error callback.
+//!
+//! The enum is plain Rust (host-testable); only [`ClientError::to_js`] touches
+//! JavaScript.
 
 use exechub_protocol::{ErrorCode, ValidationError};
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 
-use crate::types::detail_to_js;
-
 /// Why an operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The socket is not open (connecting or reconnecting); nothing was sent.
+    /// Not fatal: retry once the state is `open`.
     #[error("not connected to the hub; retry once the state is \"open\"")]
     NotConnected,
-    /// The socket dropped before the hub answered; the publish may or may not be stored.
+    /// The socket dropped before the hub answered; the publish may or may not
+    /// be stored. Retry with an idempotency key to be safe.
     #[error("connection lost before the hub answered")]
     ConnectionLost,
-    /// `close()` was called.
+    /// `close()` was called or the client was freed. Fatal for this client.
     #[error("the client is closed")]
     Closed,
-    /// The hub refused the request.
+    /// The hub refused a WebSocket request; the connection stays usable.
     #[error("{message}")]
     Hub {
         /// The hub's error code.
         code: ErrorCode,
         /// The hub's explanation.
         message: String,
-        /// Field problems, for `invalid_request`: the `detail` array as the
-        /// hub sent it, or as the shared crate's checks found them locally.
-        detail: Option<JsValue>,
+        /// Field problems, for `invalid_request`: as the hub sent them, or as
+        /// the shared crate's checks found them locally.
+        detail: Option<Vec<ValidationError>>,
     },
     /// An HTTP request got an error status.
     #[error("HTTP {status}: {message}")]
@@ -40,8 +43,8 @@ pub enum ClientError {
         status: u16,
         /// The hub's `detail` text, or the status text.
         message: String,
-        /// Field problems, for a 422: the body's `detail` array, untouched.
-        detail: Option<JsValue>,
+        /// Field problems, for a 422: the body's `detail` list.
+        detail: Option<Vec<ValidationError>>,
     },
     /// The request could not be made (network failure, CORS, bad URL).
     #[error("network error: {0}")]
@@ -59,11 +62,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// An `invalid_request` for problems the hub's rules found locally.
-    pub fn invalid(message: &str, detail: &[ValidationError]) -> Self {
+    pub fn invalid(detail: Vec<ValidationError>) -> Self {
         Self::Hub {
             code: ErrorCode::InvalidRequest,
-            message: message.to_owned(),
-            detail: Some(detail_to_js(detail)),
+            message: "invalid request".to_owned(),
+            detail: Some(detail),
         }
     }
 
@@ -74,9 +77,7 @@ impl ClientError {
             Self::ConnectionLost => "connection_lost",
             Self::Closed => "closed",
             Self::Hub { code, .. } => code.as_str(),
-            Self::Http { status: 422, .. } => "invalid_request",
-            Self::Http { status: 503, .. } => "unavailable",
-            Self::Http { .. } => "http_error",
+            Self::Http { status, .. } => http_code(*status),
             Self::Network(_) => "network_error",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::Protocol(_) => "protocol_error",
@@ -84,9 +85,9 @@ impl ClientError {
         }
     }
 
-    fn detail(&self) -> Option<&JsValue> {
+    fn detail(&self) -> Option<&[ValidationError]> {
         match self {
-            Self::Hub { detail, .. } | Self::Http { detail, .. } => detail.as_ref(),
+            Self::Hub { detail, .. } | Self::Http { detail, .. } => detail.as_deref(),
             _ => None,
         }
     }
@@ -99,7 +100,7 @@ impl ClientError {
         // Setting properties on a fresh Error object cannot fail.
         let _ = Reflect::set(object, &"code".into(), &self.code().into());
         if let Some(detail) = self.detail() {
-            let _ = Reflect::set(object, &"detail".into(), detail);
+            let _ = Reflect::set(object, &"detail".into(), &crate::wire::to_js(detail));
         }
         if let Self::Http { status, .. } = self {
             let _ = Reflect::set(object, &"status".into(), &JsValue::from(*status));
@@ -108,8 +109,49 @@ impl ClientError {
     }
 }
 
+/// The code of an HTTP error status, as the hub means it.
+fn http_code(status: u16) -> &'static str {
+    match status {
+        401 => ErrorCode::Unauthorized.as_str(),
+        403 => ErrorCode::Forbidden.as_str(),
+        422 => ErrorCode::InvalidRequest.as_str(),
+        429 => ErrorCode::RateLimited.as_str(),
+        503 => ErrorCode::Unavailable.as_str(),
+        _ => "http_error",
+    }
+}
+
 impl From<ClientError> for JsValue {
     fn from(error: ClientError) -> Self {
         error.to_js()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses_read_as_the_hubs_codes() {
+        let http = |status| ClientError::Http {
+            status,
+            message: String::new(),
+            detail: None,
+        };
+        let codes: Vec<&str> = [401, 403, 422, 429, 500, 503]
+            .map(|status| http(status).code())
+            .into();
+        assert_eq!(
+            codes,
+            [
+                "unauthorized",
+                "forbidden",
+                "invalid_request",
+                "rate_limited",
+                "http_error",
+                "unavailable"
+            ]
+        );
+        assert_eq!(ClientError::invalid(Vec::new()).code(), "invalid_request");
     }
 }

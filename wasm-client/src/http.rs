@@ -1,27 +1,27 @@
-//! HTTP calls: history, and publishing for workers that only need `POST`.
+//! HTTP calls with gloo-net: history, and publishing for workers that only
+//! need `POST` (one event, or a batch stored atomically).
 
 use exechub_protocol::names::field;
-use js_sys::Array;
-use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
+use exechub_protocol::{
+    BatchAccepted, BatchRequest, HistoryPage, HttpValidationError, PublishAccepted, PublishRequest,
+};
+use gloo_net::http::{Request, RequestBuilder, Response};
 
-use crate::core::{Publish, publish_body, push_decimal};
 use crate::error::ClientError;
-use crate::js::{self, Response, get, object, set};
-use crate::types::{number_field, page_view};
+use crate::wire::{self, to_json};
 
-/// `…/api/v1/executions/{id}/events` under `base_url`.
-fn events_url(base_url: &str, execution_id: &str) -> String {
-    [
-        base_url.trim_end_matches('/'),
-        "/api/v1/executions/",
-        &js::encode_uri_component(execution_id),
-        "/events",
-    ]
-    .concat()
+/// The history query's page size parameter (a query parameter, so not among
+/// `exechub_protocol::names`' body and frame fields).
+const LIMIT: &str = "limit";
+
+/// `…/api/v1/executions/{id}/events` under `base_url`, with `suffix`.
+fn events_url(base_url: &str, execution_id: &str, suffix: &str) -> String {
+    let id = String::from(js_sys::encode_uri_component(execution_id));
+    let base = base_url.trim_end_matches('/');
+    format!("{base}/api/v1/executions/{id}/events{suffix}")
 }
 
-/// Stored events of an execution after `after`, as a `HistoryPage` object.
+/// Stored events of an execution after `after` (default 0), at most `limit`.
 ///
 /// # Errors
 /// [`ClientError::Network`], [`ClientError::Http`] or [`ClientError::Protocol`].
@@ -31,100 +31,104 @@ pub async fn history(
     after: Option<u64>,
     limit: Option<u64>,
     token: Option<&str>,
-) -> Result<JsValue, ClientError> {
-    let mut url = events_url(base_url, execution_id);
-    url.push_str("?after=");
-    push_decimal(&mut url, after.unwrap_or(0));
-    if let Some(limit) = limit {
-        url.push_str("&limit=");
-        push_decimal(&mut url, limit);
-    }
-    let page = send(&url, "GET", &headers(token, None), None).await?;
-    page_view(&page)
+) -> Result<HistoryPage, ClientError> {
+    let after = after.unwrap_or(0).to_string();
+    let mut query = vec![(field::AFTER, after)];
+    query.extend(limit.map(|limit| (LIMIT, limit.to_string())));
+    let request = Request::get(&events_url(base_url, execution_id, "")).query(query);
+    let answer = send(authorized(request, token), None).await?;
+    wire::parse(&answer, "history page")
 }
 
-/// `POST …/events`; resolves with the seq the hub assigned.
+/// `POST …/events`; the hub's answer carries the seq.
 ///
 /// # Errors
-/// [`ClientError::Http`] (422 carries the validation detail), [`ClientError::Network`]
-/// or [`ClientError::Protocol`].
+/// [`ClientError::Http`] (a 422 carries the validation detail),
+/// [`ClientError::Network`] or [`ClientError::Protocol`].
 pub async fn publish(
     base_url: &str,
     execution_id: &str,
-    request: &Publish,
+    event: &PublishRequest,
     idempotency_key: Option<&str>,
     token: Option<&str>,
-) -> Result<u64, ClientError> {
-    let url = events_url(base_url, execution_id);
-    let headers = headers(token, idempotency_key);
-    set(&headers, "Content-Type", &"application/json".into());
-    let body = JsValue::from_str(&publish_body(request));
-    let accepted = send(&url, "POST", &headers, Some(&body)).await?;
-    number_field(&accepted, field::SEQ)
-        .ok_or_else(|| ClientError::Protocol("publish answer without a seq".into()))
+) -> Result<PublishAccepted, ClientError> {
+    let url = events_url(base_url, execution_id, "");
+    let request = keyed(authorized(Request::post(&url), token), idempotency_key);
+    let answer = send(request, Some(to_json(event)?)).await?;
+    wire::parse(&answer, "publish answer")
 }
 
-/// The request headers: the token and idempotency key when given.
-fn headers(token: Option<&str>, idempotency_key: Option<&str>) -> JsValue {
-    let headers = object(&[]);
-    if let Some(token) = token {
-        set(
-            &headers,
-            "Authorization",
-            &["Bearer ", token].concat().into(),
-        );
-    }
-    if let Some(key) = idempotency_key {
-        set(&headers, "Idempotency-Key", &key.into());
-    }
-    headers
+/// `POST …/events/batch`: stored atomically with consecutive seqs.
+///
+/// # Errors
+/// As [`publish`].
+pub async fn publish_batch(
+    base_url: &str,
+    execution_id: &str,
+    batch: &BatchRequest,
+    idempotency_key: Option<&str>,
+    token: Option<&str>,
+) -> Result<BatchAccepted, ClientError> {
+    let url = events_url(base_url, execution_id, "/batch");
+    let request = keyed(authorized(Request::post(&url), token), idempotency_key);
+    let answer = send(request, Some(to_json(batch)?)).await?;
+    wire::parse(&answer, "batch answer")
 }
 
-/// Makes a request and parses the JSON answer.
-async fn send(
-    url: &str,
-    method: &str,
-    headers: &JsValue,
-    body: Option<&JsValue>,
-) -> Result<JsValue, ClientError> {
-    let init = object(&[
-        ("method", &method.into()),
-        ("headers", headers),
-        ("body", body.unwrap_or(&JsValue::UNDEFINED)),
-    ]);
-    let network = |error: JsValue| ClientError::Network(js::to_text(&error));
-    let response: Response = await_promise(js::fetch(url, &init))
-        .await
-        .map_err(network)?
-        .unchecked_into();
-    let text = await_promise(response.text()).await;
-    if response.ok() {
-        let text = text.map_err(network)?;
-        return js::parse_json(&text)
-            .map_err(|_| ClientError::Protocol("the answer is not JSON".into()));
+fn authorized(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+    match token {
+        Some(token) => request.header("Authorization", &format!("Bearer {token}")),
+        None => request,
     }
-    // An error body that cannot be read or parsed still leaves the status.
-    let body = text.and_then(|text| js::parse_json(&text));
-    Err(http_error(&response, body.unwrap_or(JsValue::UNDEFINED)))
 }
 
-async fn await_promise(promise: Result<js_sys::Promise, JsValue>) -> Result<JsValue, JsValue> {
-    JsFuture::from(promise?).await
+fn keyed(request: RequestBuilder, idempotency_key: Option<&str>) -> RequestBuilder {
+    match idempotency_key {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
+    }
+}
+
+/// Sends the request, with `body` as its JSON, and returns the answer's
+/// text (one function for every call, not one per answer type: it is most
+/// of an HTTP call's code).
+async fn send(request: RequestBuilder, body: Option<String>) -> Result<String, ClientError> {
+    let request = match body {
+        Some(body) => request
+            .header("Content-Type", "application/json")
+            .body(body),
+        None => request.build(),
+    };
+    let network = |error: gloo_net::Error| ClientError::Network(error.to_string());
+    let response = request.map_err(network)?.send().await.map_err(network)?;
+    let text = response.text().await.map_err(network)?;
+    if !response.ok() {
+        return Err(http_error(&response, &text));
+    }
+    Ok(text)
 }
 
 /// [`ClientError::Http`] for an error status, keeping the hub's detail: the
 /// 422 list, or the text other errors carry in `detail`.
-fn http_error(response: &Response, body: JsValue) -> ClientError {
-    let detail = get(&body, field::DETAIL);
-    let (message, detail) = if Array::is_array(&detail) {
-        ("invalid request".to_owned(), Some(detail))
-    } else {
-        let text = detail.as_string().unwrap_or_else(|| response.status_text());
-        (text, None)
+fn http_error(response: &Response, body: &str) -> ClientError {
+    let (message, detail) = match wire::parse::<HttpValidationError>(body, "error") {
+        Ok(invalid) => ("invalid request".to_owned(), Some(invalid.detail)),
+        Err(_) => (
+            error_text(body).unwrap_or_else(|| response.status_text()),
+            None,
+        ),
     };
     ClientError::Http {
         status: response.status(),
         message,
         detail,
     }
+}
+
+/// The text of a non-422 error body (`{"detail": "…"}`).
+fn error_text(body: &str) -> Option<String> {
+    let body = js_sys::JSON::parse(body).ok()?;
+    js_sys::Reflect::get(&body, &field::DETAIL.into())
+        .ok()?
+        .as_string()
 }

@@ -1,47 +1,67 @@
 //! `exechub-client`: a typed publish/subscribe client for the exechub event
-//! hub, compiled to WebAssembly for browsers and web workers.
+//! hub, compiled to WebAssembly for browsers, web workers and Node.
 //!
 //! One [`ExechubClient`] keeps one WebSocket for all of its subscriptions. When
 //! the socket drops it reconnects with exponential backoff and jitter, and
 //! resubscribes every subscription after the last position (epoch and seq)
 //! it delivered, so the application sees each event once and in order, and
-//! hears of a restarted history (`onHistoryLost`) before its new seq 1
-//! ([`core`] holds that logic, testable on the host; [`ws`] drives the socket). [`history`] and
-//! [`publish_http`] use plain HTTP. This file is only the JavaScript facade:
-//! every failure reaches JavaScript as an `ExechubError` ([`error`]), and every
-//! value crossing the boundary has a TypeScript type ([`types`]). All wire
-//! names and validation rules come from `exechub-protocol`, shared with the hub.
+//! hears of a restarted history (`onHistoryLost`) before its new seq 1.
+//! [`history`], [`publish_http`] and [`publish_batch_http`] use plain HTTP.
 //!
-//! The package has a size budget (40 KiB gzipped, `.wasm` and glue together,
-//! see the README), which explains three choices: the browser parses frames
-//! (`JSON.parse`) and the client reads the result; the client writes its few
-//! frames by hand ([`core`]); and it binds the browser APIs it uses directly
-//! ([`js`]) instead of going through web-sys and gloo.
+//! The layout:
+//! - [`connection`]: the connection's logic as a plain-Rust state machine
+//!   (positions, pending publishes, backoff), tested on the host;
+//! - `driver`, `socket`: the thin layer that runs it on a gloo-net
+//!   WebSocket; `shared`: the state the JavaScript handles and the driver
+//!   share, and how the machine's decisions reach JavaScript;
+//! - `wire`, `input`, [`types`]: values crossing to and from JavaScript with
+//!   serde-wasm-bindgen as the protocol's own types, publishes checked with
+//!   the hub's own rules, and the TypeScript types;
+//! - `http` (gloo-net), `auth` (tokens), `global` (timers, via web-sys);
+//! - this file: the JavaScript facade only. Every failure reaches
+//!   JavaScript as an `ExechubError` ([`error`]).
+//!
+//! Freeing a client (`free()`, `Symbol.dispose`, or its garbage collection)
+//! closes it: the driver closes the socket and stops, and every callback the
+//! client held is released.
 
 mod auth;
-pub mod core;
+pub mod connection;
+mod driver;
 pub mod error;
+mod global;
 mod http;
-mod inbound;
-mod js;
+mod input;
+mod shared;
+mod socket;
 pub mod types;
-mod ws;
+mod wire;
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use exechub_protocol::FieldType;
-use js_sys::Function;
+use exechub_protocol::backoff::Backoff;
+use exechub_protocol::{BatchRequest, PublishRequest};
+use js_sys::{Function, Promise};
+use serde_json::Value;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::core::Publish;
+use crate::auth::Tokens;
+use crate::connection::{Connection, Publish};
 pub use crate::error::ClientError;
+use crate::input::EventFields;
+use crate::shared::{Handlers, Settle, Shared, SharedRef, act, perform};
+use crate::socket::Dialer;
 use crate::types::{
-    ClientOptionsJs, ConnectionStateJs, DataJs, EventHandlerJs, HistoryOptionsJs, HistoryPromise,
-    PublishOptionsJs, SeqPromise, SubscribeOptionsJs, option_field, string_field, u64_field,
+    BatchOptionsJs, BatchPromise, BatchView, CallOptions, ClientOptions, ClientOptionsJs,
+    ConnectionStateJs, DataJs, EventHandlerJs, HistoryOptionsJs, HistoryPromise,
+    HttpBatchOptionsJs, HttpPublishOptionsJs, NewEventsJs, PageView, SeqPromise,
+    SocketPublishOptionsJs, SubscribeOptions, SubscribeOptionsJs,
 };
-use crate::ws::{Settings, SharedRef, Sub};
+use crate::wire::to_js;
 
 /// A connection to a hub's `/ws` endpoint, shared by all subscriptions.
 #[wasm_bindgen]
@@ -51,30 +71,20 @@ pub struct ExechubClient {
 
 #[wasm_bindgen]
 impl ExechubClient {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) and keeps reconnecting until `close()`.
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) and keeps reconnecting
+    /// until `close()` or `free()`.
     #[wasm_bindgen(constructor)]
     pub fn new(url: &str, options: Option<ClientOptionsJs>) -> Result<ExechubClient, JsValue> {
-        let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(
-                ClientError::InvalidArgument("url must start with ws:// or wss://".into()).into(),
-            );
-        }
-        let tokens = auth::Tokens::new(
-            string_field(&options, "token"),
-            function(&options, "getToken"),
-        );
-        let settings = Settings {
-            url: url.to_owned(),
-            tokens,
-            min_delay: Duration::from_millis(
-                u64_field(&options, "minReconnectDelayMs")?.unwrap_or(250),
-            ),
-            max_delay: Duration::from_millis(
-                u64_field(&options, "maxReconnectDelayMs")?.unwrap_or(10_000),
-            ),
+        let options: ClientOptions = types::options(options.map(Into::into), "ClientOptions")?;
+        let dialer = Dialer::new(url, options.websocket)?;
+        let backoff = Backoff {
+            first: Duration::from_millis(options.min_reconnect_delay_ms.unwrap_or(250)),
+            max: Duration::from_millis(options.max_reconnect_delay_ms.unwrap_or(10_000)),
         };
-        let shared = ws::start(settings, function(&options, "onStateChange"));
+        let machine = Connection::new(backoff);
+        let (shared, outbox) = Shared::new(machine, options.on_state_change);
+        let tokens = Tokens::new(options.token, options.get_token);
+        driver::spawn(Rc::downgrade(&shared), outbox, dialer, tokens);
         Ok(Self { shared })
     }
 
@@ -85,51 +95,129 @@ impl ExechubClient {
         #[wasm_bindgen(js_name = onEvent)] on_event: EventHandlerJs,
         options: Option<SubscribeOptionsJs>,
     ) -> Result<Subscription, JsValue> {
-        let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
-        let on_event: Function = on_event
+        let options: SubscribeOptions =
+            types::options(options.map(Into::into), "SubscribeOptions")?;
+        let on_event: Function = JsValue::from(on_event)
             .dyn_into()
             .map_err(|_| ClientError::InvalidArgument("onEvent must be a function".into()))?;
-        let sub = Sub {
-            position: core::Position::new(u64_field(&options, "after")?),
+        let handlers = Rc::new(Handlers {
             on_event,
-            on_lost: function(&options, "onHistoryLost"),
-            on_error: function(&options, "onError"),
-        };
-        ws::subscribe(&self.shared, execution_id.clone(), sub)?;
+            on_lost: options.on_history_lost,
+            on_error: options.on_error,
+        });
+        let subscribed = self.shared.borrow_mut().machine.subscribe(
+            execution_id.clone(),
+            options.after,
+            handlers,
+        );
+        perform(&self.shared, subscribed?);
         Ok(Subscription {
             shared: Rc::downgrade(&self.shared),
             execution_id,
         })
     }
 
-    /// Publishes an event; resolves with its seq once the hub stored it.
+    /// Publishes an event over the socket; resolves with its seq once the hub
+    /// stored it. `options` may be the event's timestamp alone.
     pub fn publish(
         &self,
         #[wasm_bindgen(js_name = executionId)] execution_id: String,
         #[wasm_bindgen(js_name = eventType)] event_type: String,
         data: DataJs,
-        timestamp: Option<String>,
+        options: Option<SocketPublishOptionsJs>,
     ) -> SeqPromise {
-        let request = publish_request(event_type, data.into(), timestamp);
-        ws::publish(&self.shared, &execution_id, request).unchecked_into()
+        let options = options.map(JsValue::from);
+        let options = match options.as_ref().and_then(JsValue::as_string) {
+            Some(timestamp) => Ok(CallOptions {
+                timestamp: Some(timestamp),
+                ..CallOptions::default()
+            }),
+            None => types::options::<CallOptions>(options, "PublishOptions"),
+        };
+        let publish = options.and_then(|options| {
+            let event = event_request(event_type, data, options.timestamp)?;
+            Ok((Publish::One(event), options.idempotency_key))
+        });
+        self.settled_by_hub(execution_id, publish, false)
+            .unchecked_into()
+    }
+
+    /// Publishes events atomically, with consecutive seqs, over the socket;
+    /// resolves with their seqs once the hub stored them all.
+    #[wasm_bindgen(js_name = publishBatch)]
+    pub fn publish_batch(
+        &self,
+        #[wasm_bindgen(js_name = executionId)] execution_id: String,
+        events: NewEventsJs,
+        options: Option<BatchOptionsJs>,
+    ) -> BatchPromise {
+        let options = types::options::<CallOptions>(options.map(Into::into), "BatchOptions");
+        let publish = options.and_then(|options| {
+            let events = input::batch(input::events_from_js(events.into())?)?;
+            Ok((Publish::Batch(events), options.idempotency_key))
+        });
+        self.settled_by_hub(execution_id, publish, true)
+            .unchecked_into()
     }
 
     /// The connection state.
     #[wasm_bindgen(getter)]
     pub fn state(&self) -> ConnectionStateJs {
-        JsValue::from(self.shared.borrow().state().as_str()).unchecked_into()
+        to_js(&self.shared.borrow().machine.state()).unchecked_into()
     }
 
-    /// Closes the socket and stops reconnecting; pending publishes reject with `closed`.
+    /// Closes the socket and stops reconnecting; pending publishes reject with
+    /// `closed`. `free()` does the same and releases the client.
     pub fn close(&self) {
-        ws::close(&self.shared);
+        let actions = self.shared.borrow_mut().close();
+        perform(&self.shared, actions);
+    }
+
+    /// A Promise settled by the hub's answer to `publish`, or at once when it
+    /// cannot be sent.
+    fn settled_by_hub(
+        &self,
+        execution_id: String,
+        publish: Result<(Publish, Option<String>), ClientError>,
+        batch: bool,
+    ) -> Promise {
+        let mut publish = Some(publish);
+        Promise::new(&mut |resolve, reject| {
+            // The executor runs exactly once, inside `new Promise`.
+            let Some(publish) = publish.take() else {
+                return;
+            };
+            match publish {
+                Ok((publish, key)) => {
+                    let settle = Settle {
+                        resolve,
+                        reject,
+                        batch,
+                    };
+                    let execution_id = execution_id.clone();
+                    act(&self.shared, |machine| {
+                        machine.publish(execution_id, publish, key, settle)
+                    });
+                }
+                Err(error) => drop(reject.call1(&JsValue::NULL, &error.to_js())),
+            }
+        })
     }
 }
 
-/// A subscription made with [`ExechubClient::subscribe`].
+impl Drop for ExechubClient {
+    /// `free()`, `Symbol.dispose` and garbage collection close the client.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A subscription made with [`ExechubClient::subscribe`]. Freeing the handle
+/// does not end the subscription (a handle that is garbage collected must
+/// not stop events): call `unsubscribe()`.
 #[wasm_bindgen]
 pub struct Subscription {
-    shared: Weak<std::cell::RefCell<ws::Shared>>,
+    shared: Weak<RefCell<Shared>>,
     execution_id: String,
 }
 
@@ -138,7 +226,7 @@ impl Subscription {
     /// Stops delivery; no event is delivered after this returns.
     pub fn unsubscribe(&self) {
         if let Some(shared) = self.shared.upgrade() {
-            ws::unsubscribe(&shared, &self.execution_id);
+            act(&shared, |machine| machine.unsubscribe(&self.execution_id));
         }
     }
 
@@ -152,7 +240,8 @@ impl Subscription {
     #[wasm_bindgen(getter, js_name = lastSeq)]
     pub fn last_seq(&self) -> Option<f64> {
         let shared = self.shared.upgrade()?;
-        ws::last_seq(&shared, &self.execution_id).map(|seq| seq as f64)
+        let last = shared.borrow().machine.last_seq(&self.execution_id);
+        last.map(|seq| seq as f64)
     }
 }
 
@@ -163,15 +252,18 @@ pub fn history(
     #[wasm_bindgen(js_name = executionId)] execution_id: String,
     options: Option<HistoryOptionsJs>,
 ) -> HistoryPromise {
-    let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
-    let page = async move {
-        let after = u64_field(&options, "after")?;
-        let limit = u64_field(&options, "limit")?;
-        let token = string_field(&options, "token");
-        let page = http::history(&base_url, &execution_id, after, limit, token.as_deref()).await;
-        page.map_err(|error| error.to_js())
-    };
-    wasm_bindgen_futures::future_to_promise(page).unchecked_into()
+    let options = types::options::<CallOptions>(options.map(Into::into), "HistoryOptions");
+    promise(async move {
+        let CallOptions {
+            after,
+            limit,
+            token,
+            ..
+        } = options?;
+        let page = http::history(&base_url, &execution_id, after, limit, token.as_deref());
+        Ok(to_js(&PageView::from(&page.await?)))
+    })
+    .unchecked_into()
 }
 
 /// Publishes over HTTP (`POST /api/v1/executions/{id}/events`); resolves with the seq.
@@ -181,58 +273,61 @@ pub fn publish_http(
     #[wasm_bindgen(js_name = executionId)] execution_id: String,
     #[wasm_bindgen(js_name = eventType)] event_type: String,
     data: DataJs,
-    options: Option<PublishOptionsJs>,
+    options: Option<HttpPublishOptionsJs>,
 ) -> SeqPromise {
-    let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
-    let request = publish_request(event_type, data.into(), string_field(&options, "timestamp"));
-    let key = string_field(&options, "idempotencyKey");
-    let token = string_field(&options, "token");
-    seq_promise(async move {
-        http::publish(
-            &base_url,
-            &execution_id,
-            &request?,
-            key.as_deref(),
-            token.as_deref(),
-        )
-        .await
+    let options = types::options::<CallOptions>(options.map(Into::into), "PublishOptions");
+    let request = options.and_then(|options| {
+        let event = event_request(event_type, data, options.timestamp.clone())?;
+        Ok((event, options))
+    });
+    promise(async move {
+        let (event, options) = request?;
+        let key = options.idempotency_key.as_deref();
+        let token = options.token.as_deref();
+        let accepted = http::publish(&base_url, &execution_id, &event, key, token).await?;
+        Ok(JsValue::from(accepted.seq as f64))
+    })
+    .unchecked_into()
+}
+
+/// Publishes events atomically over HTTP (`POST …/events/batch`); resolves
+/// with their seqs.
+#[wasm_bindgen(js_name = publishBatchHttp)]
+pub fn publish_batch_http(
+    #[wasm_bindgen(js_name = baseUrl)] base_url: String,
+    #[wasm_bindgen(js_name = executionId)] execution_id: String,
+    events: NewEventsJs,
+    options: Option<HttpBatchOptionsJs>,
+) -> BatchPromise {
+    let options = types::options::<CallOptions>(options.map(Into::into), "BatchOptions");
+    let request = options.and_then(|options| {
+        let events = input::batch(input::events_from_js(events.into())?)?;
+        Ok((BatchRequest { events }, options))
+    });
+    promise(async move {
+        let (batch, options) = request?;
+        let key = options.idempotency_key.as_deref();
+        let token = options.token.as_deref();
+        let accepted = http::publish_batch(&base_url, &execution_id, &batch, key, token).await?;
+        Ok(to_js(&BatchView::from(&accepted)))
+    })
+    .unchecked_into()
+}
+
+/// One event from the arguments of a publish, checked with the hub's rules.
+fn event_request(
+    event_type: String,
+    data: DataJs,
+    timestamp: Option<String>,
+) -> Result<PublishRequest, ClientError> {
+    input::event(EventFields {
+        event_type: Some(Value::String(event_type)),
+        data: Some(input::json(data.into(), "data")?),
+        timestamp: timestamp.map(Value::String),
     })
 }
 
-/// Validates a publish locally with the hub's own rules (shared crate), so bad
-/// input fails with the same `detail` the hub would send. `data` is
-/// serialized here, once, by the browser.
-fn publish_request(
-    event_type: String,
-    data: JsValue,
-    timestamp: Option<String>,
-) -> Result<Publish, ClientError> {
-    let json = js::stringify(&data).map_err(|e| {
-        ClientError::InvalidArgument(["data is not JSON: ", &js::to_text(&e)].concat())
-    })?;
-    // The JSON text says what the hub would see: an object, or something else
-    // (`undefined` for values JSON cannot hold, e.g. a function).
-    let data = match json.as_string() {
-        Some(json) if json.starts_with('{') => Ok(json),
-        Some(_) => Err(FieldType::Other),
-        None => Err(FieldType::Null),
-    };
-    Publish::new(event_type, data, timestamp)
-        .map_err(|detail| ClientError::invalid("invalid request", &detail))
-}
-
-fn seq_promise(
-    future: impl std::future::Future<Output = Result<u64, ClientError>> + 'static,
-) -> SeqPromise {
-    let promise = async move {
-        match future.await {
-            Ok(seq) => Ok(JsValue::from(seq as f64)),
-            Err(error) => Err(error.to_js()),
-        }
-    };
-    wasm_bindgen_futures::future_to_promise(promise).unchecked_into()
-}
-
-fn function(options: &JsValue, name: &str) -> Option<Function> {
-    option_field(options, name).and_then(|value| value.dyn_into().ok())
+/// A Promise of what `future` gives, rejected with an `ExechubError`.
+fn promise(future: impl Future<Output = Result<JsValue, ClientError>> + 'static) -> Promise {
+    wasm_bindgen_futures::future_to_promise(async move { future.await.map_err(|e| e.to_js()) })
 }

@@ -1,18 +1,14 @@
-//! The TypeScript types of the package, and the camelCase JavaScript objects
-//! those types describe, made from the hub's snake_case wire objects.
-//!
-//! Wire objects come from the browser's `JSON.parse`, and an event's `data` is
-//! handed on as the object the browser parsed: an event's JSON is parsed once
-//! and its payload is never re-stringified or copied through Rust.
+//! The package's TypeScript types, and the Rust shapes of the values they
+//! describe: options read from JavaScript objects and results handed back,
+//! all moved with serde-wasm-bindgen ([`crate::wire`]). The names here are
+//! the JavaScript API's (camelCase); the wire's names live in
+//! `exechub-protocol` only.
 
-use exechub_protocol::names::field;
-use exechub_protocol::{Loc, LostReason, ValidationError};
-use js_sys::Array;
+use exechub_protocol::{BatchAccepted, Event, EventData, HistoryPage};
+use js_sys::Function;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use wasm_bindgen::prelude::*;
-
-use crate::ClientError;
-use crate::core::whole_number;
-use crate::js::{get, is_plain_object, object, set};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -28,6 +24,20 @@ export interface ExecutionEvent {
   timestamp: string;
   data: Record<string, unknown>;
 }
+
+/** One event to publish (an item of {@link ExechubClient.publishBatch}). */
+export interface NewEvent {
+  eventType: string;
+  data: Record<string, unknown>;
+  /** RFC 3339 time; the hub stamps its own when absent. */
+  timestamp?: string;
+}
+
+/**
+ * A WebSocket constructor: the global one in browsers, web workers and
+ * Node ≥ 22, or for example the `ws` package's in Node 20.
+ */
+export type WebSocketConstructor = new (url: string) => unknown;
 
 /** Options of {@link ExechubClient}. */
 export interface ClientOptions {
@@ -45,6 +55,11 @@ export interface ClientOptions {
   maxReconnectDelayMs?: number;
   /** Called on every connection state change. */
   onStateChange?: (state: ConnectionState) => void;
+  /**
+   * The WebSocket implementation; default: the global `WebSocket`. Node 20
+   * has none: pass the `ws` package's (`import { WebSocket } from "ws"`).
+   */
+  websocket?: WebSocketConstructor;
 }
 
 /** Options of {@link ExechubClient.subscribe}. */
@@ -80,11 +95,18 @@ export interface HistoryLost {
   epoch?: string;
 }
 
-/** Options of {@link history}. */
-export interface HistoryOptions {
-  after?: number;
-  limit?: number;
+/** Options of every HTTP call. */
+export interface HttpOptions {
+  /** Bearer token, for hubs with auth on. */
   token?: string;
+}
+
+/** Options of {@link history}. */
+export interface HistoryOptions extends HttpOptions {
+  /** Events with `seq > after` (default 0). */
+  after?: number;
+  /** At most this many events (the hub's default when absent). */
+  limit?: number;
 }
 
 /** A page of stored events. */
@@ -95,15 +117,29 @@ export interface HistoryPage {
   lastSeq: number;
   /** Lowest seq still stored, or null when none is. */
   oldestSeq: number | null;
+  /** The history these seqs belong to; absent when the execution has none. */
+  epoch?: string;
 }
 
-/** Options of {@link publishHttp}. */
+/** Options of {@link ExechubClient.publish} and {@link publishHttp}. */
 export interface PublishOptions {
   /** RFC 3339 time; the hub stamps its own when absent. */
   timestamp?: string;
   /** A retry with the same key within the hub's window returns the original seq. */
   idempotencyKey?: string;
-  token?: string;
+}
+
+/** Options of {@link ExechubClient.publishBatch} and {@link publishBatchHttp}. */
+export interface BatchOptions {
+  /** A retry with the same key within the hub's window returns the original seqs. */
+  idempotencyKey?: string;
+}
+
+/** Where a batch was stored: seqs `firstSeq..=lastSeq`, in order. */
+export interface BatchStored {
+  firstSeq: number;
+  lastSeq: number;
+  count: number;
 }
 
 /** One field problem, as in FastAPI's 422 body. */
@@ -118,7 +154,8 @@ export type ErrorCode =
   | "not_connected" | "connection_lost" | "closed" | "network_error" | "http_error"
   | "invalid_argument" | "protocol_error" | "already_subscribed"
   | "bad_frame" | "unknown_op" | "invalid_request" | "not_subscribed"
-  | "too_many_subscriptions" | "unavailable" | "internal";
+  | "too_many_subscriptions" | "unavailable" | "internal"
+  | "unauthorized" | "forbidden" | "rate_limited";
 
 /** Every failure of the client is an `ExechubError`. */
 export interface ExechubError extends Error {
@@ -142,18 +179,33 @@ extern "C" {
     /// `HistoryOptions` from TypeScript.
     #[wasm_bindgen(typescript_type = "HistoryOptions")]
     pub type HistoryOptionsJs;
-    /// `PublishOptions` from TypeScript.
-    #[wasm_bindgen(typescript_type = "PublishOptions")]
-    pub type PublishOptionsJs;
+    /// Options of a socket publish: `PublishOptions`, or the timestamp alone.
+    #[wasm_bindgen(typescript_type = "PublishOptions | string")]
+    pub type SocketPublishOptionsJs;
+    /// `PublishOptions & HttpOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "PublishOptions & HttpOptions")]
+    pub type HttpPublishOptionsJs;
+    /// `BatchOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "BatchOptions")]
+    pub type BatchOptionsJs;
+    /// `BatchOptions & HttpOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "BatchOptions & HttpOptions")]
+    pub type HttpBatchOptionsJs;
     /// The event callback.
     #[wasm_bindgen(typescript_type = "(event: ExecutionEvent) => void")]
     pub type EventHandlerJs;
     /// An event payload.
     #[wasm_bindgen(typescript_type = "Record<string, unknown>")]
     pub type DataJs;
+    /// A batch to publish.
+    #[wasm_bindgen(typescript_type = "NewEvent[]")]
+    pub type NewEventsJs;
     /// A Promise of a seq.
     #[wasm_bindgen(typescript_type = "Promise<number>")]
     pub type SeqPromise;
+    /// A Promise of a stored batch.
+    #[wasm_bindgen(typescript_type = "Promise<BatchStored>")]
+    pub type BatchPromise;
     /// A Promise of a history page.
     #[wasm_bindgen(typescript_type = "Promise<HistoryPage>")]
     pub type HistoryPromise;
@@ -162,161 +214,159 @@ extern "C" {
     pub type ConnectionStateJs;
 }
 
-/// An event of the wire as the `ExecutionEvent` handed to the application,
-/// with what the bookkeeping needs.
-pub struct EventView {
-    /// The execution the event belongs to.
-    pub execution_id: String,
-    /// Its seq.
-    pub seq: u64,
-    /// The `ExecutionEvent` object.
-    pub view: JsValue,
+/// `ClientOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientOptions {
+    /// A fixed bearer token.
+    pub token: Option<String>,
+    /// Fetches fresh tokens.
+    #[serde(default, deserialize_with = "callback")]
+    pub get_token: Option<Function>,
+    /// Ceiling of the first reconnect delay.
+    pub min_reconnect_delay_ms: Option<u64>,
+    /// Largest reconnect delay.
+    pub max_reconnect_delay_ms: Option<u64>,
+    /// Told every state change.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_state_change: Option<Function>,
+    /// The WebSocket constructor, when not the global one.
+    #[serde(default, deserialize_with = "callback")]
+    pub websocket: Option<Function>,
 }
 
-impl EventView {
-    /// Reads a wire event (`{"seq", "execution_id", "event_type", "timestamp",
-    /// "data"}`); `None` when a field is missing or of the wrong type.
-    pub fn from_wire(event: &JsValue) -> Option<Self> {
-        let [seq, execution_id, event_type, timestamp, data] = [
-            field::SEQ,
-            field::EXECUTION_ID,
-            field::EVENT_TYPE,
-            field::TIMESTAMP,
-            field::DATA,
-        ]
-        .map(|key| get(event, key));
-        let number = seq.as_f64().and_then(whole_number)?;
-        if !(event_type.is_string() && timestamp.is_string() && is_plain_object(&data)) {
-            return None;
+/// `SubscribeOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeOptions {
+    /// Replay after this seq.
+    pub after: Option<u64>,
+    /// Told of a lost position.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_history_lost: Option<Function>,
+    /// Told of the hub's errors for the subscription.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_error: Option<Function>,
+}
+
+/// `HistoryOptions`, `PublishOptions`, `BatchOptions` and `HttpOptions`:
+/// every field any call reads (each call reads its own).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CallOptions {
+    /// `history`: replay after this seq.
+    pub after: Option<u64>,
+    /// `history`: page size.
+    pub limit: Option<u64>,
+    /// HTTP: bearer token.
+    pub token: Option<String>,
+    /// Publishes: the event's time.
+    pub timestamp: Option<String>,
+    /// Publishes: the retry key.
+    pub idempotency_key: Option<String>,
+}
+
+/// A function-valued option: absent, `undefined` and `null` read as `None`.
+fn callback<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Function>, D::Error> {
+    let value: JsValue = serde_wasm_bindgen::preserve::deserialize(de)?;
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .dyn_into()
+        .map(Some)
+        .map_err(|_| D::Error::custom("a callback option must be a function"))
+}
+
+/// An `ExecutionEvent`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView<'a> {
+    execution_id: &'a str,
+    seq: u64,
+    event_type: &'a str,
+    timestamp: &'a str,
+    data: &'a EventData,
+}
+
+impl<'a> From<&'a Event> for EventView<'a> {
+    fn from(event: &'a Event) -> Self {
+        Self {
+            execution_id: &event.execution_id,
+            seq: event.seq,
+            event_type: &event.event_type,
+            timestamp: &event.timestamp,
+            data: &event.data,
         }
-        let view = object(&[
-            ("executionId", &execution_id),
-            ("seq", &seq),
-            ("eventType", &event_type),
-            ("timestamp", &timestamp),
-            ("data", &data),
-        ]);
-        Some(Self {
-            execution_id: execution_id.as_string()?,
-            seq: number,
-            view,
-        })
     }
 }
 
-/// A whole-number field of a wire object.
-pub fn number_field(value: &JsValue, key: &str) -> Option<u64> {
-    get(value, key).as_f64().and_then(whole_number)
+/// A `HistoryPage`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageView<'a> {
+    execution_id: &'a str,
+    events: Vec<EventView<'a>>,
+    last_seq: u64,
+    oldest_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
-/// A string field of a wire object.
-pub fn string_of(value: &JsValue, key: &str) -> Option<String> {
-    get(value, key).as_string()
+impl<'a> From<&'a HistoryPage> for PageView<'a> {
+    fn from(page: &'a HistoryPage) -> Self {
+        Self {
+            execution_id: &page.execution_id,
+            events: page.events.iter().map(EventView::from).collect(),
+            last_seq: page.last_seq,
+            oldest_seq: page.oldest_seq,
+            epoch: page.epoch.as_deref(),
+        }
+    }
 }
 
-/// The `HistoryPage` object for a wire page (`GET …/events`).
+/// A `BatchStored`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchView {
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+}
+
+impl BatchView {
+    /// The seqs `first..=last`.
+    pub fn new(first: u64, last: u64) -> Self {
+        Self {
+            first_seq: first,
+            last_seq: last,
+            count: last.saturating_sub(first) + 1,
+        }
+    }
+}
+
+impl From<&BatchAccepted> for BatchView {
+    fn from(accepted: &BatchAccepted) -> Self {
+        Self {
+            first_seq: accepted.first_seq,
+            last_seq: accepted.last_seq,
+            count: accepted.count,
+        }
+    }
+}
+
+/// `options` read as `T`, its defaults when absent.
 ///
 /// # Errors
-/// [`ClientError::Protocol`] when the page is not what the hub sends.
-pub fn page_view(page: &JsValue) -> Result<JsValue, ClientError> {
-    let bad = |what: &str| ClientError::Protocol(["history page: bad `", what, "`"].concat());
-    let execution_id = get(page, field::EXECUTION_ID);
-    if !execution_id.is_string() {
-        return Err(bad(field::EXECUTION_ID));
-    }
-    let wire_events = get(page, field::EVENTS);
-    if !Array::is_array(&wire_events) {
-        return Err(bad(field::EVENTS));
-    }
-    let events = Array::new();
-    for event in wire_events.unchecked_into::<Array>().iter() {
-        let event = EventView::from_wire(&event).ok_or_else(|| bad(field::EVENTS))?;
-        events.push(&event.view);
-    }
-    let last_seq = number_field(page, field::LAST_SEQ).ok_or_else(|| bad(field::LAST_SEQ))?;
-    let oldest_seq = get(page, field::OLDEST_SEQ);
-    if !(oldest_seq.is_null() || oldest_seq.as_f64().and_then(whole_number).is_some()) {
-        return Err(bad(field::OLDEST_SEQ));
-    }
-    Ok(object(&[
-        ("executionId", &execution_id),
-        ("events", &events),
-        ("lastSeq", &JsValue::from(last_seq as f64)),
-        ("oldestSeq", &oldest_seq),
-    ]))
-}
-
-/// The `HistoryLost` object (`epoch` left out when there is none).
-pub fn history_lost_view(
-    execution_id: &str,
-    after: u64,
-    resume_after: u64,
-    reason: LostReason,
-    epoch: Option<&str>,
-) -> JsValue {
-    let view = object(&[
-        ("executionId", &JsValue::from_str(execution_id)),
-        ("after", &JsValue::from(after as f64)),
-        ("resumeAfter", &JsValue::from(resume_after as f64)),
-        ("reason", &JsValue::from_str(reason.as_str())),
-    ]);
-    if let Some(epoch) = epoch {
-        set(&view, "epoch", &JsValue::from_str(epoch));
-    }
-    view
-}
-
-/// The `detail` array of an `ExechubError`, for problems found locally.
-///
-/// `ctx` is left out: only a JSON syntax error has one, and this client never
-/// sends the hub text it did not write as JSON itself.
-pub fn detail_to_js(detail: &[ValidationError]) -> JsValue {
-    let entries = Array::new();
-    for problem in detail {
-        let loc = Array::new();
-        for part in &problem.loc {
-            loc.push(&match part {
-                Loc::Index(index) => JsValue::from(*index as f64),
-                Loc::Key(key) => JsValue::from_str(key),
-            });
+/// [`crate::ClientError::InvalidArgument`] naming `what` when an option has the wrong type.
+pub fn options<T: serde::de::DeserializeOwned + Default>(
+    options: Option<JsValue>,
+    what: &str,
+) -> Result<T, crate::ClientError> {
+    match options {
+        Some(options) if !options.is_undefined() && !options.is_null() => {
+            crate::wire::from_js(options, what)
         }
-        entries.push(&object(&[
-            (field::LOC, &loc),
-            (field::MSG, &JsValue::from_str(&problem.msg)),
-            (field::TYPE, &JsValue::from_str(&problem.kind)),
-        ]));
+        _ => Ok(T::default()),
     }
-    entries.into()
-}
-
-/// Reads an optional field of an options object.
-pub fn option_field(options: &JsValue, name: &str) -> Option<JsValue> {
-    if options.is_undefined() || options.is_null() {
-        return None;
-    }
-    Some(get(options, name)).filter(|v| !v.is_undefined() && !v.is_null())
-}
-
-/// Reads an optional non-negative integer field.
-///
-/// # Errors
-/// [`ClientError::InvalidArgument`] for anything but a whole number in JavaScript's safe range.
-pub fn u64_field(options: &JsValue, name: &str) -> Result<Option<u64>, ClientError> {
-    match option_field(options, name) {
-        None => Ok(None),
-        Some(value) => value
-            .as_f64()
-            .and_then(whole_number)
-            .map(Some)
-            .ok_or_else(|| {
-                ClientError::InvalidArgument(
-                    ["`", name, "` must be a non-negative integer"].concat(),
-                )
-            }),
-    }
-}
-
-/// Reads an optional string field.
-pub fn string_field(options: &JsValue, name: &str) -> Option<String> {
-    option_field(options, name).and_then(|v| v.as_string())
 }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use exechub_client::{ExechubClient, history, publish_http};
+use exechub_client::{ExechubClient, history, publish_batch_http, publish_http};
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -52,6 +52,30 @@ fn get(value: &JsValue, key: &str) -> JsValue {
 
 fn data(json: &str) -> JsValue {
     js_sys::JSON::parse(json).expect("test JSON")
+}
+
+async fn settled(promise: impl Into<JsValue>) -> Result<JsValue, JsValue> {
+    JsFuture::from(js_sys::Promise::from(promise.into())).await
+}
+
+/// `n` events `{eventType: "tick", data: {n}}` for a batch, from `first`.
+fn batch(first: u32, n: u32) -> JsValue {
+    let events: Vec<String> = (first..first + n)
+        .map(|i| format!(r#"{{"eventType":"tick","data":{{"n":{i}}}}}"#))
+        .collect();
+    data(&format!("[{}]", events.join(",")))
+}
+
+/// Open WebSockets on the hub, from its `/health`.
+async fn open_websockets() -> f64 {
+    let response = gloo_net::http::Request::get(&format!("{}/health", hub()))
+        .send()
+        .await
+        .expect("health");
+    let health = js_sys::JSON::parse(&response.text().await.expect("body")).expect("JSON");
+    get(&get(&health, "connections"), "websocket")
+        .as_f64()
+        .expect("a count")
 }
 
 /// Polls `condition` until it holds, for at most 10 s.
@@ -365,4 +389,104 @@ async fn resumes_across_a_reset() {
     );
     assert_eq!(subscription.last_seq(), Some(3.0));
     client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_over_the_socket_is_stored_in_order_and_delivered_as_such() {
+    let client = connected().await;
+    let id = execution_id("batch");
+    let collector = Collector::new();
+    let subscription = client
+        .subscribe(id.clone(), collector.handler(), None)
+        .expect("subscribe");
+    until("the subscription to be confirmed", || {
+        subscription.last_seq().is_some()
+    })
+    .await;
+    let stored = settled(client.publish_batch(id.clone(), batch(1, 3).unchecked_into(), None))
+        .await
+        .expect("stored");
+    let seqs = ["firstSeq", "lastSeq", "count"].map(|key| get(&stored, key).as_f64());
+    assert_eq!(seqs, [Some(1.0), Some(3.0), Some(3.0)]);
+    let options = data(r#"{"idempotencyKey":"batch-over-http"}"#).unchecked_into();
+    let stored = settled(publish_batch_http(
+        hub().into(),
+        id.clone(),
+        batch(4, 2).unchecked_into(),
+        Some(options),
+    ))
+    .await
+    .expect("stored over HTTP");
+    assert_eq!(get(&stored, "firstSeq").as_f64(), Some(4.0));
+    until("five events", || collector.events.borrow().len() == 5).await;
+    assert_eq!(collector.seqs(), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let n: Vec<f64> = collector
+        .events
+        .borrow()
+        .iter()
+        .filter_map(|event| get(&get(event, "data"), "n").as_f64())
+        .collect();
+    assert_eq!(
+        n,
+        vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        "data reaches JavaScript as objects"
+    );
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_bad_event_in_a_batch_rejects_it_whole_with_its_location() {
+    let client = connected().await;
+    let id = execution_id("bad-batch");
+    let events = data(r#"[{"eventType":"a","data":{}},{"eventType":"b","data":[1]}]"#);
+    let error = settled(client.publish_batch(id.clone(), events.unchecked_into(), None))
+        .await
+        .expect_err("rejected");
+    assert_eq!(get(&error, "code"), "invalid_request");
+    let detail: Array = get(&error, "detail").unchecked_into();
+    assert_eq!(
+        js_sys::JSON::stringify(&get(&detail.get(0), "loc"))
+            .ok()
+            .map(String::from),
+        Some(r#"["body","events",1,"data"]"#.into())
+    );
+    assert_eq!(last_seq(hub(), &id).await, 0.0, "nothing was stored");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn freeing_the_client_closes_its_socket_and_stops_reconnecting() {
+    let states = Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = Rc::clone(&states);
+    let on_state = Closure::<dyn FnMut(JsValue)>::new(move |state: JsValue| {
+        sink.borrow_mut()
+            .push(state.as_string().unwrap_or_default());
+    });
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"onStateChange".into(), on_state.as_ref()).expect("options");
+    let client =
+        ExechubClient::new(&ws_url(hub()), Some(options.unchecked_into())).expect("client");
+    until("the connection to open", || {
+        states.borrow().last().map(String::as_str) == Some("open")
+    })
+    .await;
+    let open = open_websockets().await;
+    drop(client); // what `free()` and `Symbol.dispose` do
+    assert_eq!(*states.borrow(), ["connecting", "open", "closed"]);
+    for _ in 0..400 {
+        if open_websockets().await < open {
+            break;
+        }
+        gloo_timers::future::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        open_websockets().await < open,
+        "the hub saw the socket close"
+    );
+    gloo_timers::future::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        states.borrow().len(),
+        3,
+        "no reconnect after the client was freed"
+    );
 }

@@ -3,14 +3,18 @@
 import init, {
   ExechubClient,
   history,
+  publishBatchHttp,
   publishHttp,
+  type BatchStored,
   type ConnectionState,
   type ExechubError,
   type ExecutionEvent,
   type HistoryLost,
   type HistoryPage,
   type LostReason,
+  type NewEvent,
   type Subscription,
+  type WebSocketConstructor,
 } from "../pkg/exechub_client.js";
 
 export async function demo(): Promise<void> {
@@ -59,7 +63,13 @@ export async function demo(): Promise<void> {
     const viaHttp: number = await publishHttp("http://127.0.0.1:8080", "exec-1", "log", { n: 1 }, {
       idempotencyKey: "job-1",
     });
-    void [seq, viaHttp];
+    const keyed: number = await client.publish("exec-1", "log", {}, { idempotencyKey: "job-2" });
+    const timed: number = await client.publish("exec-1", "log", {}, "2026-11-28T14:03:07Z");
+    const events: NewEvent[] = [{ eventType: "a", data: {} }, { eventType: "b", data: { n: 2 }, timestamp: "t" }];
+    const batch: BatchStored = await client.publishBatch("exec-1", events, { idempotencyKey: "job-3" });
+    const batchHttp: BatchStored = await publishBatchHttp("http://127.0.0.1:8080", "exec-1", events, { token: "t" });
+    const seqs: number[] = [batch.firstSeq, batch.lastSeq, batchHttp.count];
+    void [seq, viaHttp, keyed, timed, seqs];
   } catch (caught) {
     const error = caught as ExechubError;
     if (error.code === "invalid_request") {
@@ -72,11 +82,19 @@ export async function demo(): Promise<void> {
 
   const page: HistoryPage = await history("http://127.0.0.1:8080", "exec-1", { after: 0, limit: 50 });
   const oldest: number | null = page.oldestSeq;
+  const epoch: string | undefined = page.epoch;
   const first: ExecutionEvent | undefined = page.events[0];
-  void [state, last, oldest, first, page.lastSeq];
+  void [state, last, oldest, epoch, first, page.lastSeq];
 
   subscription.unsubscribe();
   client.close();
+}
+
+// Node 20 has no global WebSocket: a constructor such as the `ws` package's is passed in.
+export function inNode(WebSocket: WebSocketConstructor): void {
+  // Freed at the end of the block (Symbol.dispose): socket, timers and callbacks released.
+  using client = new ExechubClient("ws://127.0.0.1:8080/ws", { websocket: WebSocket });
+  void client.state;
 }
 
 // @ts-expect-error: a lost position's reason is one of three strings
@@ -85,3 +103,6 @@ void unknownReason;
 
 // @ts-expect-error: the event type must be a string
 void new ExechubClient("ws://x/ws").publish("exec-1", 42, {});
+
+// @ts-expect-error: a batch is a list of events, each with an eventType
+void new ExechubClient("ws://x/ws").publishBatch("exec-1", [{ data: {} }]);

@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code, unused_imports, missing_docs)]
 
+pub mod faults;
 pub mod nats;
 pub mod redis;
 pub mod sse;

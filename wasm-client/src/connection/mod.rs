@@ -1,0 +1,15 @@
+//! The connection's logic, free of JavaScript so it runs in host `#[test]`s:
+//! where each subscription stands ([`position`]) and what every input to the
+//! connection leads to ([`machine`]): the [`action`]s to carry out — frames
+//! to send, events to deliver, promises to settle — and reconnect delays
+//! (the protocol's backoff).
+
+pub mod action;
+pub mod machine;
+pub mod position;
+
+#[cfg(test)]
+mod tests;
+
+pub use action::{Action, Actions, ConnectionState, HistoryLost, Publish, Stored};
+pub use machine::Connection;

@@ -1,0 +1,145 @@
+//! What a client's JavaScript handles and its socket driver share: the
+//! connection's state machine, the application's callbacks, and the outbox
+//! of frames for the open socket. Actions the machine decides on are carried
+//! out here ([`perform`]), always after the state is released, so a callback
+//! may call back into the client (e.g. unsubscribe from inside `onEvent`).
+//!
+//! The handles own it (`Rc`); the driver only borrows it (`Weak`), so when
+//! JavaScript frees the client, the state and every callback go with it and
+//! the driver, seeing its outbox end, closes the socket and stops.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use exechub_protocol::ClientMsg;
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use js_sys::Function;
+use wasm_bindgen::JsValue;
+
+use crate::connection::{Action, Actions, Connection, Stored};
+use crate::error::ClientError;
+use crate::types::{BatchView, EventView};
+use crate::wire::to_js;
+
+/// A subscription's callbacks.
+pub struct Handlers {
+    /// `onEvent`.
+    pub on_event: Function,
+    /// `onHistoryLost`.
+    pub on_lost: Option<Function>,
+    /// `onError`.
+    pub on_error: Option<Function>,
+}
+
+/// How to settle a publish's Promise.
+pub struct Settle {
+    /// The Promise's `resolve`.
+    pub resolve: Function,
+    /// The Promise's `reject`.
+    pub reject: Function,
+    /// A batch resolves with its seqs (`BatchStored`), one event with its seq.
+    pub batch: bool,
+}
+
+/// The machine as the browser runs it.
+pub type Machine = Connection<Rc<Handlers>, Settle>;
+
+/// What it decides.
+pub type MachineActions = Actions<Rc<Handlers>, Settle>;
+
+/// The shared state.
+pub struct Shared {
+    /// The connection's logic.
+    pub machine: Machine,
+    /// `onStateChange`.
+    on_state: Option<Function>,
+    /// Frames for the socket driver; `None` once the client is closed, which
+    /// tells the driver to close the socket and stop.
+    outbox: Option<UnboundedSender<ClientMsg>>,
+}
+
+/// The handles' reference.
+pub type SharedRef = Rc<RefCell<Shared>>;
+
+/// The driver's reference.
+pub type SharedWeak = Weak<RefCell<Shared>>;
+
+impl Shared {
+    /// New shared state, and the receiving end of its outbox for the driver.
+    pub fn new(
+        machine: Machine,
+        on_state: Option<Function>,
+    ) -> (SharedRef, UnboundedReceiver<ClientMsg>) {
+        // Unbounded, but only ever holding what the application just asked
+        // for: the driver empties it into the socket on its next turn.
+        let (outbox, frames) = unbounded();
+        let shared = Self {
+            machine,
+            on_state,
+            outbox: Some(outbox),
+        };
+        (Rc::new(RefCell::new(shared)), frames)
+    }
+
+    /// Closes for good: the machine settles what is pending, and the driver
+    /// is told to close the socket.
+    pub fn close(&mut self) -> MachineActions {
+        self.outbox = None;
+        self.machine.close()
+    }
+}
+
+/// Runs `decide` on the machine, then carries out what it decided.
+pub fn act(shared: &SharedRef, decide: impl FnOnce(&mut Machine) -> MachineActions) {
+    let actions = decide(&mut shared.borrow_mut().machine);
+    perform(shared, actions);
+}
+
+/// Carries out the machine's actions: frames go to the driver, everything
+/// else to JavaScript.
+pub fn perform(shared: &SharedRef, actions: MachineActions) {
+    for action in actions {
+        match action {
+            Action::Send(msg) => {
+                if let Some(outbox) = &shared.borrow().outbox {
+                    // The driver gone means the socket is too: nothing to send on.
+                    let _ = outbox.unbounded_send(msg);
+                }
+            }
+            Action::Deliver(handlers, event) => {
+                call(&handlers.on_event, &to_js(&EventView::from(&event)));
+            }
+            Action::Lost(handlers, lost) => call_some(&handlers.on_lost, &to_js(&lost)),
+            Action::Failed(handlers, error) => call_some(&handlers.on_error, &error.to_js()),
+            Action::Settle(settle, outcome) => settled(settle, outcome),
+            Action::State(state) => {
+                let on_state = shared.borrow().on_state.clone();
+                call_some(&on_state, &to_js(&state));
+            }
+        }
+    }
+}
+
+fn settled(settle: Settle, outcome: Result<Stored, ClientError>) {
+    match outcome {
+        Ok(stored) if settle.batch => {
+            call(
+                &settle.resolve,
+                &to_js(&BatchView::new(stored.first, stored.last)),
+            );
+        }
+        Ok(stored) => call(&settle.resolve, &JsValue::from(stored.last as f64)),
+        Err(error) => call(&settle.reject, &error.to_js()),
+    }
+}
+
+fn call_some(function: &Option<Function>, argument: &JsValue) {
+    if let Some(function) = function {
+        call(function, argument);
+    }
+}
+
+fn call(function: &Function, argument: &JsValue) {
+    // An exception in application code must not break the client.
+    let _ = function.call1(&JsValue::NULL, argument);
+}
