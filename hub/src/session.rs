@@ -274,15 +274,8 @@ impl Session {
                 event,
                 idempotency_key,
             } => {
-                if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
-                    return self
-                        .reply(auth_error(id, &refusal, execution_id))
-                        .map(|()| None);
-                }
-                if let Err(limited) = self.app.publish_limit.check(self.client, 1) {
-                    return self
-                        .reply(rate_limited(id, &limited, execution_id))
-                        .map(|()| None);
+                if !self.may_publish(&id, &execution_id, 1)? {
+                    return Ok(None);
                 }
                 let event =
                     NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
@@ -294,19 +287,8 @@ impl Session {
                 events,
                 idempotency_key,
             } => {
-                if let Err(refusal) = self.grant.check(Action::Publish, &execution_id) {
-                    return self
-                        .reply(auth_error(id, &refusal, execution_id))
-                        .map(|()| None);
-                }
-                if let Err(limited) = self
-                    .app
-                    .publish_limit
-                    .check(self.client, events.len() as u64)
-                {
-                    return self
-                        .reply(rate_limited(id, &limited, execution_id))
-                        .map(|()| None);
+                if !self.may_publish(&id, &execution_id, events.len() as u64)? {
+                    return Ok(None);
                 }
                 let batch =
                     NewBatch::encode(execution_id, &events).with_idempotency_key(idempotency_key);
@@ -316,6 +298,24 @@ impl Session {
             ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
         };
         done.map(|()| None)
+    }
+
+    /// Whether this connection may publish `events` to `execution_id` now;
+    /// when not, the refusal (`forbidden`, `rate_limited`) is already queued.
+    fn may_publish(
+        &mut self,
+        id: &Option<RequestId>,
+        execution_id: &str,
+        events: u64,
+    ) -> Result<bool, Ending> {
+        let refusal = if let Err(refusal) = self.grant.check(Action::Publish, execution_id) {
+            auth_error(id.clone(), &refusal, execution_id.to_owned())
+        } else if let Err(limited) = self.app.publish_limit.check(self.client, events) {
+            rate_limited(id.clone(), &limited, execution_id.to_owned())
+        } else {
+            return Ok(true);
+        };
+        self.reply(refusal).map(|()| false)
     }
 
     /// Swaps in a fresh token's grant; subscriptions it no longer covers end.

@@ -36,19 +36,7 @@ impl PublishRequest {
     /// Every problem found, in FastAPI's format: an empty body, malformed JSON,
     /// a body that is not an object, missing fields and fields of the wrong type.
     pub fn from_slice(body: &[u8]) -> Result<Self, Vec<ValidationError>> {
-        let body = strip_bom(body);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(vec![ValidationError::new(
-                vec!["body".into()],
-                "missing",
-                "Field required",
-            )]);
-        }
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(fields)) => Self::from_fields(fields),
-            Ok(_) => Err(vec![not_an_object()]),
-            Err(err) => Err(vec![json_invalid(body, &err)]),
-        }
+        Self::from_fields(body_object(body)?)
     }
 
     /// Validates the fields of an already parsed JSON object (a WebSocket
@@ -98,21 +86,7 @@ impl BatchRequest {
     /// Every problem found, as for a single publish, with `loc` pointing into
     /// the batch: `["body", "events", i, "event_type"]`.
     pub fn from_slice(body: &[u8], max_events: usize) -> Result<Self, Vec<ValidationError>> {
-        let body = strip_bom(body);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(vec![ValidationError::new(
-                vec!["body".into()],
-                "missing",
-                "Field required",
-            )]);
-        }
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(mut fields)) => {
-                Self::from_value(fields.remove(field::EVENTS), max_events)
-            }
-            Ok(_) => Err(vec![not_an_object()]),
-            Err(err) => Err(vec![json_invalid(body, &err)]),
-        }
+        Self::from_value(body_object(body)?.remove(field::EVENTS), max_events)
     }
 
     /// Validates the `events` field of a parsed body or WebSocket frame.
@@ -286,6 +260,25 @@ pub fn validate_execution_id(id: &str) -> Result<(), ValidationError> {
             kind,
             msg,
         )),
+    }
+}
+
+/// The JSON object a request body holds: an empty body is `missing`,
+/// malformed JSON `json_invalid` (with its offset), anything but an object
+/// `model_attributes_type` — as FastAPI reports them.
+fn body_object(body: &[u8]) -> Result<EventData, Vec<ValidationError>> {
+    let body = strip_bom(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(vec![ValidationError::new(
+            vec!["body".into()],
+            "missing",
+            "Field required",
+        )]);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(vec![not_an_object()]),
+        Err(err) => Err(vec![json_invalid(body, &err)]),
     }
 }
 

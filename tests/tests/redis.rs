@@ -4,9 +4,9 @@ mod helpers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use helpers::redis::{Progress, publish_until_accepted};
 use helpers::ws::Received;
 use helpers::{TestHub, TestRedis, assert_contiguous, execution_id, within};
 use redis::Commands;
@@ -28,46 +28,6 @@ fn stored_seqs(redis: &TestRedis, id: &str) -> Result<Vec<u64>> {
             event["seq"].as_u64().context("stored item has a seq")
         })
         .collect()
-}
-
-/// Publisher progress, watched by the test: events acknowledged, and 503s seen.
-#[derive(Debug, Default, Clone, Copy)]
-struct Progress {
-    acked: u64,
-    refused: u32,
-}
-
-/// POSTs event `n` with idempotency key `n` to the first node that answers
-/// 202, retrying (as a worker would) through outages and dead nodes.
-async fn publish_until_accepted(
-    http: &reqwest::Client,
-    urls: &[String],
-    n: u64,
-    progress: &watch::Sender<Progress>,
-) -> Result<u64> {
-    let body = json!({ "event_type": "tick", "data": { "n": n } });
-    within("a publish to be accepted", async {
-        loop {
-            for url in urls {
-                let request = http.post(url).header("Idempotency-Key", format!("n-{n}"));
-                match request.json(&body).send().await {
-                    Ok(response) if response.status() == 202 => {
-                        let accepted: Value = response.json().await?;
-                        progress.send_modify(|p| p.acked += 1);
-                        return accepted["seq"].as_u64().context("seq");
-                    }
-                    Ok(response) if response.status() == 503 => {
-                        assert!(response.headers().contains_key("retry-after"));
-                        progress.send_modify(|p| p.refused += 1);
-                    }
-                    Ok(response) => bail!("publish answered {}", response.status()),
-                    Err(_) => {} // node down: try the next one
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await; // retry interval
-        }
-    })
-    .await?
 }
 
 /// Publishes events 0..total through `urls` in order, returning the acknowledged seqs.

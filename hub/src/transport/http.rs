@@ -38,23 +38,8 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let grant = authenticate(&app, &headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let request = match is_json(&headers) {
-        true => PublishRequest::from_slice(&body),
-        false => Err(vec![body_not_json()]),
-    };
-    let (id, key) = (execution_id(path), idempotency_key(&headers));
-    let (execution_id, key, request) = match (id, key, request) {
-        (Ok(id), Ok(key), Ok(request)) => (id, key, request),
-        (id, key, request) => {
-            let detail = id
-                .err()
-                .into_iter()
-                .chain(key.err())
-                .chain(request.err().into_iter().flatten())
-                .collect();
-            return Err(ApiError::Validation(detail));
-        }
-    };
+    let (execution_id, key, request) =
+        publish_input(path, &headers, &body, PublishRequest::from_slice)?;
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, 1)?;
@@ -83,23 +68,10 @@ pub async fn publish_batch(
 ) -> Result<Response, ApiError> {
     let grant = authenticate(&app, &headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
-    let batch = match is_json(&headers) {
-        true => BatchRequest::from_slice(&body, app.config.max_batch_events),
-        false => Err(vec![body_not_json()]),
-    };
-    let (id, key) = (execution_id(path), idempotency_key(&headers));
-    let (execution_id, key, batch) = match (id, key, batch) {
-        (Ok(id), Ok(key), Ok(batch)) => (id, key, batch),
-        (id, key, batch) => {
-            let detail = id
-                .err()
-                .into_iter()
-                .chain(key.err())
-                .chain(batch.err().into_iter().flatten())
-                .collect();
-            return Err(ApiError::Validation(detail));
-        }
-    };
+    let max_events = app.config.max_batch_events;
+    let (execution_id, key, batch) = publish_input(path, &headers, &body, |body| {
+        BatchRequest::from_slice(body, max_events)
+    })?;
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, batch.events.len() as u64)?;
@@ -114,6 +86,32 @@ pub async fn publish_batch(
     };
     let replayed = replayed_header(receipt.duplicate);
     Ok((StatusCode::ACCEPTED, replayed, Json(accepted)).into_response())
+}
+
+/// The execution id, idempotency key and parsed body of a publish, or every
+/// problem with them at once (one 422, as FastAPI reports them).
+fn publish_input<T>(
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<T, Vec<ValidationError>>,
+) -> Result<(String, Option<String>, T), ApiError> {
+    let parsed = match is_json(headers) {
+        true => parse(body),
+        false => Err(vec![body_not_json()]),
+    };
+    match (execution_id(path), idempotency_key(headers), parsed) {
+        (Ok(id), Ok(key), Ok(parsed)) => Ok((id, key, parsed)),
+        (id, key, parsed) => {
+            let detail = id
+                .err()
+                .into_iter()
+                .chain(key.err())
+                .chain(parsed.err().into_iter().flatten())
+                .collect();
+            Err(ApiError::Validation(detail))
+        }
+    }
 }
 
 fn replayed_header(duplicate: bool) -> [(HeaderName, HeaderValue); 1] {

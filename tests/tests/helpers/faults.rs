@@ -14,6 +14,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use exechub_protocol::ServerMsg;
 use serde_json::{Value, json};
+
+pub use super::redis::{Progress, publish_until_accepted};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -321,13 +323,6 @@ pub struct Published {
     pub acked: Instant,
 }
 
-/// Publisher progress, watched by the test: events acknowledged, 503s seen.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Progress {
-    pub acked: u64,
-    pub refused: u32,
-}
-
 /// Publishes events 0..total, event `n` due at start + n × `period` (late
 /// ones are sent at once, as a worker drains what queued up during an
 /// outage), each retried through `urls` until accepted.
@@ -357,39 +352,6 @@ pub fn spawn_paced_publisher(
         Ok(published)
     });
     (task, progress)
-}
-
-/// POSTs event `n` with idempotency key `n-<n>` to the first of `urls` that
-/// answers 202, retrying every 50 ms through 503s and dead nodes.
-async fn publish_until_accepted(
-    http: &reqwest::Client,
-    urls: &[String],
-    n: u64,
-    progress: &watch::Sender<Progress>,
-) -> Result<u64> {
-    let body = json!({ "event_type": "tick", "data": { "n": n } });
-    within("a publish to be accepted", async {
-        loop {
-            for url in urls {
-                let request = http.post(url).header("Idempotency-Key", format!("n-{n}"));
-                match request.json(&body).send().await {
-                    Ok(response) if response.status() == 202 => {
-                        let accepted: Value = response.json().await?;
-                        progress.send_modify(|p| p.acked += 1);
-                        return accepted["seq"].as_u64().context("seq");
-                    }
-                    Ok(response) if response.status() == 503 => {
-                        ensure!(response.headers().contains_key("retry-after"));
-                        progress.send_modify(|p| p.refused += 1);
-                    }
-                    Ok(response) => bail!("publish answered {}", response.status()),
-                    Err(_) => {} // node down: try the next one
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await; // retry interval
-        }
-    })
-    .await?
 }
 
 // ---------------------------------------------------------------- subscribing
