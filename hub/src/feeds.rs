@@ -86,7 +86,16 @@ impl Feeds {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
             return Err(SubscriptionLimit(limit));
         }
-        let feed = Arc::clone(self.lock().entry(Arc::clone(execution_id)).or_default());
+        let feed = Arc::clone(
+            self.lock()
+                .entry(Arc::clone(execution_id))
+                .or_insert_with(|| {
+                    // One slot: most executions have one or a few local subscribers.
+                    Arc::new(Feed {
+                        subscribers: Mutex::new(Vec::with_capacity(1)),
+                    })
+                }),
+        );
         lock(&feed.subscribers).push(Arc::clone(&subscriber));
         Ok(Membership {
             feeds: Arc::clone(self),

@@ -18,7 +18,6 @@
 //! The loop is generic over `Sink`/`Stream`, so it runs over channels in the
 //! unit tests (`session/tests.rs`).
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -132,7 +131,7 @@ where
         grant: caller.grant,
         client: caller.client,
         outbox,
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions::default(),
     };
     let ending = session.serve(&mut socket).await;
     // Subscriptions end before anything else: nothing more is queued.
@@ -145,6 +144,43 @@ where
 struct Held {
     subscription: Subscription<WsEncoder>,
     _slot: Option<TokenSlot>,
+}
+
+/// A connection's subscriptions by execution id: a vector grown one slot at
+/// a time while small (most connections hold one or a few, and a hash map's
+/// smallest table would cost more than the subscription itself). Lookups
+/// happen on subscribe and unsubscribe only, never per event.
+#[derive(Default)]
+struct Subscriptions(Vec<(Arc<str>, Held)>);
+
+impl Subscriptions {
+    fn get(&self, execution_id: &str) -> Option<&Held> {
+        self.0
+            .iter()
+            .find(|(key, _)| &**key == execution_id)
+            .map(|(_, held)| held)
+    }
+
+    fn remove(&mut self, execution_id: &str) -> Option<Held> {
+        let index = self.0.iter().position(|(key, _)| &**key == execution_id)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    fn insert(&mut self, execution_id: Arc<str>, held: Held) {
+        if self.0.len() == self.0.capacity() {
+            // Exact while small, doubling beyond.
+            self.0.reserve_exact(self.0.len().clamp(1, usize::MAX / 2));
+        }
+        self.0.push((execution_id, held));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(key, _)| key)
+    }
 }
 
 /// A `publish` to perform: the one request that waits (for the store).
@@ -175,8 +211,8 @@ struct Session {
     client: ClientKey,
     /// The connection's bounded outbound queue.
     outbox: Arc<Outbox<Message>>,
-    /// Subscriptions by execution id (boxed: a map slot stays small).
-    subscriptions: HashMap<Arc<str>, Box<Held>>,
+    /// This connection's subscriptions.
+    subscriptions: Subscriptions,
 }
 
 impl Session {
@@ -409,7 +445,7 @@ impl Session {
                     subscription,
                     _slot: slot,
                 };
-                self.subscriptions.insert(key, Box::new(held));
+                self.subscriptions.insert(key, held);
                 Ok(())
             }
             Err(limit) => {
