@@ -536,23 +536,49 @@ async fn nats_restart_keeps_publish_fast_and_delivers_events_after_reconnect() -
     let client = nats.client().await?;
     let mut subscriber = client.subscribe(format!("executions.{id}.events")).await?;
     client.flush().await?;
-    for n in 100..120 {
-        hub.publish(&id, "tick", json!({ "n": n })).await?;
-    }
-    // Events buffered while NATS was down may arrive first; then 101..=120 in order.
+    // Core NATS is at-most-once and this subscriber joined after the restart:
+    // wait until an event of ours comes through (the backlog drained ahead of
+    // it), then everything published after that must arrive, in order.
     let mut seqs = Vec::new();
-    while seqs.last() != Some(&120) {
-        let (_, _, event) = receive_nats(&mut subscriber, 1).await?.remove(0);
-        seqs.push(event["seq"].as_u64().context("seq")?);
+    let mut probe = 100;
+    'through: loop {
+        let seq = hub.publish(&id, "probe", json!({ "n": probe })).await?;
+        probe += 1;
+        let wait = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                let (_, _, event) = receive_nats(&mut subscriber, 1).await?.remove(0);
+                let got = event["seq"].as_u64().context("seq")?;
+                seqs.push(got);
+                if got == seq {
+                    return anyhow::Ok(());
+                }
+            }
+        });
+        if wait.await.is_ok() {
+            break 'through;
+        }
+        anyhow::ensure!(probe < 150, "no event reached the subscriber: {seqs:?}");
     }
+    let start = seqs.last().copied().context("a probe arrived")?;
+    for n in 0..20 {
+        hub.publish(&id, "tick", json!({ "n": 200 + n })).await?;
+    }
+    let mut after = Vec::new();
+    while after.last() != Some(&(start + 20)) {
+        let (_, _, event) = receive_nats(&mut subscriber, 1).await?.remove(0);
+        after.push(event["seq"].as_u64().context("seq")?);
+    }
+    assert_contiguous(&after, start + 1, start + 20);
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "out of order: {seqs:?}"
     );
-    assert_contiguous(&seqs[seqs.len() - 20..], 101, 120);
     // Nothing accepted while NATS was down was dropped: all of it went out after the restart.
-    let health =
-        wait_for_provider(&hub, "nats", "delivered = 120", |p| p["delivered"] == 120).await?;
+    let published = start + 20;
+    let health = wait_for_provider(&hub, "nats", "every event delivered", |p| {
+        p["delivered"].as_u64() == Some(published)
+    })
+    .await?;
     assert_eq!(
         (health["dropped"].as_u64(), health["queue_depth"].as_u64()),
         (Some(0), Some(0))
