@@ -16,106 +16,37 @@
 //! than [`CLOSE_GRACE`].
 //!
 //! The loop is generic over `Sink`/`Stream`, so it runs over channels in the
-//! unit tests (`session/tests.rs`).
+//! unit tests (`session/tests.rs`). Its parts: `socket` (writing, reading,
+//! closing), `timers` (heartbeat and token deadline), `frames` (what it
+//! sends).
+
+mod frames;
+mod socket;
+mod timers;
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use exechub_protocol::ws::FrameError;
 use exechub_protocol::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use futures_util::{Sink, Stream};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::AppState;
-use crate::auth::{Action, AuthError, Grant, LEEWAY_SECS};
-use crate::error::ws_store_error;
+use crate::auth::{Action, AuthError, Grant};
 use crate::event::{Epoch, NewBatch, NewEvent};
-use crate::limits::{ClientKey, RateLimited, TokenSlot};
-use crate::outbox::{Closing, Outbox, PushError};
-use crate::subscription::{Encoder, Item, Start, Subscription};
+use crate::limits::{ClientKey, TokenSlot};
+use crate::outbox::{Outbox, PushError};
+use crate::subscription::{Start, Subscription};
 
-/// How long a close handshake may take before the socket is dropped.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// How long the close frame to a client that stopped reading may wait for room.
-const UNRESPONSIVE_GRACE: Duration = Duration::from_millis(250);
+pub use frames::WsEncoder;
+pub use socket::{CLOSE_GRACE, Ending, ReadError};
+pub use timers::expiry_instant;
+pub(crate) use timers::{expiry_timer, until};
 
-/// How a connection ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    /// The socket is gone (reset, EOF, write error): nothing more to send.
-    Gone,
-    /// The client sent a close frame: flush the echo and end.
-    ClientClosed,
-    /// The hub closes with this code and reason.
-    Close(u16, &'static str),
-}
-
-/// Why a read failed, as a close decision.
-pub trait ReadError {
-    /// The close to send for this error (`Gone` when the socket is dead).
-    fn ending(&self) -> Ending;
-}
-
-impl ReadError for tokio_tungstenite::tungstenite::Error {
-    fn ending(&self) -> Ending {
-        use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
-        match self {
-            // The client vanished (EOF or reset): nobody to send a close to.
-            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Gone,
-            Error::Capacity(_) => {
-                Ending::Close(close::MESSAGE_TOO_BIG, "frame exceeds the size limit")
-            }
-            Error::Utf8(_) => Ending::Close(close::INVALID_DATA, "text frame is not UTF-8"),
-            Error::Protocol(_) => Ending::Close(close::PROTOCOL_ERROR, "protocol error"),
-            _ => Ending::Gone,
-        }
-    }
-}
-
-/// Encodes one WebSocket subscription's items.
-pub struct WsEncoder {
-    id: Option<RequestId>,
-    execution_id: Arc<str>,
-}
-
-impl Encoder for WsEncoder {
-    type Frame = Message;
-    const FAILURE_ENDS_CONNECTION: bool = false;
-
-    fn encode(&self, item: Item<'_>) -> Message {
-        let execution_id = || self.execution_id.to_string();
-        match item {
-            Item::Event(event) => Message::Text(event.ws_frame()),
-            Item::Subscribed { after, epoch } => text(&ServerMsg::Subscribed {
-                id: self.id.clone(),
-                execution_id: execution_id(),
-                after,
-                epoch: epoch.map(Epoch::to_string),
-            }),
-            Item::Lost {
-                after,
-                resume_after,
-                reason,
-                epoch,
-            } => text(&ServerMsg::HistoryLost {
-                execution_id: execution_id(),
-                after,
-                resume_after,
-                reason,
-                epoch: epoch.map(Epoch::to_string),
-            }),
-            Item::Failed(error) => {
-                let (code, message) = ws_store_error(error);
-                text(&error_msg(None, code, message, Some(execution_id())))
-            }
-        }
-    }
-}
+use frames::{auth_error, error_msg, rate_limited, store_error_msg, text};
+use socket::{Io, finish, poll_socket};
+use timers::Heartbeat;
 
 /// Runs a connection until it ends (see the module doc), then closes it.
 /// `socket` is both halves of the WebSocket: one task reads and writes it,
@@ -523,250 +454,6 @@ impl Session {
             )),
         }
     }
-}
-
-/// What the socket did.
-enum Io<E> {
-    /// A client frame, or the end of the stream.
-    Frame(Option<Result<Message, E>>),
-    /// Writing failed, or the outbox closed as slow: the connection ends.
-    End(Ending),
-}
-
-/// Writes what is queued, then reads: the connection's whole socket work in
-/// one poll. Cancel-safe: a frame leaves the outbox only in the poll that
-/// hands it to the socket.
-fn poll_socket<W, E>(socket: &mut W, outbox: &Outbox<Message>, cx: &mut Context<'_>) -> Poll<Io<E>>
-where
-    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
-{
-    if let Poll::Ready(ending) = poll_drain(socket, outbox, cx) {
-        return Poll::Ready(Io::End(ending));
-    }
-    socket.poll_next_unpin(cx).map(Io::Frame)
-}
-
-/// Moves queued frames into the socket and flushes them; `Ready` only when
-/// the connection must end (socket error, or the outbox closed as slow).
-fn poll_drain<S>(sink: &mut S, outbox: &Outbox<Message>, cx: &mut Context<'_>) -> Poll<Ending>
-where
-    S: Sink<Message> + Unpin,
-{
-    loop {
-        match sink.poll_ready_unpin(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return Poll::Ready(Ending::Gone),
-            // The socket is full: only a slow-consumer verdict can change that.
-            Poll::Pending => {
-                return outbox.poll_slow(cx).map(|()| {
-                    let reason = "slow consumer: resume from your last seq";
-                    Ending::Close(close::SLOW_CONSUMER, reason)
-                });
-            }
-        }
-        match outbox.poll_pop(cx) {
-            Poll::Ready(Ok(frame)) => {
-                if sink.start_send_unpin(frame).is_err() {
-                    return Poll::Ready(Ending::Gone);
-                }
-            }
-            Poll::Ready(Err(Closing::SlowConsumer)) => {
-                let reason = "slow consumer: resume from your last seq";
-                return Poll::Ready(Ending::Close(close::SLOW_CONSUMER, reason));
-            }
-            Poll::Ready(Err(Closing::Done)) => {
-                return Poll::Ready(Ending::Close(close::GOING_AWAY, "done"));
-            }
-            // Nothing queued: push out what was started, then wait.
-            Poll::Pending => {
-                return match sink.poll_flush_unpin(cx) {
-                    Poll::Ready(Err(_)) => Poll::Ready(Ending::Gone),
-                    _ => Poll::Pending,
-                };
-            }
-        }
-    }
-}
-
-/// Sends the close decision (bounded by [`CLOSE_GRACE`]) and waits briefly
-/// for the client's answer, so the close handshake completes when it can.
-async fn finish<W, E>(mut socket: W, ending: Ending)
-where
-    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
-{
-    // A client that does not read (too slow, or silent) gets its close frame
-    // if there is room for it, but nobody waits for its answer.
-    let unresponsive = matches!(
-        ending,
-        Ending::Close(close::SLOW_CONSUMER | close::PING_TIMEOUT, _)
-    );
-    let handshake = async {
-        match ending {
-            Ending::Gone => return,
-            Ending::ClientClosed => {
-                let _ = socket.close().await;
-                return;
-            }
-            Ending::Close(code, reason) => {
-                tracing::info!(code, reason, "closing WebSocket");
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: Utf8Bytes::from_static(reason),
-                };
-                if socket.send(Message::Close(Some(frame))).await.is_err() || unresponsive {
-                    return;
-                }
-            }
-        }
-        // The client's close frame (or EOF) completes the handshake.
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    };
-    let grace = if unresponsive {
-        UNRESPONSIVE_GRACE
-    } else {
-        CLOSE_GRACE
-    };
-    let _ = tokio::time::timeout(grace, handshake).await;
-}
-
-/// Pings a connection that has been silent for a while, and gives up on one
-/// that stays silent. Any frame from the client counts as a sign of life; the
-/// clock is read per frame, the timer only re-armed when it fires.
-struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
-    last_seen: Instant,
-    ping_sent: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl Heartbeat {
-    fn new(interval: Duration, timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            interval,
-            timeout,
-            last_seen: now,
-            ping_sent: None,
-            timer: Box::pin(tokio::time::sleep_until(now + interval)),
-        }
-    }
-
-    fn seen(&mut self) {
-        self.last_seen = Instant::now();
-    }
-
-    async fn due(&mut self) {
-        self.timer.as_mut().await;
-    }
-
-    /// The timer fired: ping, re-arm, or give up.
-    fn beat(&mut self, outbox: &Outbox<Message>) -> Result<(), Ending> {
-        let now = Instant::now();
-        if let Some(sent) = self.ping_sent
-            && self.last_seen < sent
-        {
-            return Err(Ending::Close(close::PING_TIMEOUT, "no answer to ping"));
-        }
-        if now >= self.last_seen + self.interval {
-            if outbox
-                .push_reply(Message::Ping(bytes::Bytes::new()))
-                .is_err()
-            {
-                return Err(Ending::Close(close::SLOW_CONSUMER, "slow consumer"));
-            }
-            self.ping_sent = Some(now);
-            self.timer.as_mut().reset(now + self.timeout);
-        } else {
-            self.ping_sent = None;
-            self.timer.as_mut().reset(self.last_seen + self.interval);
-        }
-        Ok(())
-    }
-}
-
-fn text(msg: &ServerMsg) -> Message {
-    // Server messages are plain data; encoding cannot fail.
-    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
-}
-
-/// The `error` frame for a publish over the rate limit; the message says when to retry.
-fn rate_limited(id: Option<RequestId>, limited: &RateLimited, execution_id: String) -> ServerMsg {
-    let message = format!(
-        "publish rate limit reached; retry in {} ms",
-        limited.retry_after.as_millis().max(1)
-    );
-    error_msg(id, ErrorCode::RateLimited, &message, Some(execution_id))
-}
-
-fn store_error_msg(
-    id: Option<RequestId>,
-    error: &crate::store::StoreError,
-    execution_id: String,
-) -> ServerMsg {
-    let (code, message) = ws_store_error(error);
-    error_msg(id, code, message, Some(execution_id))
-}
-
-fn error_msg(
-    id: Option<RequestId>,
-    code: ErrorCode,
-    message: &str,
-    execution_id: Option<String>,
-) -> ServerMsg {
-    ServerMsg::Error {
-        id,
-        code,
-        message: message.to_owned(),
-        execution_id,
-        detail: None,
-    }
-}
-
-/// The `error` frame for a refused token or operation.
-fn auth_error(id: Option<RequestId>, refusal: &AuthError, execution_id: String) -> ServerMsg {
-    let code = if refusal.is_forbidden() {
-        ErrorCode::Forbidden
-    } else {
-        ErrorCode::Unauthorized
-    };
-    error_msg(id, code, &refusal.to_string(), Some(execution_id))
-}
-
-/// A timer for a token expiring at `expires_at`; none when it never expires.
-pub(crate) fn expiry_timer(expires_at: u64) -> Option<Pin<Box<Sleep>>> {
-    (expires_at != u64::MAX).then(|| Box::pin(tokio::time::sleep_until(expiry_instant(expires_at))))
-}
-
-/// Completes when `timer` fires; never without one.
-pub(crate) async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(timer) => timer.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// When a token expiring at `expires_at` (Unix seconds) stops being valid:
-/// the moment the verifier starts refusing it (whole seconds past
-/// `expires_at` + leeway, as jsonwebtoken compares), so an open connection
-/// ends exactly when a reconnect with the same token would be refused — no
-/// window in which a client is closed and let back in. Far in the future
-/// when auth is off.
-pub fn expiry_instant(expires_at: u64) -> Instant {
-    const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
-    if expires_at == u64::MAX {
-        return Instant::now() + FAR;
-    }
-    let refused_from = expires_at.saturating_add(LEEWAY_SECS).saturating_add(1);
-    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(refused_from.min(u64::MAX / 2));
-    let left = deadline
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    Instant::now() + left.min(FAR)
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! The session over channels: what a client sees, and that every ending
 //! ends the session, without a socket.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clap::Parser;
 use exechub_protocol::ServerMsg;
+use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::PollSender;

@@ -1,6 +1,6 @@
 //! The accept loop: every connection is served by hyper with the axum router,
 //! except a connection whose first request opens a Server-Sent Events stream,
-//! which is served directly ([`super::sse::serve_direct`]).
+//! which is served directly (`sse::serve_direct`).
 //!
 //! Why the exception: a streaming response held by hyper keeps the HTTP
 //! connection's read and write buffers (about 24 KiB) for as long as the

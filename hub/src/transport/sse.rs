@@ -43,7 +43,7 @@ use crate::{AppState, ConnectionGuard};
 /// reconnect) or else `?after=N` (with `&epoch=E` when known); without
 /// either, only new events are sent. This is the route for a stream request
 /// that arrives on a connection already used for other requests; the first
-/// request of a connection is served by [`serve_direct`].
+/// request of a connection is served by `serve_direct`.
 pub async fn stream(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
