@@ -60,6 +60,9 @@ struct Inner<F> {
     bytes: usize,
     writer: Option<Waker>,
     closing: Option<Closing>,
+    /// Someone waits in [`Outbox::room`]: only then does a pop notify, so
+    /// the common pop (nobody waiting) takes no second lock.
+    room_wanted: bool,
 }
 
 /// A drained queue keeps at most this many slots: a burst does not pin its
@@ -76,6 +79,7 @@ impl<F: Frame> Outbox<F> {
                 bytes: 0,
                 writer: None,
                 closing: None,
+                room_wanted: false,
             }),
             room: Notify::new(),
             limits: Limits {
@@ -126,10 +130,11 @@ impl<F: Frame> Outbox<F> {
         loop {
             let notified = self.room.notified();
             {
-                let inner = self.lock();
+                let mut inner = self.lock();
                 if inner.closing.is_some() || self.has_room(&inner, weight) {
                     return;
                 }
+                inner.room_wanted = true;
             }
             notified.await;
         }
@@ -158,20 +163,17 @@ impl<F: Frame> Outbox<F> {
             if inner.frames.is_empty() && inner.frames.capacity() > KEEP_SLOTS {
                 inner.frames = VecDeque::new();
             }
+            let wanted = std::mem::take(&mut inner.room_wanted);
             drop(inner);
-            self.room.notify_waiters();
+            if wanted {
+                self.room.notify_waiters();
+            }
             return Poll::Ready(Ok(frame));
         }
         if let Some(reason) = inner.closing {
             return Poll::Ready(Err(reason));
         }
-        if !inner
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            inner.writer = Some(cx.waker().clone());
-        }
+        Self::register_writer(&mut inner, cx);
         Poll::Pending
     }
 
@@ -182,6 +184,12 @@ impl<F: Frame> Outbox<F> {
         if inner.closing == Some(Closing::SlowConsumer) {
             return Poll::Ready(());
         }
+        Self::register_writer(&mut inner, cx);
+        Poll::Pending
+    }
+
+    /// Remembers the writer's waker (cloned only when it changed).
+    fn register_writer(inner: &mut Inner<F>, cx: &Context<'_>) {
         if !inner
             .writer
             .as_ref()
@@ -189,7 +197,6 @@ impl<F: Frame> Outbox<F> {
         {
             inner.writer = Some(cx.waker().clone());
         }
-        Poll::Pending
     }
 
     /// Whether a frame is waiting.
