@@ -269,6 +269,10 @@ pub struct Config {
     /// Bytes of events each provider may queue; when full, the oldest are dropped.
     #[arg(long, env = "EXECHUB_PROVIDER_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub provider_queue_bytes: usize,
+
+    /// Logs and metrics (`--log-format`, `--metrics-token`).
+    #[command(flatten)]
+    pub operations: crate::telemetry::OperationsConfig,
 }
 
 impl Config {

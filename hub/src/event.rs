@@ -84,6 +84,8 @@ struct Inner {
     seq: u64,
     epoch: Epoch,
     json: Bytes,
+    /// When this node had the event (see [`SharedEvent::accepted`]).
+    accepted: u64,
     ws_frame: OnceLock<Utf8Bytes>,
     sse_frame: OnceLock<Bytes>,
 }
@@ -95,6 +97,7 @@ impl SharedEvent {
             seq,
             epoch,
             json,
+            accepted: crate::metrics::clock::now(),
             ws_frame: OnceLock::new(),
             sse_frame: OnceLock::new(),
         }))
@@ -108,6 +111,12 @@ impl SharedEvent {
     /// The history the event belongs to.
     pub fn epoch(&self) -> &Epoch {
         &self.0.epoch
+    }
+
+    /// When this node got the event ([`crate::metrics::clock`] time): its
+    /// append, or its arrival from another node; for publish-to-send latency.
+    pub fn accepted(&self) -> u64 {
+        self.0.accepted
     }
 
     /// The event as stored: a JSON object (`exechub_protocol::Event`).
@@ -151,6 +160,8 @@ pub struct NewEvent {
     execution_id: String,
     timestamp: String,
     idempotency_key: Option<String>,
+    /// The publish's W3C `traceparent`, handed on to the providers.
+    traceparent: Option<Arc<str>>,
     /// Everything after the seq: `,"execution_id":…,"data":{…}}`.
     tail: Bytes,
 }
@@ -180,6 +191,7 @@ impl NewEvent {
             execution_id,
             timestamp,
             idempotency_key: None,
+            traceparent: None,
             tail: tail.into(),
         }
     }
@@ -194,6 +206,17 @@ impl NewEvent {
     /// The publisher's idempotency key, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
+    }
+
+    /// Carries the publish's W3C `traceparent` to the providers.
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// The publish's W3C `traceparent`, if it had one.
+    pub fn traceparent(&self) -> Option<&Arc<str>> {
+        self.traceparent.as_ref()
     }
 
     /// The execution the event is for.
@@ -223,6 +246,7 @@ impl NewEvent {
 pub struct NewBatch {
     execution_id: String,
     idempotency_key: Option<String>,
+    traceparent: Option<Arc<str>>,
     events: Vec<NewEvent>,
 }
 
@@ -236,8 +260,20 @@ impl NewBatch {
         Self {
             execution_id,
             idempotency_key: None,
+            traceparent: None,
             events,
         }
+    }
+
+    /// Carries the publish's W3C `traceparent` to the providers (for every event).
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// The publish's W3C `traceparent`, if it had one.
+    pub fn traceparent(&self) -> Option<&Arc<str>> {
+        self.traceparent.as_ref()
     }
 
     /// Marks the batch with a publisher's idempotency key (one for the whole batch).

@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod feeds;
 pub mod limits;
+pub mod metrics;
 pub mod outbox;
 pub mod providers;
 pub mod publish;
@@ -33,6 +34,7 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod subscription;
+pub mod telemetry;
 pub mod transport;
 
 use std::future::Future;
@@ -117,12 +119,16 @@ impl Stats {
 
     /// Counts an open WebSocket until the guard drops; `None` at the limit.
     pub fn websocket(self: &Arc<Self>) -> Option<ConnectionGuard> {
-        self.admit(|s| &s.websockets)
+        let guard = self.admit(|s| &s.websockets)?;
+        metrics::handles().opened_ws.increment(1);
+        Some(guard)
     }
 
     /// Counts an open SSE stream until the guard drops; `None` at the limit.
     pub fn sse_stream(self: &Arc<Self>) -> Option<ConnectionGuard> {
-        self.admit(|s| &s.sse_streams)
+        let guard = self.admit(|s| &s.sse_streams)?;
+        metrics::handles().opened_sse.increment(1);
+        Some(guard)
     }
 
     /// Connections refused at the limit so far.
@@ -187,6 +193,7 @@ impl AppState {
             return Err(StartError::DevToken);
         }
         let shutdown = CancellationToken::new();
+        metrics::start(&shutdown);
         let feeds = Feeds::new();
         let store: Arc<dyn EventStore> = match &config.redis_url {
             Some(url) => {
@@ -198,6 +205,12 @@ impl AppState {
                 memory
             }
         };
+        let backend = if config.redis_url.is_some() {
+            "redis"
+        } else {
+            "memory"
+        };
+        let store = metrics::store::MeteredStore::wrap(store, backend);
         let stats = Arc::new(Stats::new(config.connection_limit(open_files_limit())));
         let providers = Providers::start(config.providers(), &shutdown).await?;
         Ok(Self(Arc::new(Hub {

@@ -1,12 +1,9 @@
 //! The `exechub` binary: parse configuration, start logging, bind, serve.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use exechub::config::{Command, TokenArgs};
 use exechub::{AppState, Config, auth};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,13 +12,7 @@ async fn main() -> anyhow::Result<()> {
         return print_token(&args);
     }
     let config = cli.config;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    exechub::telemetry::init_logging(config.operations.log_format);
     let listen = config.listen;
     let state = AppState::new(config).await?;
     let listener = TcpListener::bind(listen)

@@ -63,7 +63,17 @@ struct Inner<F> {
     /// Someone waits in [`Outbox::room`]: only then does a pop notify, so
     /// the common pop (nobody waiting) takes no second lock.
     room_wanted: bool,
+    /// Frames popped so far (wrapping): numbers the frames for the probe.
+    popped: u32,
+    /// The frame being timed leaves when `popped` reaches this.
+    probe_at: u32,
+    /// Its event's acceptance ([`crate::metrics::clock`]); 0: none timed.
+    probe_since: u64,
 }
+
+/// One frame in this many is timed from its event's acceptance to the
+/// moment it leaves the queue for the socket (`exechub_publish_to_send_seconds`).
+const PROBE_EVERY: u32 = 64;
 
 /// A drained queue keeps at most this many slots: a burst does not pin its
 /// memory on an idle connection, and a connection that receives one event at
@@ -80,6 +90,9 @@ impl<F: Frame> Outbox<F> {
                 writer: None,
                 closing: None,
                 room_wanted: false,
+                popped: 0,
+                probe_at: 0,
+                probe_since: 0,
             }),
             room: Notify::new(),
             limits: Limits {
@@ -95,6 +108,16 @@ impl<F: Frame> Outbox<F> {
     /// [`PushError::Full`] at a bound, [`PushError::Closed`] once closing;
     /// the frame comes back with the refusal.
     pub fn try_push(&self, frame: F) -> Result<(), (PushError, F)> {
+        self.try_push_live(frame, 0)
+    }
+
+    /// [`Outbox::try_push`] for a live event's frame, `accepted` at that
+    /// [`crate::metrics::clock`] time: now and then the frame is timed until
+    /// it leaves for the socket.
+    ///
+    /// # Errors
+    /// As [`Outbox::try_push`].
+    pub fn try_push_live(&self, frame: F, accepted: u64) -> Result<(), (PushError, F)> {
         let mut inner = self.lock();
         if inner.closing.is_some() {
             return Err((PushError::Closed, frame));
@@ -103,6 +126,11 @@ impl<F: Frame> Outbox<F> {
             return Err((PushError::Full, frame));
         }
         Self::enqueue(&mut inner, frame);
+        let number = inner.popped.wrapping_add(inner.frames.len() as u32);
+        if accepted != 0 && inner.probe_since == 0 && number.is_multiple_of(PROBE_EVERY) {
+            inner.probe_at = number;
+            inner.probe_since = accepted;
+        }
         Ok(())
     }
 
@@ -160,6 +188,9 @@ impl<F: Frame> Outbox<F> {
         }
         if let Some(frame) = inner.frames.pop_front() {
             inner.bytes -= frame.weight();
+            inner.popped = inner.popped.wrapping_add(1);
+            let timed = (inner.probe_since != 0 && inner.popped == inner.probe_at)
+                .then(|| std::mem::take(&mut inner.probe_since));
             if inner.frames.is_empty() && inner.frames.capacity() > KEEP_SLOTS {
                 inner.frames = VecDeque::new();
             }
@@ -167,6 +198,12 @@ impl<F: Frame> Outbox<F> {
             drop(inner);
             if wanted {
                 self.room.notify_waiters();
+            }
+            if let Some(accepted) = timed {
+                let handles = crate::metrics::handles();
+                handles
+                    .publish_to_send
+                    .record(crate::metrics::clock::since(accepted).as_secs_f64());
             }
             return Poll::Ready(Ok(frame));
         }

@@ -61,14 +61,19 @@ impl Publisher {
     /// [`StoreError`] when the store cannot take the event; providers are then not fed.
     pub async fn publish(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         if self.providers.is_empty() {
-            return self.store.append(event).await;
+            let execution_id = event.execution_id().to_owned();
+            let receipt = self.store.append(event).await?;
+            counted(&execution_id, 1, receipt.duplicate);
+            return Ok(receipt);
         }
         let execution_id: Arc<str> = Arc::from(event.execution_id());
         let tail = event.tail().clone();
+        let traceparent = event.traceparent().cloned();
         // An async lock is the point here: it orders the appends of one
         // execution. It is never a std lock, and nothing else awaits under it.
         let _turn = self.stripe(&execution_id).lock().await;
         let receipt = self.store.append(event).await?;
+        counted(&execution_id, 1, receipt.duplicate);
         let json = if receipt.duplicate {
             // A replay may be the retry of an append whose answer was lost
             // before its offer: offer the stored event again (providers and
@@ -78,7 +83,8 @@ impl Publisher {
             Some(splice_seq(receipt.seq, &tail))
         };
         if let Some(json) = json {
-            let delivery = Delivery::new(execution_id, receipt.epoch.clone(), receipt.seq, json);
+            let delivery = Delivery::new(execution_id, receipt.epoch.clone(), receipt.seq, json)
+                .with_traceparent(traceparent);
             self.providers.offer(&delivery);
         }
         Ok(receipt)
@@ -90,13 +96,19 @@ impl Publisher {
     /// # Errors
     /// [`StoreError`] when the store cannot take the batch; nothing is stored then.
     pub async fn publish_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+        let events = batch.events().len() as u64;
         if self.providers.is_empty() {
-            return self.store.append_batch(batch).await;
+            let execution_id = batch.execution_id().to_owned();
+            let receipt = self.store.append_batch(batch).await?;
+            counted(&execution_id, events, receipt.duplicate);
+            return Ok(receipt);
         }
         let execution_id: Arc<str> = Arc::from(batch.execution_id());
+        let traceparent = batch.traceparent().cloned();
         let tails: Vec<Bytes> = batch.events().iter().map(|e| e.tail().clone()).collect();
         let _turn = self.stripe(&execution_id).lock().await;
         let receipt = self.store.append_batch(batch).await?;
+        counted(&execution_id, events, receipt.duplicate);
         let stored: Vec<(u64, Bytes)> = if receipt.duplicate {
             self.stored_range(
                 &execution_id,
@@ -113,7 +125,8 @@ impl Publisher {
         };
         for (seq, json) in stored {
             let delivery =
-                Delivery::new(Arc::clone(&execution_id), receipt.epoch.clone(), seq, json);
+                Delivery::new(Arc::clone(&execution_id), receipt.epoch.clone(), seq, json)
+                    .with_traceparent(traceparent.clone());
             self.providers.offer(&delivery);
         }
         Ok(receipt)
@@ -160,5 +173,12 @@ impl Publisher {
         // The modulo keeps the index below STRIPES, so it fits a usize.
         let index = usize::try_from(hash % STRIPES as u64).unwrap_or_default();
         &self.stripes[index]
+    }
+}
+
+/// Counts the events an append stored (a replay stored nothing).
+fn counted(execution_id: &str, events: u64, duplicate: bool) {
+    if !duplicate {
+        crate::metrics::handles().published(execution_id, events);
     }
 }

@@ -36,7 +36,9 @@ use crate::AppState;
 use crate::auth::{Action, AuthError, Grant};
 use crate::event::{Epoch, NewBatch, NewEvent};
 use crate::limits::{ClientKey, TokenSlot};
+use crate::metrics::{self, PublishResult, Transport};
 use crate::outbox::{Outbox, PushError};
+use crate::store::StoreError;
 use crate::subscription::{Start, Subscription};
 
 pub use frames::WsEncoder;
@@ -65,6 +67,7 @@ where
         subscriptions: Subscriptions::default(),
     };
     let ending = session.serve(&mut socket).await;
+    metrics::closed(Transport::WebSocket, ending.reason());
     // Subscriptions end before anything else: nothing more is queued.
     drop(session);
     // Boxed: only a closing connection needs the handshake's state.
@@ -204,7 +207,16 @@ impl Session {
             Message::Text(text) => {
                 match ClientMsg::decode_limited(text.as_str(), self.app.config.max_batch_events) {
                     Ok(request) => self.dispatch(request),
-                    Err(error) => self.reply(error.into_msg()).map(|()| None),
+                    Err(error) => {
+                        // Only the refusal path looks at what the frame was.
+                        if error.code == ErrorCode::InvalidRequest
+                            && text.as_str().contains(r#""publish""#)
+                        {
+                            metrics::handles()
+                                .publish(Transport::WebSocket, PublishResult::Invalid);
+                        }
+                        self.reply(error.into_msg()).map(|()| None)
+                    }
                 }
             }
             Message::Binary(_) => {
@@ -275,9 +287,12 @@ impl Session {
         execution_id: &str,
         events: u64,
     ) -> Result<bool, Ending> {
+        let counted = |result| metrics::handles().publish(Transport::WebSocket, result);
         let refusal = if let Err(refusal) = self.grant.check(Action::Publish, execution_id) {
+            counted(PublishResult::Forbidden);
             auth_error(id.clone(), &refusal, execution_id.to_owned())
         } else if let Err(limited) = self.app.publish_limit.check(self.client, events) {
+            counted(PublishResult::RateLimited);
             rate_limited(id.clone(), &limited, execution_id.to_owned())
         } else {
             return Ok(true);
@@ -416,7 +431,9 @@ impl Session {
         let answer = match publish {
             Publish::One { id, event } => {
                 let execution_id = event.execution_id().to_owned();
-                match self.app.publisher.publish(event).await {
+                let result = self.app.publisher.publish(event).await;
+                count_ws_publish(result.as_ref().map(|r| r.duplicate));
+                match result {
                     Ok(receipt) => ServerMsg::Ack {
                         id,
                         execution_id,
@@ -429,7 +446,9 @@ impl Session {
             }
             Publish::Batch { id, batch } => {
                 let execution_id = batch.execution_id().to_owned();
-                match self.app.publisher.publish_batch(batch).await {
+                let result = self.app.publisher.publish_batch(batch).await;
+                count_ws_publish(result.as_ref().map(|r| r.duplicate));
+                match result {
                     Ok(receipt) => ServerMsg::Ack {
                         id,
                         execution_id,
@@ -454,6 +473,17 @@ impl Session {
             )),
         }
     }
+}
+
+/// Counts a WebSocket publish that reached the store (`Ok(duplicate)`).
+fn count_ws_publish(result: Result<bool, &StoreError>) {
+    let result = match result {
+        Ok(false) => PublishResult::Accepted,
+        Ok(true) => PublishResult::IdempotentReplay,
+        Err(error) if error.is_retryable() => PublishResult::Unavailable,
+        Err(_) => PublishResult::Failed,
+    };
+    metrics::handles().publish(Transport::WebSocket, result);
 }
 
 #[cfg(test)]

@@ -74,6 +74,10 @@ pub trait Encoder: Send + Sync + 'static {
     const FAILURE_ENDS_CONNECTION: bool;
     /// The frame for `item`.
     fn encode(&self, item: Item<'_>) -> Self::Frame;
+    /// Counts `item`, now queued for the client (metrics); nothing by default.
+    fn queued(&self, item: Item<'_>) {
+        let _ = item;
+    }
 }
 
 /// Where a subscription starts and how patient it is.
@@ -214,8 +218,9 @@ impl<E: Encoder> Subscriber for Inner<E> {
         match live {
             Live::Event(event) if continues(&state, event) => {
                 let frame = self.encoder.encode(Item::Event(event));
-                match self.outbox.try_push(frame) {
+                match self.outbox.try_push_live(frame, event.accepted()) {
                     Ok(()) => {
+                        self.encoder.queued(Item::Event(event));
                         state.epoch = Some(event.epoch().clone());
                         state.last = event.seq();
                     }
@@ -394,6 +399,7 @@ impl<E: Encoder> Inner<E> {
             match self.outbox.try_push(frame) {
                 Ok(()) => {
                     update(&mut state);
+                    self.encoder.queued(item);
                     return Ok(());
                 }
                 // Another subscription took the room first; wait again.

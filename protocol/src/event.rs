@@ -9,6 +9,7 @@ pub type EventData = serde_json::Map<String, serde_json::Value>;
 ///
 /// `seq` is assigned by the hub's store: 1, 2, 3… per execution, without gaps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Position of the event in its execution's stream, starting at 1.
     pub seq: u64,
@@ -19,11 +20,13 @@ pub struct Event {
     /// RFC 3339 time given by the publisher, or stamped by the hub on arrival.
     pub timestamp: String,
     /// Free-form payload.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, additional_properties = true))]
     pub data: EventData,
 }
 
 /// Answer to an accepted publish (HTTP 202 body, and the WebSocket `ack`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishAccepted {
     /// Always `"accepted"`.
     pub status: String,
@@ -37,6 +40,7 @@ pub struct PublishAccepted {
 
 /// Answer to an accepted batch publish (HTTP 202 body).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchAccepted {
     /// Always `"accepted"`.
     pub status: String,
@@ -52,6 +56,7 @@ pub struct BatchAccepted {
 
 /// A page of stored events, answer of `GET /api/v1/executions/{id}/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPage {
     /// The execution the events belong to.
     pub execution_id: String,

@@ -19,10 +19,12 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 /// Body of `POST /api/v1/executions/{execution_id}/events` (`StreamingEventRequest`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StreamingEventRequest, title = "StreamingEventRequest", description = "Request to publish a streaming event to Redis for real-time UI updates"))]
 pub struct PublishRequest {
     /// What happened, e.g. `tool_started`.
     pub event_type: String,
     /// Free-form payload; must be a JSON object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, additional_properties = true))]
     pub data: EventData,
     /// RFC 3339 time; when absent or null the hub stamps the arrival time.
     #[serde(default)]
@@ -74,6 +76,7 @@ impl PublishRequest {
 /// `{"events": [StreamingEventRequest, …]}`, stored atomically with
 /// consecutive seqs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StreamingEventBatchRequest, title = "StreamingEventBatchRequest"))]
 pub struct BatchRequest {
     /// The events, in the order they are stored.
     pub events: Vec<PublishRequest>,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One element of an error location: a field name or an index / byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Loc {
     /// A position, e.g. the byte offset of a JSON syntax error.
@@ -20,6 +21,11 @@ impl From<&str> for Loc {
 
 /// One problem with a request, as FastAPI (pydantic v2) reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(title = "ValidationError")
+)]
 pub struct ValidationError {
     /// Where the problem is, e.g. `["body", "event_type"]`.
     pub loc: Vec<Loc>,
@@ -29,7 +35,9 @@ pub struct ValidationError {
     #[serde(rename = "type")]
     pub kind: String,
     /// Extra context, e.g. the JSON parser's message for `json_invalid`.
+    // Not in the replaced service's schema, which the document reproduces exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub ctx: Option<serde_json::Value>,
 }
 
@@ -52,6 +60,7 @@ impl ValidationError {
 
 /// The 422 body: `{"detail": [ValidationError, …]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = HTTPValidationError, title = "HTTPValidationError"))]
 pub struct HttpValidationError {
     /// Every problem found, one entry each.
     pub detail: Vec<ValidationError>,

@@ -40,6 +40,8 @@ pub struct Delivery {
     pub seq: u64,
     /// The event exactly as stored (`exechub_protocol::Event` JSON).
     pub json: Bytes,
+    /// The publish's W3C `traceparent`, sent on as a header.
+    pub traceparent: Option<Arc<str>>,
 }
 
 impl Delivery {
@@ -50,7 +52,14 @@ impl Delivery {
             epoch,
             seq,
             json,
+            traceparent: None,
         }
+    }
+
+    /// Carries the publish's W3C `traceparent` (a header on webhooks and NATS messages).
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// `<execution_id>:<epoch>:<seq>`: unique per event — also across

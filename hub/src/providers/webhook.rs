@@ -184,6 +184,13 @@ impl Endpoint {
         if let Ok(id) = HeaderValue::from_str(&id) {
             headers.insert(IDEMPOTENCY_HEADER, id);
         }
+        if let Some(value) = delivery
+            .traceparent
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            headers.insert(HeaderName::from_static("traceparent"), value);
+        }
         if let Some(mac) = &self.mac {
             let signature = format!("v1={}", sign(mac.clone(), timestamp, &delivery.json));
             if let Ok(value) = HeaderValue::from_str(&signature) {

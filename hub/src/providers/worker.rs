@@ -172,13 +172,13 @@ impl<D: Destination> Worker<D> {
     ) -> Duration {
         self.counters.add_retried();
         let delay = after.unwrap_or_else(|| self.retries.backoff.delay(attempt));
-        tracing::debug!(provider = %self.name, id = %delivery.idempotency_id(), attempt, ?delay, %reason, "{} attempt failed; retrying", D::KIND);
+        tracing::debug!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref(), attempt, ?delay, %reason, "{} attempt failed; retrying", D::KIND);
         delay
     }
 
     fn give_up(&self, delivery: &Delivery, attempts: u32, reason: &str) {
         self.counters.add_failed();
-        tracing::warn!(provider = %self.name, id = %delivery.idempotency_id(), attempts, %reason, "{} delivery failed; event skipped", D::KIND);
+        tracing::warn!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref(), attempts, %reason, "{} delivery failed; event skipped", D::KIND);
     }
 }
 

@@ -27,6 +27,17 @@ pub enum Ending {
     Close(u16, &'static str),
 }
 
+impl Ending {
+    /// The `reason` label of `exechub_connections_closed_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Gone => "client_gone",
+            Self::ClientClosed => "client_closed",
+            Self::Close(code, _) => crate::metrics::close_reason(*code),
+        }
+    }
+}
+
 /// Why a read failed, as a close decision.
 pub trait ReadError {
     /// The close to send for this error (`Gone` when the socket is dead).

@@ -29,6 +29,27 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 ///
 /// An `Idempotency-Key` header makes retries safe: a repeat within the window
 /// answers 202 with the original seq (and `Idempotent-Replayed: true`).
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
+    operation_id = "publish_execution_event_api_v1_executions__execution_id__events_post",
+    summary = "Publish Execution Event",
+    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat within the window answers with the original seq"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, kept with the event's log lines and passed to webhooks and NATS")),
+    request_body(content = exechub_protocol::PublishRequest, content_type = "application/json"),
+    security((), ("BearerAuth" = [])),
+    responses(
+        (status = 202, description = "Stored; the event's seq", body = exechub_protocol::PublishAccepted,
+            headers(("Idempotent-Replayed" = String, description = "`true` when an earlier publish with this key answered"))),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 409, description = "The execution has ended", body = crate::transport::openapi::Detail),
+        (status = 413, description = "The body exceeds --max-event-bytes", body = crate::transport::openapi::Detail),
+        (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
+        (status = 429, description = "Over the client's publish rate", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
 pub async fn publish(
     State(app): State<AppState>,
     connection: Option<Extension<ClientKey>>,
@@ -43,7 +64,9 @@ pub async fn publish(
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, 1)?;
-    let event = NewEvent::encode(execution_id.clone(), &request).with_idempotency_key(key);
+    let event = NewEvent::encode(execution_id.clone(), &request)
+        .with_idempotency_key(key)
+        .with_traceparent(traceparent(&headers));
     let receipt = app.publisher.publish(event).await?;
     let replayed = replayed_header(receipt.duplicate);
     let accepted = PublishAccepted {
@@ -59,6 +82,25 @@ pub async fn publish(
 /// batch, store it atomically with consecutive seqs, answer 202 with the first
 /// and last seq. Nothing is stored when any event is invalid (422 with `loc`
 /// pointing into `events[i]`). `Idempotency-Key` works as for a single publish.
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/events/batch", tag = "executions",
+    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe, as for a single publish"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, passed on with every event of the batch")),
+    request_body(content = exechub_protocol::BatchRequest, content_type = "application/json"),
+    security((), ("BearerAuth" = [])),
+    responses(
+        (status = 202, description = "Stored with consecutive seqs", body = exechub_protocol::BatchAccepted,
+            headers(("Idempotent-Replayed" = String, description = "`true` when an earlier batch with this key answered"))),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 409, description = "The execution has ended", body = crate::transport::openapi::Detail),
+        (status = 413, description = "The body exceeds --max-batch-bytes", body = crate::transport::openapi::Detail),
+        (status = 422, description = "Validation Error (nothing stored)", body = exechub_protocol::HttpValidationError),
+        (status = 429, description = "Over the client's publish rate", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
 pub async fn publish_batch(
     State(app): State<AppState>,
     connection: Option<Extension<ClientKey>>,
@@ -75,7 +117,9 @@ pub async fn publish_batch(
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, batch.events.len() as u64)?;
-    let batch = NewBatch::encode(execution_id.clone(), &batch.events).with_idempotency_key(key);
+    let batch = NewBatch::encode(execution_id.clone(), &batch.events)
+        .with_idempotency_key(key)
+        .with_traceparent(traceparent(&headers));
     let receipt = app.publisher.publish_batch(batch).await?;
     let accepted = BatchAccepted {
         status: "accepted".into(),
@@ -112,6 +156,11 @@ fn publish_input<T>(
             Err(ApiError::Validation(detail))
         }
     }
+}
+
+/// A well-formed W3C `traceparent` header of the request, handed on to the providers.
+fn traceparent(headers: &HeaderMap) -> Option<std::sync::Arc<str>> {
+    crate::telemetry::TraceParent::from_headers(headers).map(|t| std::sync::Arc::from(t.as_str()))
 }
 
 fn replayed_header(duplicate: bool) -> [(HeaderName, HeaderValue); 1] {
@@ -160,6 +209,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationErro
 }
 
 /// `GET /api/v1/executions/{execution_id}/events?after=N&limit=M`: stored events after N.
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
+    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
+        ("after" = Option<u64>, Query, description = "Events with a higher seq (default 0)"),
+        ("limit" = Option<u64>, Query, maximum = 10000, description = "At most this many (default 1000)"),
+        ("access_token" = Option<String>, Query, description = "The token, for clients that cannot set headers")),
+    security((), ("BearerAuth" = [])),
+    responses(
+        (status = 200, description = "Stored events after `after`", body = exechub_protocol::HistoryPage),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
+        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail),
+    ))]
 pub async fn history(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -202,6 +264,11 @@ pub async fn history(
 /// `GET /health`: the store in use and whether it works, open connections,
 /// and each provider's health and counters (a failing provider does not make
 /// the hub unhealthy: publishing does not depend on it).
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "The store works", body = Object),
+        (status = 503, description = "The store does not work", body = Object),
+    ))]
 pub async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.health().await;
     let (websockets, sse) = app.stats.open();
@@ -292,6 +359,11 @@ pub(crate) fn authorize(
 }
 
 /// `GET /dev/token` (only with `--dev-token`): a fresh development token for the demo page.
+#[utoipa::path(get, path = "/dev/token", tag = "operations",
+    responses(
+        (status = 200, description = "A development token (only with --dev-token)", body = crate::transport::openapi::DevToken),
+        (status = 404, description = "The hub runs without --dev-token"),
+    ))]
 pub async fn dev_token(State(app): State<AppState>) -> Response {
     match app.dev_token() {
         Some(token) => Json(json!({ "token": token })).into_response(),

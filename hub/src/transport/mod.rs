@@ -5,10 +5,13 @@
 //! - [`sse`]: `GET …/stream`, one execution's events as Server-Sent Events.
 //! - [`ws`]: `GET /ws`, the multiplexed WebSocket (see [`crate::session`]).
 //! - [`listener`]: the accept loop that hands connections to these.
+//! - [`openapi`]: `GET /openapi.json`; [`status`]: `GET /status`, the operator page.
 
 pub mod http;
 pub mod listener;
+pub mod openapi;
 pub mod sse;
+pub mod status;
 pub mod ws;
 
 use axum::Router;
@@ -26,15 +29,18 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_event_bytes;
     let batch_limit = state.config.max_batch_bytes;
     let static_dir = state.config.static_dir();
+    let count = || axum::middleware::from_fn(crate::metrics::count_http_publish);
     let api = Router::new()
         .route("/health", get(http::health))
         .route(
             "/api/v1/executions/{execution_id}/events",
-            post(http::publish).get(http::history),
+            post(http::publish).layer(count()).get(http::history),
         )
         .route(
             "/api/v1/executions/{execution_id}/events/batch",
-            post(http::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+            post(http::publish_batch)
+                .layer(DefaultBodyLimit::max(batch_limit))
+                .layer(count()),
         )
         // `{execution_id}` never matches an empty segment; answer it with a 422, not a 404.
         .route("/api/v1/executions//events", any(http::empty_execution_id))
@@ -48,18 +54,26 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    let api = api.route("/dev/token", get(http::dev_token));
+    let api = api
+        .route("/dev/token", get(http::dev_token))
+        .route("/metrics", get(crate::metrics::scrape::metrics))
+        .route("/metrics.json", get(crate::metrics::scrape::metrics_json))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/status", get(status::page));
     let api = match static_dir {
         Some(dir) => {
             api.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
         }
         None => api,
     };
-    // Spans carry the path only: a query may hold an `access_token`.
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-    });
-    api.layer(trace).with_state(state)
+    // Spans carry the path only (a query may hold an `access_token`) and the request id.
+    let trace = TraceLayer::new_for_http().make_span_with(crate::telemetry::http_span);
+    let (set_id, propagate_id) = crate::telemetry::request_id_layers();
+    api.layer(trace)
+        .layer(propagate_id)
+        .layer(set_id)
+        .layer(axum::middleware::map_request(crate::telemetry::sanitize))
+        .with_state(state)
 }
 
 /// Browser pages on the listed origins (`--cors-origin`; `*` for any) may

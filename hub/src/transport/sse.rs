@@ -34,6 +34,7 @@ use crate::auth::Action;
 use crate::error::ApiError;
 use crate::event::Epoch;
 use crate::limits::TokenSlot;
+use crate::metrics::Transport;
 use crate::outbox::{Closing, Outbox};
 use crate::session::{expiry_timer, until};
 use crate::subscription::{Encoder, Item, Start, Subscription};
@@ -44,6 +45,22 @@ use crate::{AppState, ConnectionGuard};
 /// either, only new events are sent. This is the route for a stream request
 /// that arrives on a connection already used for other requests; the first
 /// request of a connection is served by `serve_direct`.
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}/stream", tag = "executions",
+    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
+        ("after" = Option<u64>, Query, description = "Replay events after this seq first"),
+        ("epoch" = Option<String>, Query, description = "The history `after` belongs to"),
+        ("access_token" = Option<String>, Query, description = "The token (EventSource cannot set headers)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`<epoch>-<seq>` or a seq)")),
+    security((), ("BearerAuth" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: one `data:` message per event, `id: <epoch>-<seq>`", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
+        (status = 429, description = "The token holds its maximum of subscriptions", body = crate::transport::openapi::Detail),
+        (status = 503, description = "At the connection or subscription limit", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
 pub async fn stream(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -116,6 +133,7 @@ pub(crate) fn open(
     .map_err(|_| ApiError::Busy("subscription"))?;
     let stream = Stream {
         outbox,
+        ending: "client_gone",
         _subscription: subscription,
         _counted: counted,
         _slot: slot,
@@ -127,9 +145,17 @@ pub(crate) fn open(
 /// (the response ended, or the client is gone).
 pub(crate) struct Stream {
     outbox: Arc<Outbox<Bytes>>,
+    /// Why it ended, for `exechub_connections_closed_total` (until known: the client left).
+    ending: &'static str,
     _subscription: Subscription<SseEncoder>,
     _counted: ConnectionGuard,
     _slot: Option<TokenSlot>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::metrics::closed(Transport::Sse, self.ending);
+    }
 }
 
 /// Encodes subscription items as SSE messages.
@@ -168,6 +194,14 @@ impl Encoder for SseEncoder {
                 Bytes::from(format!("event: history_lost\n{id}data: {data}\n\n"))
             }
             Item::Failed(error) => error_frame(crate::error::ws_store_error(error).0.as_str()),
+        }
+    }
+
+    fn queued(&self, item: Item<'_>) {
+        match item {
+            Item::Event(_) => crate::metrics::handles().deliveries_sse.increment(1),
+            Item::Lost { reason, .. } => crate::metrics::history_lost(Transport::Sse, reason),
+            _ => {}
         }
     }
 }
@@ -212,12 +246,24 @@ impl Pump {
     async fn next(&mut self) -> Next {
         tokio::select! {
             biased;
-            () = self.shutdown.as_mut() => Next::End,
-            () = until(&mut self.expiry) => Next::Last(error_frame("token_expired")),
+            () = self.shutdown.as_mut() => {
+                self.stream.ending = "shutdown";
+                Next::End
+            }
+            () = until(&mut self.expiry) => {
+                self.stream.ending = "token_expired";
+                Next::Last(error_frame("token_expired"))
+            }
             popped = poll_fn(|cx| self.stream.outbox.poll_pop(cx)) => match popped {
                 Ok(frame) => Next::Frame(frame),
-                Err(Closing::SlowConsumer) => Next::Last(error_frame("slow_consumer")),
-                Err(Closing::Done) => Next::End,
+                Err(Closing::SlowConsumer) => {
+                    self.stream.ending = "slow_consumer";
+                    Next::Last(error_frame("slow_consumer"))
+                }
+                Err(Closing::Done) => {
+                    self.stream.ending = "done";
+                    Next::End
+                }
             },
             _ = self.keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),
         }
@@ -251,10 +297,14 @@ cache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n";
 /// its queue and this task stays allocated while the stream is idle — no
 /// HTTP connection buffers — which is what keeps an idle stream cheap.
 pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: super::listener::Head) {
-    let opened = open(&app, request.execution_id, &request.query, &request.headers);
+    let request_id = crate::telemetry::request_id_of(&request.headers);
+    let span =
+        tracing::info_span!("request", method = "GET", path = "stream", request_id = %request_id);
+    let opened =
+        span.in_scope(|| open(&app, request.execution_id, &request.query, &request.headers));
     let (stream, expires_at) = match opened {
         Ok(opened) => opened,
-        Err(refusal) => return Box::pin(write_refusal(&socket, refusal)).await,
+        Err(refusal) => return Box::pin(write_refusal(&socket, refusal, &request_id)).await,
     };
     // The same CORS answer the router's layer gives.
     let origin = request
@@ -263,10 +313,11 @@ pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: supe
         .and_then(|o| o.to_str().ok());
     let cors = match origin {
         Some(origin) if super::cors_allows(&app.config.cors_origins, origin) => {
-            format!("access-control-allow-origin: {origin}\r\nvary: origin\r\n\r\n")
+            format!("access-control-allow-origin: {origin}\r\nvary: origin\r\n")
         }
-        _ => "\r\n".to_owned(),
+        _ => String::new(),
     };
+    let cors = format!("{cors}x-request-id: {request_id}\r\n\r\n");
     if write_all(&socket, DIRECT_HEAD).await.is_err()
         || write_all(&socket, cors.as_bytes()).await.is_err()
     {
@@ -294,8 +345,14 @@ async fn pump_direct(socket: TcpStream, mut pump: Pump) {
         // a slow-consumer verdict and to shutdown.
         let written = tokio::select! {
             written = write_all(&socket, &frame) => written.is_ok(),
-            () = poll_fn(|cx| pump.stream.outbox.poll_slow(cx)) => false,
-            () = pump.shutdown.as_mut() => false,
+            () = poll_fn(|cx| pump.stream.outbox.poll_slow(cx)) => {
+                pump.stream.ending = "slow_consumer";
+                false
+            }
+            () = pump.shutdown.as_mut() => {
+                pump.stream.ending = "shutdown";
+                false
+            }
         };
         if !written || last {
             return;
@@ -335,7 +392,7 @@ async fn client_gone(socket: &TcpStream) {
 }
 
 /// Answers a refused stream request as the router would, then closes.
-async fn write_refusal(socket: &TcpStream, refusal: ApiError) {
+async fn write_refusal(socket: &TcpStream, refusal: ApiError, request_id: &str) {
     let response = refusal.into_response();
     let (parts, body) = response.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
@@ -352,7 +409,7 @@ async fn write_refusal(socket: &TcpStream, refusal: ApiError) {
         }
     }
     head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
+        "x-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     ));
     if write_all(socket, head.as_bytes()).await.is_ok() {

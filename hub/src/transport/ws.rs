@@ -33,6 +33,18 @@ pub const READ_BUFFER: usize = 512;
 /// the page's origin (403) or the token (401) is not acceptable, or the hub
 /// is at its connection limit (503 with `Retry-After`); otherwise answers 101
 /// and starts the session, tracked so shutdown can wait for its close.
+#[utoipa::path(get, path = "/ws", tag = "executions",
+    description = "The multiplexed WebSocket: subscribe, publish and more over one socket (docs/protocol.md).",
+    params(("access_token" = Option<String>, Query, description = "The token, for browsers (they cannot set headers on a WebSocket)")),
+    security((), ("BearerAuth" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", content_type = "text/plain", body = String),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 503, description = "At the connection limit", body = crate::transport::openapi::Detail,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
 pub async fn upgrade(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
