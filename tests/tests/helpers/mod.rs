@@ -250,7 +250,11 @@ async fn drain_logs(
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(addr) = line.split("listening on http://").nth(1) {
-            let addr = addr.split_whitespace().next().and_then(|a| a.parse().ok());
+            // The address ends at a space (text logs) or a quote (JSON logs).
+            let addr = addr
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .and_then(|a| a.parse().ok());
             if let (Some(tx), Some(addr)) = (addr_tx.take(), addr) {
                 let _ = tx.send(addr);
             }
