@@ -96,3 +96,22 @@ wasm_bindgen_version() {
 ensure_browser() {
   ensure_apt chromium chromium-driver
 }
+
+# schemathesis (PyPI), for the OpenAPI conformance run: pinned, in a virtual
+# environment under the user's cache; python3 and its venv module from apt
+# when missing. Sets SCHEMATHESIS to its `st` command.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/exechub/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/st" ]; then
+    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      ensure_apt python3 python3-venv
+    fi
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $venv (pip)"
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"; }; then
+      rm -rf "$venv"
+      die "could not install schemathesis: run 'python3 -m venv $venv && $venv/bin/pip install schemathesis==$SCHEMATHESIS_VERSION'"
+    fi
+  fi
+  export SCHEMATHESIS="$venv/bin/st"
+}

@@ -130,5 +130,31 @@ fresh
 run "$work/bin" "false"
 check "a failing step is named" bash -c "[ $status != 0 ] && grep -q 'error: false failed' '$work/out'"
 
+# 9. No python3 and not root: names the packages for the schemathesis venv.
+fresh
+printf '#!/usr/bin/env bash\nexit 1\n' >"$work/bin/dpkg"
+printf '#!/usr/bin/env bash\necho 1000\n' >"$work/bin/id"
+chmod +x "$work/bin/"*
+run "$work/bin" ensure_schemathesis
+check "no python3: names python3 and python3-venv" \
+  bash -c "[ $status != 0 ] && grep -q 'sudo apt-get install python3 python3-venv' '$work/out'"
+
+# 10. python3 there: a venv under the cache with the pinned schemathesis.
+fresh
+cat >"$work/bin/python3" <<'STUB'
+#!/usr/bin/env bash
+# `python3 -m venv DIR` makes DIR/bin/pip, which logs and "installs" st.
+echo "python3 $*" >>"$CALLS"
+[ "$1" = -m ] || exit 0
+mkdir -p "$3/bin"
+printf '#!/usr/bin/env bash\necho "pip $*" >>"%s"\ntouch "%s/bin/st"; chmod +x "%s/bin/st"\n' "$CALLS" "$3" "$3" >"$3/bin/pip"
+chmod +x "$3/bin/pip"
+STUB
+chmod +x "$work/bin/python3"
+run "$work/bin" "CALLS='$work/calls' && export CALLS && ensure_schemathesis && echo st=\$SCHEMATHESIS"
+check "installs the pinned schemathesis into a venv under the cache" \
+  bash -c "[ $status = 0 ] && grep -q 'pip install -q schemathesis==' '$work/calls' \
+    && grep -q 'st=$work/home/.cache/exechub/schemathesis-.*/bin/st' '$work/out'"
+
 echo "set-up: $passed passed, $failed failed"
 [ "$failed" = 0 ]

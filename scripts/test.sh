@@ -4,6 +4,7 @@
 #   1. cargo test --workspace: unit tests, and end-to-end tests that start the
 #      real hub binary and real redis-server processes on free loopback ports;
 #      then the decoders fuzzed for a bounded time (fuzz/, exechub-fuzz);
+#      then the OpenAPI document checked against a live hub (schemathesis);
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
 #      wasm-bindgen tests in headless Chromium against a real hub;
 #   3. the web demo in Chromium (playwright-core), against real hub and Redis;
@@ -26,6 +27,7 @@ ensure_apt redis-server nats-server
 ensure_browser
 ensure_wasm_tools
 ensure_node_tools
+ensure_schemathesis
 
 say "cargo test (unit and end-to-end)"
 # Build once up front and point the end-to-end tests at it, so they do not
@@ -33,6 +35,9 @@ say "cargo test (unit and end-to-end)"
 cargo build --locked -p exechub --bin exechub
 export EXECHUB_BIN="$PWD/target/debug/exechub"
 cargo test --locked --workspace "$@"
+
+say "OpenAPI conformance: schemathesis against a live hub"
+scripts/test-openapi.sh
 
 say "fuzz the decoders (10 s per target, about a minute)"
 # Any crash is saved under fuzz/crashes/ and fails the run.

@@ -79,6 +79,7 @@ impl PublishRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StreamingEventBatchRequest, title = "StreamingEventBatchRequest"))]
 pub struct BatchRequest {
     /// The events, in the order they are stored.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub events: Vec<PublishRequest>,
 }
 

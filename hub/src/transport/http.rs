@@ -22,6 +22,9 @@ use crate::limits::ClientKey;
 
 /// Largest page `GET …/events` returns.
 pub const MAX_HISTORY_LIMIT: u64 = 10_000;
+/// The highest seq a position may name: stores count in signed 64-bit
+/// integers (Redis `INCR`), so no seq is ever above it.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Page size when `limit` is not given.
 pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 
@@ -32,8 +35,8 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 #[utoipa::path(post, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
     operation_id = "publish_execution_event_api_v1_executions__execution_id__events_post",
     summary = "Publish Execution Event",
-    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat within the window answers with the original seq"),
+    params(("execution_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f{}]+$", description = "The execution: 1 to 256 bytes of UTF-8, without control characters, `{` or `}`"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[!-~]+$", description = "Makes retries safe: a repeat within the window answers with the original seq"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context, kept with the event's log lines and passed to webhooks and NATS")),
     request_body(content = exechub_protocol::PublishRequest, content_type = "application/json"),
     security((), ("BearerAuth" = [])),
@@ -83,8 +86,8 @@ pub async fn publish(
 /// and last seq. Nothing is stored when any event is invalid (422 with `loc`
 /// pointing into `events[i]`). `Idempotency-Key` works as for a single publish.
 #[utoipa::path(post, path = "/api/v1/executions/{execution_id}/events/batch", tag = "executions",
-    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe, as for a single publish"),
+    params(("execution_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f{}]+$", description = "The execution: 1 to 256 bytes of UTF-8, without control characters, `{` or `}`"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[!-~]+$", description = "Makes retries safe, as for a single publish"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context, passed on with every event of the batch")),
     request_body(content = exechub_protocol::BatchRequest, content_type = "application/json"),
     security((), ("BearerAuth" = [])),
@@ -210,9 +213,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationErro
 
 /// `GET /api/v1/executions/{execution_id}/events?after=N&limit=M`: stored events after N.
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
-    params(("execution_id" = String, Path, description = "The execution: 1 to 256 bytes, no control characters"),
-        ("after" = Option<u64>, Query, description = "Events with a higher seq (default 0)"),
-        ("limit" = Option<u64>, Query, maximum = 10000, description = "At most this many (default 1000)"),
+    params(("execution_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f{}]+$", description = "The execution: 1 to 256 bytes of UTF-8, without control characters, `{` or `}`"),
+        ("after" = Option<u64>, Query, maximum = 9223372036854775807_u64, description = "Events with a higher seq (default 0)"),
+        ("limit" = Option<u64>, Query, minimum = 0, maximum = 10000, description = "At most this many (default 1000)"),
         ("access_token" = Option<String>, Query, description = "The token, for clients that cannot set headers")),
     security((), ("BearerAuth" = [])),
     responses(
@@ -231,7 +234,7 @@ pub async fn history(
     let token = query.get("access_token");
     let (_, execution_id) =
         authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
-    let after = query_u64(&query, "after", 0, u64::MAX)?;
+    let after = query_u64(&query, "after", 0, MAX_SEQ)?;
     let limit = query_u64(&query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let page = app.store.range(&execution_id, after, limit).await?;
