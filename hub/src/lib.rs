@@ -193,7 +193,7 @@ impl AppState {
             return Err(StartError::DevToken);
         }
         let shutdown = CancellationToken::new();
-        metrics::start(&shutdown);
+        metrics::start(&config, &shutdown);
         let feeds = Feeds::new();
         let store: Arc<dyn EventStore> = match &config.redis_url {
             Some(url) => {

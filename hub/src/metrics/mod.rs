@@ -205,9 +205,14 @@ pub fn handles() -> &'static Handles {
     })
 }
 
-/// Installs the recorder and keeps unscraped histogram samples folded, until `shutdown`.
-pub fn start(shutdown: &CancellationToken) {
+/// Installs the recorder and keeps unscraped histogram samples folded, until
+/// `shutdown`; warns when `/metrics` is open beyond loopback.
+pub fn start(config: &crate::Config, shutdown: &CancellationToken) {
     handles();
+    metrics::counter!("exechub_redis_pubsub_reconnects_total").increment(0);
+    if config.operations.metrics_token.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!("/metrics is open to anyone who reaches this port (set --metrics-token)");
+    }
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP);
@@ -314,7 +319,7 @@ fn describe() {
     );
     describe_counter!(
         "exechub_redis_pubsub_reconnects_total",
-        "Redis pub/sub connections re-established"
+        "Redis pub/sub connections lost and re-established"
     );
 }
 

@@ -128,6 +128,7 @@ impl Task {
                     }
                     self.connected.store(false, Ordering::Relaxed);
                     tracing::warn!("redis pub/sub connection lost; reconnecting");
+                    metrics::counter!("exechub_redis_pubsub_reconnects_total").increment(1);
                 }
             }
             if self
