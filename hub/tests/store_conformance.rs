@@ -294,7 +294,10 @@ async fn terminal_event_ends_the_execution_and_refuses_later_appends(
         .expect("the terminal event is the final result");
     assert_eq!((last.seq, last.data["result"].as_u64()), (2, Some(42)));
     let page = range(&*store, &id, 0, 10).await;
-    let ended = page.ended.clone().expect("a page says where the execution ended");
+    let ended = page
+        .ended
+        .clone()
+        .expect("a page says where the execution ended");
     assert_eq!(
         (ended.status.as_str(), ended.seq, seqs(&page)),
         ("failed", 2, vec![1, 2])
