@@ -4,9 +4,9 @@
 # required, a development token and a static directory, so every route has
 # something to answer; requests carry a token that allows everything, and
 # schemathesis also checks that requests without it are refused.
-# Not covered here: GET /ws (switches protocols) and GET …/stream (streams
-# until closed): an HTTP fuzzer can only time out on them; the end-to-end
-# tests cover both. Needs the debug hub built and $SCHEMATHESIS (ensure.sh).
+# Not covered here: GET /ws (switches protocols), GET …/stream (streams
+# until closed) and GET …/result (a long poll of up to 60 s): a fuzzer can
+# only time out on them; the end-to-end tests cover them. Needs the debug hub built and $SCHEMATHESIS (ensure.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure.sh
@@ -35,4 +35,5 @@ token=$("$hub" token --secret "$secret" --scope publish --scope subscribe)
 "$SCHEMATHESIS" run "$url/openapi.json" --checks all --max-examples "${OPENAPI_EXAMPLES:-50}" \
   --generation-codec ascii --workers 1 --request-timeout 5 --no-color \
   --exclude-path /ws --exclude-path '/api/v1/executions/{execution_id}/stream' \
+  --exclude-path '/api/v1/executions/{execution_id}/result' \
   -H "Authorization: Bearer $token"

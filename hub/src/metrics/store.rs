@@ -1,15 +1,19 @@
 //! A store wrapper that times appends and range reads and counts failures,
 //! so every backend is measured the same way without knowing about metrics.
+//! Every method of [`EventStore`] is forwarded — including those with a
+//! default body, which would otherwise silently answer for the wrapped store.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use exechub_protocol::LostReason;
+use exechub_protocol::{ExecutionSummary, LostReason};
 use metrics::{Counter, Histogram};
 
 use crate::event::{Epoch, NewBatch, NewEvent};
-use crate::store::{BatchReceipt, EventStore, Page, Receipt, StoreError, StoreHealth, Watch};
+use crate::store::{
+    BatchReceipt, EventStore, ListCursor, Listed, Page, Receipt, StoreError, StoreHealth, Watch,
+};
 
 /// One operation's handles.
 struct Op {
@@ -41,6 +45,8 @@ pub struct MeteredStore {
     append: Op,
     append_batch: Op,
     range: Op,
+    summary: Op,
+    recent: Op,
 }
 
 impl MeteredStore {
@@ -52,6 +58,8 @@ impl MeteredStore {
             append: Op::new(backend, "append"),
             append_batch: Op::new(backend, "append_batch"),
             range: Op::new(backend, "range"),
+            summary: Op::new(backend, "summary"),
+            recent: Op::new(backend, "recent"),
         })
     }
 }
@@ -82,6 +90,28 @@ impl EventStore for MeteredStore {
         let result = self.inner.range(execution_id, after, limit).await;
         self.range.record(started, &result);
         result
+    }
+
+    async fn summary(&self, execution_id: &str) -> Result<Option<ExecutionSummary>, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.summary(execution_id).await;
+        self.summary.record(started, &result);
+        result
+    }
+
+    async fn recent(
+        &self,
+        cursor: Option<&ListCursor>,
+        count: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.recent(cursor, count).await;
+        self.recent.record(started, &result);
+        result
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
     }
 
     fn watch(&self, execution_id: &str) -> Watch {

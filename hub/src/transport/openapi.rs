@@ -44,6 +44,9 @@ pub struct DevToken {
         super::http::history,
         super::sse::stream,
         super::ws::upgrade,
+        super::executions::list,
+        super::executions::summary,
+        super::executions::result,
         super::http::health,
         super::http::dev_token,
         crate::metrics::scrape::metrics,
@@ -51,7 +54,7 @@ pub struct DevToken {
         openapi_json,
         super::status::page,
     ),
-    components(schemas(Detail, DevToken)),
+    components(schemas(Detail, DevToken, exechub_protocol::StatusFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "executions", description = "Publish, history and live streams"),

@@ -53,7 +53,8 @@ use crate::{AppState, ConnectionGuard};
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`<epoch>-<seq>` or a seq)")),
     security((), ("BearerAuth" = [])),
     responses(
-        (status = 200, description = "Server-Sent Events: one `data:` message per event, `id: <epoch>-<seq>`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: one `data:` message per event, `id: <epoch>-<seq>`; `event: end` after the terminal event", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The execution has ended and the client has everything up to its terminal event (EventSource stops)"),
         (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
         (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
@@ -67,7 +68,11 @@ pub async fn stream(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (stream, expires_at) = open(&app, execution_id(path), &query, &headers)?;
+    let execution_id = execution_id(path);
+    if let Ok(id) = &execution_id {
+        resumes_past_the_end(&app, id, &headers).await?;
+    }
+    let (stream, expires_at) = open(&app, execution_id, &query, &headers)?;
     let body = Body::from_stream(sse_body(app, stream, expires_at));
     Ok((response_headers(), body).into_response())
 }
@@ -121,13 +126,18 @@ pub(crate) fn open(
         epoch,
         slow_timeout: app.config.slow_client_timeout(),
         node_limit: app.config.max_total_subscriptions,
+        lifecycle: Arc::clone(&app.lifecycle),
+    };
+    let execution_id: Arc<str> = Arc::from(execution_id);
+    let encoder = SseEncoder {
+        execution_id: Arc::clone(&execution_id),
     };
     let subscription = Subscription::start(
         &app.store,
         &app.feeds,
-        &Arc::from(execution_id),
+        &execution_id,
         Arc::clone(&outbox),
-        SseEncoder,
+        encoder,
         start,
     )
     .map_err(|_| ApiError::Busy("subscription"))?;
@@ -139,6 +149,28 @@ pub(crate) fn open(
         _slot: slot,
     };
     Ok((stream, grant.expires_at))
+}
+
+/// Refuses (204) a reconnect whose `Last-Event-ID` is at or past the end of
+/// an ended execution, or of one whose events are gone: the stream already
+/// said `end`, and `EventSource` stops reconnecting on a 204. Only a
+/// reconnect (with `Last-Event-ID`) costs this extra read.
+///
+/// # Errors
+/// [`ApiError::StreamEnded`], or the store's failure.
+async fn resumes_past_the_end(
+    app: &AppState,
+    execution_id: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Ok(Some((Some(after), _))) = last_event_id(headers) else {
+        return Ok(());
+    };
+    let page = app.store.range(execution_id, u64::MAX, 0).await?;
+    match page.ended {
+        Some(end) if after >= end.seq || page.epoch.is_none() => Err(ApiError::StreamEnded),
+        _ => Ok(()),
+    }
 }
 
 /// What one open stream holds; everything is released when it is dropped
@@ -159,11 +191,14 @@ impl Drop for Stream {
 }
 
 /// Encodes subscription items as SSE messages.
-struct SseEncoder;
+struct SseEncoder {
+    execution_id: Arc<str>,
+}
 
 impl Encoder for SseEncoder {
     type Frame = Bytes;
     const FAILURE_ENDS_CONNECTION: bool = true;
+    const END_ENDS_CONNECTION: bool = true;
 
     fn encode(&self, item: Item<'_>) -> Bytes {
         match item {
@@ -192,6 +227,14 @@ impl Encoder for SseEncoder {
                     None => format!("id: {resume_after}\n"),
                 };
                 Bytes::from(format!("event: history_lost\n{id}data: {data}\n\n"))
+            }
+            Item::Ended { status, seq } => {
+                let data = json!({
+                    "execution_id": &*self.execution_id,
+                    "status": status,
+                    "seq": seq,
+                });
+                Bytes::from(format!("event: end\ndata: {data}\n\n"))
             }
             Item::Failed(error) => error_frame(crate::error::ws_store_error(error).0.as_str()),
         }
@@ -298,6 +341,11 @@ cache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n";
 /// HTTP connection buffers — which is what keeps an idle stream cheap.
 pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: super::listener::Head) {
     let request_id = crate::telemetry::request_id_of(&request.headers);
+    if let Ok(id) = &request.execution_id
+        && let Err(refusal) = resumes_past_the_end(&app, id, &request.headers).await
+    {
+        return Box::pin(write_refusal(&socket, refusal, &request_id)).await;
+    }
     let span =
         tracing::info_span!("request", method = "GET", path = "stream", request_id = %request_id);
     let opened =

@@ -28,6 +28,9 @@ pub fn config() -> StoreConfig {
         max_events: 1_000,
         idempotency_window: Duration::from_secs(60),
         max_bytes: usize::MAX,
+        final_state_ttl: Duration::from_secs(60),
+        allow_publish_after_end: false,
+        max_listed: 1_000,
     }
 }
 
