@@ -15,6 +15,8 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::telemetry::TraceParent;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::{EventData, PublishRequest};
 use serde::Serialize;
@@ -198,7 +200,7 @@ pub struct NewEvent {
     timestamp: String,
     idempotency_key: Option<String>,
     /// The publish's W3C `traceparent`, handed on to the providers.
-    traceparent: Option<Arc<str>>,
+    traceparent: Option<Arc<TraceParent>>,
     /// Everything after the seq: `,"execution_id":…,"data":{…}}`.
     tail: Bytes,
 }
@@ -264,13 +266,13 @@ impl NewEvent {
     }
 
     /// Carries the publish's W3C `traceparent` to the providers.
-    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<TraceParent>>) -> Self {
         self.traceparent = traceparent;
         self
     }
 
     /// The publish's W3C `traceparent`, if it had one.
-    pub fn traceparent(&self) -> Option<&Arc<str>> {
+    pub fn traceparent(&self) -> Option<&Arc<TraceParent>> {
         self.traceparent.as_ref()
     }
 
@@ -301,7 +303,7 @@ impl NewEvent {
 pub struct NewBatch {
     execution_id: String,
     idempotency_key: Option<String>,
-    traceparent: Option<Arc<str>>,
+    traceparent: Option<Arc<TraceParent>>,
     events: Vec<NewEvent>,
 }
 
@@ -321,13 +323,13 @@ impl NewBatch {
     }
 
     /// Carries the publish's W3C `traceparent` to the providers (for every event).
-    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<TraceParent>>) -> Self {
         self.traceparent = traceparent;
         self
     }
 
     /// The publish's W3C `traceparent`, if it had one.
-    pub fn traceparent(&self) -> Option<&Arc<str>> {
+    pub fn traceparent(&self) -> Option<&Arc<TraceParent>> {
         self.traceparent.as_ref()
     }
 

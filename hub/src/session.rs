@@ -69,7 +69,6 @@ where
         executions: None,
     };
     let ending = session.serve(&mut socket).await;
-    metrics::closed(Transport::WebSocket, ending.reason());
     // Subscriptions end before anything else: nothing more is queued.
     drop(session);
     // Boxed: only a closing connection needs the handshake's state.

@@ -176,7 +176,12 @@ impl TraceParent {
         headers.get("traceparent").and_then(Self::parse)
     }
 
-    /// The header value.
+    /// The header value, to send on.
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+
+    /// The header value as text.
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or_default()
     }

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::event::Epoch;
+use crate::telemetry::TraceParent;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +41,9 @@ pub struct Delivery {
     pub seq: u64,
     /// The event exactly as stored (`exechub_protocol::Event` JSON).
     pub json: Bytes,
-    /// The publish's W3C `traceparent`, sent on as a header.
-    pub traceparent: Option<Arc<str>>,
+    /// The publish's W3C `traceparent`, sent on as a header (behind a thin
+    /// pointer: most events have none, and queued deliveries stay small).
+    pub traceparent: Option<Arc<TraceParent>>,
 }
 
 impl Delivery {
@@ -57,7 +59,7 @@ impl Delivery {
     }
 
     /// Carries the publish's W3C `traceparent` (a header on webhooks and NATS messages).
-    pub fn with_traceparent(mut self, traceparent: Option<Arc<str>>) -> Self {
+    pub fn with_traceparent(mut self, traceparent: Option<Arc<TraceParent>>) -> Self {
         self.traceparent = traceparent;
         self
     }

@@ -218,8 +218,8 @@ impl Destination for Nats {
         let subject = subject(&self.prefix, &delivery.execution_id);
         let mut headers = HeaderMap::new();
         headers.insert(MESSAGE_ID_HEADER, delivery.idempotency_id().as_str());
-        if let Some(traceparent) = delivery.traceparent.as_deref() {
-            headers.insert("traceparent", traceparent);
+        if let Some(traceparent) = &delivery.traceparent {
+            headers.insert("traceparent", traceparent.as_str());
         }
         let payload = delivery.json.clone();
         let published = match &self.jetstream {

@@ -184,12 +184,8 @@ impl Endpoint {
         if let Ok(id) = HeaderValue::from_str(&id) {
             headers.insert(IDEMPOTENCY_HEADER, id);
         }
-        if let Some(value) = delivery
-            .traceparent
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert(HeaderName::from_static("traceparent"), value);
+        if let Some(traceparent) = &delivery.traceparent {
+            headers.insert(HeaderName::from_static("traceparent"), traceparent.header());
         }
         if let Some(mac) = &self.mac {
             let signature = format!("v1={}", sign(mac.clone(), timestamp, &delivery.json));

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::queue::{ProviderQueue, QueueLimits};
 use super::{Counters, Delivery, Provider, ProviderHealth};
 use crate::retry::Backoff;
+use crate::telemetry::TraceParent;
 
 /// What one attempt at one event came to.
 #[derive(Debug)]
@@ -172,13 +173,13 @@ impl<D: Destination> Worker<D> {
     ) -> Duration {
         self.counters.add_retried();
         let delay = after.unwrap_or_else(|| self.retries.backoff.delay(attempt));
-        tracing::debug!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref(), attempt, ?delay, %reason, "{} attempt failed; retrying", D::KIND);
+        tracing::debug!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref().map(TraceParent::as_str), attempt, ?delay, %reason, "{} attempt failed; retrying", D::KIND);
         delay
     }
 
     fn give_up(&self, delivery: &Delivery, attempts: u32, reason: &str) {
         self.counters.add_failed();
-        tracing::warn!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref(), attempts, %reason, "{} delivery failed; event skipped", D::KIND);
+        tracing::warn!(provider = %self.name, id = %delivery.idempotency_id(), traceparent = delivery.traceparent.as_deref().map(TraceParent::as_str), attempts, %reason, "{} delivery failed; event skipped", D::KIND);
     }
 }
 

@@ -133,6 +133,7 @@ pub(super) async fn finish<W, E>(mut socket: W, ending: Ending)
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
+    crate::metrics::closed(crate::metrics::Transport::WebSocket, ending.reason());
     // A client that does not read (too slow, or silent) gets its close frame
     // if there is room for it, but nobody waits for its answer.
     let unresponsive = matches!(

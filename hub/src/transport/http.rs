@@ -22,9 +22,6 @@ use crate::limits::ClientKey;
 
 /// Largest page `GET …/events` returns.
 pub const MAX_HISTORY_LIMIT: u64 = 10_000;
-/// The highest seq a position may name: stores count in signed 64-bit
-/// integers (Redis `INCR`), so no seq is ever above it.
-pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Page size when `limit` is not given.
 pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
 
@@ -162,8 +159,8 @@ fn publish_input<T>(
 }
 
 /// A well-formed W3C `traceparent` header of the request, handed on to the providers.
-fn traceparent(headers: &HeaderMap) -> Option<std::sync::Arc<str>> {
-    crate::telemetry::TraceParent::from_headers(headers).map(|t| std::sync::Arc::from(t.as_str()))
+fn traceparent(headers: &HeaderMap) -> Option<std::sync::Arc<crate::telemetry::TraceParent>> {
+    crate::telemetry::TraceParent::from_headers(headers).map(std::sync::Arc::new)
 }
 
 fn replayed_header(duplicate: bool) -> [(HeaderName, HeaderValue); 1] {
@@ -214,7 +211,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationErro
 /// `GET /api/v1/executions/{execution_id}/events?after=N&limit=M`: stored events after N.
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
     params(("execution_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f{}]+$", description = "The execution: 1 to 256 bytes of UTF-8, without control characters, `{` or `}`"),
-        ("after" = Option<u64>, Query, maximum = 9223372036854775807_u64, description = "Events with a higher seq (default 0)"),
+        ("after" = Option<u64>, Query, format = "uint64", maximum = 18446744073709551615_u64, description = "Events with a higher seq (default 0)"),
         ("limit" = Option<u64>, Query, minimum = 0, maximum = 10000, description = "At most this many (default 1000)"),
         ("access_token" = Option<String>, Query, description = "The token, for clients that cannot set headers")),
     security((), ("BearerAuth" = [])),
@@ -234,7 +231,7 @@ pub async fn history(
     let token = query.get("access_token");
     let (_, execution_id) =
         authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
-    let after = query_u64(&query, "after", 0, MAX_SEQ)?;
+    let after = query_u64(&query, "after", 0, u64::MAX)?;
     let limit = query_u64(&query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let page = app.store.range(&execution_id, after, limit).await?;

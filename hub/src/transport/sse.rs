@@ -47,7 +47,7 @@ use crate::{AppState, ConnectionGuard};
 /// request of a connection is served by `serve_direct`.
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}/stream", tag = "executions",
     params(("execution_id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f{}]+$", description = "The execution: 1 to 256 bytes of UTF-8, without control characters, `{` or `}`"),
-        ("after" = Option<u64>, Query, maximum = 9223372036854775807_u64, description = "Replay events after this seq first"),
+        ("after" = Option<u64>, Query, format = "uint64", maximum = 18446744073709551615_u64, description = "Replay events after this seq first"),
         ("epoch" = Option<String>, Query, description = "The history `after` belongs to"),
         ("access_token" = Option<String>, Query, description = "The token (EventSource cannot set headers)"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (`<epoch>-<seq>` or a seq)")),
@@ -107,7 +107,7 @@ pub(crate) fn open(
     let (after, epoch) = match last_event_id(headers)? {
         Some(position) => position,
         None if query.contains_key("after") => (
-            Some(query_u64(query, "after", 0, super::http::MAX_SEQ)?),
+            Some(query_u64(query, "after", 0, u64::MAX)?),
             query_epoch(query)?,
         ),
         None => (None, None),
