@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod scrape;
+pub mod sharded;
 pub mod store;
 pub mod top;
 
@@ -128,10 +129,10 @@ pub struct Handles {
     publishes: [[Counter; PublishResult::ALL.len()]; 2],
     /// Events stored by accepted publishes (a batch counts each event).
     pub events_published: Counter,
-    /// Events queued for WebSocket subscribers.
-    pub deliveries_ws: Counter,
-    /// Events queued for SSE subscribers.
-    pub deliveries_sse: Counter,
+    /// Events queued for WebSocket subscribers (published at scrape time).
+    pub deliveries_ws: sharded::ShardedCounter,
+    /// Events queued for SSE subscribers (published at scrape time).
+    pub deliveries_sse: sharded::ShardedCounter,
     /// Accepted (hub-internal) → the frame handed to the socket, sampled.
     pub publish_to_send: Histogram,
     /// WebSockets admitted.
@@ -153,8 +154,8 @@ impl Handles {
         Self {
             publishes,
             events_published: metrics::counter!("exechub_events_published_total"),
-            deliveries_ws: metrics::counter!("exechub_deliveries_total", "transport" => "websocket"),
-            deliveries_sse: metrics::counter!("exechub_deliveries_total", "transport" => "sse"),
+            deliveries_ws: sharded::ShardedCounter::default(),
+            deliveries_sse: sharded::ShardedCounter::default(),
             publish_to_send: metrics::histogram!("exechub_publish_to_send_seconds"),
             opened_ws: metrics::counter!("exechub_connections_opened_total", "transport" => "websocket"),
             opened_sse: metrics::counter!("exechub_connections_opened_total", "transport" => "sse"),

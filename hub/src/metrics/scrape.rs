@@ -102,6 +102,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Sets the gauges read from the hub's counters; returns the health part of the JSON.
 async fn refresh(app: &AppState) -> serde_json::Value {
+    let handles = super::handles();
+    metrics::counter!("exechub_deliveries_total", "transport" => "websocket")
+        .absolute(handles.deliveries_ws.sum());
+    metrics::counter!("exechub_deliveries_total", "transport" => "sse")
+        .absolute(handles.deliveries_sse.sum());
     let (websockets, sse) = app.stats.open();
     metrics::gauge!("exechub_connections", "transport" => "websocket").set(websockets as f64);
     metrics::gauge!("exechub_connections", "transport" => "sse").set(sse as f64);

@@ -59,7 +59,7 @@ impl Encoder for WsEncoder {
 
     fn queued(&self, item: Item<'_>) {
         match item {
-            Item::Event(_) => crate::metrics::handles().deliveries_ws.increment(1),
+            Item::Event(_) => crate::metrics::handles().deliveries_ws.add(1),
             Item::Lost { reason, .. } => {
                 crate::metrics::history_lost(crate::metrics::Transport::WebSocket, reason);
             }

@@ -242,7 +242,7 @@ impl Encoder for SseEncoder {
 
     fn queued(&self, item: Item<'_>) {
         match item {
-            Item::Event(_) => crate::metrics::handles().deliveries_sse.increment(1),
+            Item::Event(_) => crate::metrics::handles().deliveries_sse.add(1),
             Item::Lost { reason, .. } => crate::metrics::history_lost(Transport::Sse, reason),
             _ => {}
         }
