@@ -11,10 +11,12 @@ use std::time::Duration;
 use exechub::event::{Epoch, NewEvent};
 use exechub::feeds::{Feeds, Live, Membership, Subscriber};
 use exechub::store::memory::MemoryStore;
-use exechub::store::redis::RedisStore;
+use exechub::store::redis::{RedisSetup, RedisStore, RedisTarget};
 use exechub::store::{EventStore, Page, Receipt, StoreConfig, Watch};
 use exechub_protocol::PublishRequest;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub mod cluster;
 
 /// The longest any wait in the suite may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -46,6 +48,9 @@ pub struct Fixture {
     _shutdown: Option<DropGuard>,
     /// The server behind a Redis store; dropped last.
     pub redis: Option<TestRedis>,
+    /// The cluster behind a Redis Cluster store (shared with the cases that
+    /// run at the same time); dropped last.
+    pub cluster: Option<Arc<cluster::TestCluster>>,
 }
 
 impl Fixture {
@@ -57,6 +62,7 @@ impl Fixture {
             feeds,
             _shutdown: None,
             redis: None,
+            cluster: None,
         }
     }
 
@@ -73,6 +79,30 @@ impl Fixture {
             feeds,
             _shutdown: Some(shutdown.drop_guard()),
             redis: Some(redis),
+            cluster: None,
+        }
+    }
+
+    /// The Redis store on a Redis Cluster (3 masters, 3 replicas).
+    pub async fn cluster(config: StoreConfig) -> Self {
+        let cluster = cluster::shared()
+            .await
+            .expect("a Redis Cluster starts (redis-server and redis-cli ≥ 7)");
+        let feeds = Feeds::new();
+        let shutdown = CancellationToken::new();
+        let setup = RedisSetup {
+            target: RedisTarget::Cluster(cluster.urls()),
+            wait_replicas: 1,
+        };
+        let store = RedisStore::open(&setup, config, feeds.clone(), shutdown.clone())
+            .await
+            .expect("RedisStore connects to the test cluster");
+        Self {
+            store,
+            feeds,
+            _shutdown: Some(shutdown.drop_guard()),
+            redis: None,
+            cluster: Some(cluster),
         }
     }
 }

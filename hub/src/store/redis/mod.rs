@@ -12,7 +12,11 @@
 //! logged once per execution; they never make a read fail.
 
 pub mod bridge;
+pub mod connection;
 pub mod keys;
+mod relay;
+pub mod sharded;
+mod shards;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,14 +26,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RetryMethod, Script};
+use redis::cluster::ClusterClientBuilder;
+use redis::{ProtocolVersion, RedisError, RetryMethod, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::{BatchReceipt, EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, seq_of};
 use crate::feeds::LiveSink;
 use bridge::Bridge;
+use connection::RedisConnection;
 use keys::{batch_idempotency_key, channel, epoch_key, events_key, idempotency_key, seq_key};
+use sharded::ShardedBridge;
 
 /// Appends one event: idempotency check, INCR, the epoch of a new history,
 /// RPUSH, trim, TTLs, PUBLISH of `<epoch> <json>`.
@@ -135,10 +142,37 @@ return {last, oldest, epoch, out}
 /// Executions whose foreign items were already logged (bounded).
 const FOREIGN_LOGGED: usize = 1024;
 
-/// [`EventStore`] on Redis, with live events from the pub/sub [`Bridge`].
+/// Where the Redis store keeps its events.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis server, by URL; classic pub/sub.
+    Single(String),
+    /// A Redis Cluster, by seed node URLs; sharded pub/sub (Redis ≥ 7).
+    Cluster(Vec<String>),
+}
+
+/// How the Redis store connects.
+#[derive(Debug, Clone)]
+pub struct RedisSetup {
+    /// One Redis or a cluster.
+    pub target: RedisTarget,
+    /// Replicas that must acknowledge an append before it is acknowledged
+    /// (`WAIT`), so it survives a failover; 0 for none.
+    pub wait_replicas: u32,
+}
+
+/// The live side: classic pub/sub on one Redis, sharded on a cluster.
+enum LiveBridge {
+    Classic(Bridge),
+    Sharded(ShardedBridge),
+}
+
+/// [`EventStore`] on Redis, with live events from the pub/sub [`Bridge`]
+/// (one Redis) or the [`ShardedBridge`] (Redis Cluster).
 pub struct RedisStore {
-    connection: ConnectionManager,
-    bridge: Bridge,
+    connection: RedisConnection,
+    bridge: LiveBridge,
+    wait_replicas: u32,
     config: StoreConfig,
     append: Script,
     append_batch: Script,
@@ -160,6 +194,56 @@ impl RedisStore {
         sink: Arc<dyn LiveSink>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
+        let setup = RedisSetup {
+            target: RedisTarget::Single(url.to_owned()),
+            wait_replicas: 0,
+        };
+        Self::open(&setup, config, sink, shutdown).await
+    }
+
+    /// Connects to one Redis or a cluster as `setup` says, and starts the
+    /// live bridge feeding `sink`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached at start-up,
+    /// [`StoreError::Rejected`] when a URL is invalid.
+    pub async fn open(
+        setup: &RedisSetup,
+        config: StoreConfig,
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (connection, bridge) = match &setup.target {
+            RedisTarget::Single(url) => Self::single(url, sink, shutdown).await?,
+            RedisTarget::Cluster(nodes) => Self::cluster(nodes, sink, shutdown).await?,
+        };
+        // On a cluster the scripts announce with SPUBLISH: the message goes
+        // only to the shard that owns the execution's slot.
+        let script = |text: &str| match bridge {
+            LiveBridge::Classic(_) => Script::new(text),
+            LiveBridge::Sharded(_) => {
+                Script::new(&text.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', "))
+            }
+        };
+        Ok(Arc::new(Self {
+            append: script(APPEND),
+            append_batch: script(APPEND_BATCH),
+            range: Script::new(RANGE),
+            connection,
+            bridge,
+            wait_replicas: setup.wait_replicas,
+            config,
+            foreign: AtomicU64::new(0),
+            foreign_logged: Mutex::default(),
+        }))
+    }
+
+    /// One Redis: a reconnecting connection and the classic pub/sub bridge.
+    async fn single(
+        url: &str,
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<(RedisConnection, LiveBridge), StoreError> {
         let client = redis::Client::open(url).map_err(store_error)?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -173,16 +257,39 @@ impl RedisStore {
             .await
             .map_err(store_error)?;
         let bridge = Bridge::spawn(client, connection.clone(), sink, shutdown);
-        Ok(Arc::new(Self {
-            connection,
-            bridge,
-            config,
-            append: Script::new(APPEND),
-            append_batch: Script::new(APPEND_BATCH),
-            range: Script::new(RANGE),
-            foreign: AtomicU64::new(0),
-            foreign_logged: Mutex::default(),
-        }))
+        Ok((
+            RedisConnection::Single(connection),
+            LiveBridge::Classic(bridge),
+        ))
+    }
+
+    /// A Redis Cluster: a connection that follows the topology, speaking
+    /// RESP3 so sharded pub/sub messages arrive as pushes, and the sharded
+    /// bridge.
+    async fn cluster(
+        nodes: &[String],
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<(RedisConnection, LiveBridge), StoreError> {
+        let (pushes_to, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(pushes_to)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            // Enough to follow MOVED/ASK during a slot migration; a shard
+            // that is down should answer 503 soon, not after a retry ladder.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500)
+            .build()
+            .map_err(store_error)?;
+        let connection = client.get_async_connection().await.map_err(store_error)?;
+        let bridge = ShardedBridge::spawn(connection.clone(), pushes, sink, shutdown);
+        Ok((
+            RedisConnection::Cluster(connection),
+            LiveBridge::Sharded(bridge),
+        ))
     }
 
     /// Items skipped so far because they are not the hub's.
@@ -231,6 +338,9 @@ impl EventStore for RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(store_error)?;
+        connection
+            .wait_replicas(&events_key(id), self.wait_replicas)
+            .await?;
         parse_receipt(&receipt, &epoch, duplicate == 1)
     }
 
@@ -260,6 +370,9 @@ impl EventStore for RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(store_error)?;
+        connection
+            .wait_replicas(&events_key(id), self.wait_replicas)
+            .await?;
         parse_batch_receipt(&receipt, &epoch, duplicate == 1)
     }
 
@@ -302,15 +415,22 @@ impl EventStore for RedisStore {
     }
 
     fn watch(&self, execution_id: &str) -> Watch {
-        self.bridge.watch(execution_id)
+        match &self.bridge {
+            LiveBridge::Classic(bridge) => bridge.watch(execution_id),
+            LiveBridge::Sharded(bridge) => bridge.watch(execution_id),
+        }
     }
 
     async fn health(&self) -> StoreHealth {
+        let bridge = match &self.bridge {
+            LiveBridge::Classic(bridge) => bridge,
+            LiveBridge::Sharded(bridge) => return bridge.health().await,
+        };
         let mut connection = self.connection.clone();
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut connection);
         let detail = match tokio::time::timeout(Duration::from_secs(1), ping).await {
-            Ok(Ok(_)) if self.bridge.is_connected() => None,
+            Ok(Ok(_)) if bridge.is_connected() => None,
             Ok(Ok(_)) => Some("pub/sub connection is down; reconnecting".to_owned()),
             Ok(Err(error)) => Some(format!("redis: {error}")),
             Err(_) => Some("redis did not answer PING within 1s".to_owned()),
@@ -319,6 +439,7 @@ impl EventStore for RedisStore {
             backend: "redis",
             ok: detail.is_none(),
             detail,
+            shards: None,
         }
     }
 }
