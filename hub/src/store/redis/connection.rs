@@ -5,6 +5,7 @@
 //! either; the cluster routes each by its first key, and every key of one
 //! execution shares one hash slot (see [`super::keys`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -12,6 +13,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::shards::Replicas;
 use super::store_error;
 use crate::store::StoreError;
 
@@ -23,20 +25,26 @@ pub const REPLICA_WAIT: Duration = Duration::from_secs(1);
 pub enum RedisConnection {
     /// One Redis server.
     Single(ConnectionManager),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster, with each slot's live replicas.
+    Cluster(ClusterConnection, Arc<Replicas>),
 }
 
 impl RedisConnection {
     /// Waits until `replicas` replicas acknowledged the writes this
     /// connection made so far to the node holding `key` (`WAIT`), so an
-    /// acknowledged append survives a failover. Nothing to do for 0.
+    /// acknowledged append survives a failover. On a cluster, a shard with
+    /// fewer live replicas (one was lost, or its master failed over) waits
+    /// for those it has. Nothing to do for 0.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when fewer replicas acknowledged in
     /// [`REPLICA_WAIT`]: the write is on the master but may not survive its
     /// loss, so the publisher is told to retry (with its idempotency key).
     pub async fn wait_replicas(&self, key: &str, replicas: u32) -> Result<(), StoreError> {
+        let replicas = match self {
+            Self::Single(_) => replicas,
+            Self::Cluster(_, live) => replicas.min(u32::from(live.of_key(key))),
+        };
         if replicas == 0 {
             return Ok(());
         }
@@ -44,7 +52,7 @@ impl RedisConnection {
         wait.arg(replicas).arg(REPLICA_WAIT.as_millis() as u64);
         let acked: u32 = match self.clone() {
             Self::Single(mut connection) => wait.query_async(&mut connection).await,
-            Self::Cluster(mut connection) => {
+            Self::Cluster(mut connection, _) => {
                 // WAIT has no key: send it to the master that took the write,
                 // on the same (multiplexed) connection.
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
@@ -70,7 +78,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection, _) => connection.req_packed_command(cmd),
         }
     }
 
@@ -82,14 +90,14 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection, _) => connection.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
+            Self::Cluster(connection, _) => connection.get_db(),
         }
     }
 }

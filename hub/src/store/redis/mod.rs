@@ -37,6 +37,7 @@ use bridge::Bridge;
 use connection::RedisConnection;
 use keys::{batch_idempotency_key, channel, epoch_key, events_key, idempotency_key, seq_key};
 use sharded::ShardedBridge;
+use shards::Replicas;
 
 /// Appends one event: idempotency check, INCR, the epoch of a new history,
 /// RPUSH, trim, TTLs, PUBLISH of `<epoch> <json>`.
@@ -285,9 +286,10 @@ impl RedisStore {
             .build()
             .map_err(store_error)?;
         let connection = client.get_async_connection().await.map_err(store_error)?;
+        let replicas = Replicas::track(connection.clone(), shutdown.clone()).await;
         let bridge = ShardedBridge::spawn(connection.clone(), pushes, sink, shutdown);
         Ok((
-            RedisConnection::Cluster(connection),
+            RedisConnection::Cluster(connection, replicas),
             LiveBridge::Sharded(bridge),
         ))
     }
