@@ -22,7 +22,8 @@ scripts/test-setup.sh
 
 ensure_rust
 # The end-to-end tests start their own servers on free ports.
-ensure_apt redis-server nats-server
+# redis-server (Debian bookworm: 7.0) with redis-tools (redis-cli) for the Redis Cluster tests.
+ensure_apt redis-server redis-tools nats-server
 ensure_browser
 ensure_wasm_tools
 ensure_node_tools
