@@ -90,6 +90,30 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_EVENT_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub event_ttl: u64,
 
+    /// Event types that end an execution (comma-separated); the event's `data` is
+    /// its final result and later publishes are refused with 409. Empty: executions never end.
+    #[arg(
+        long,
+        env = "EXECHUB_TERMINAL_EVENT_TYPES",
+        value_delimiter = ',',
+        default_value = "execution_completed,execution_failed,execution_cancelled,execution_timed_out"
+    )]
+    pub terminal_event_types: Vec<String>,
+
+    /// How long an ended execution's summary (status, final result) is kept
+    /// after its events expire, e.g. `7d`, `12h`.
+    #[arg(long, env = "EXECHUB_FINAL_STATE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub final_state_ttl: Duration,
+
+    /// Accept publishes to an execution after its terminal event (they are
+    /// stored and delivered; the execution stays ended).
+    #[arg(long, env = "EXECHUB_ALLOW_PUBLISH_AFTER_END")]
+    pub allow_publish_after_end: bool,
+
+    /// Executions the recent-executions list keeps (most recently updated first).
+    #[arg(long, env = "EXECHUB_MAX_LISTED_EXECUTIONS", default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_listed_executions: usize,
+
     /// Largest accepted event body (HTTP) or publish frame (WebSocket), in bytes.
     #[arg(long, env = "EXECHUB_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_event_bytes: usize,
@@ -369,6 +393,9 @@ impl Config {
             max_events: self.max_events_per_execution,
             idempotency_window: Duration::from_secs(self.idempotency_window),
             max_bytes: self.memory_max_bytes,
+            final_state_ttl: self.final_state_ttl,
+            allow_publish_after_end: self.allow_publish_after_end,
+            max_listed: self.max_listed_executions,
         }
     }
 

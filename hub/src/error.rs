@@ -39,6 +39,13 @@ pub enum ApiError {
     /// The client's publish rate limit is reached: 429 with `Retry-After`.
     #[error(transparent)]
     RateLimited(#[from] crate::limits::RateLimited),
+    /// An event stream asked to resume after the end of an ended execution:
+    /// 204, which tells `EventSource` not to reconnect.
+    #[error("the execution has ended; nothing follows")]
+    StreamEnded,
+    /// The execution is unknown (404).
+    #[error("execution not found")]
+    NotFound,
     /// The token holds its maximum of subscriptions: 429.
     #[error(transparent)]
     TokenLimit(#[from] crate::limits::TokenLimit),
@@ -110,9 +117,20 @@ impl IntoResponse for ApiError {
                 let retry = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
                 (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
             }
+            Self::StreamEnded => StatusCode::NO_CONTENT.into_response(),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "detail": "Execution not found" })),
+            )
+                .into_response(),
             Self::OriginNotAllowed => {
                 let body = json!({ "detail": "this origin may not open WebSockets", "code": "origin_not_allowed" });
                 (StatusCode::FORBIDDEN, Json(body)).into_response()
+            }
+            Self::Store(StoreError::Ended { status }) => {
+                let detail = format!("execution has ended ({status}); it accepts no more events");
+                let body = json!({ "detail": detail, "code": "execution_ended" });
+                (StatusCode::CONFLICT, Json(body)).into_response()
             }
             Self::Store(error) => {
                 tracing::error!(%error, "store failure");
@@ -125,7 +143,12 @@ impl IntoResponse for ApiError {
 
 /// The WebSocket error code and client-facing message for a store failure.
 pub fn ws_store_error(error: &StoreError) -> (ErrorCode, &'static str) {
-    if error.is_retryable() {
+    if let StoreError::Ended { .. } = error {
+        (
+            ErrorCode::ExecutionEnded,
+            "execution has ended; it accepts no more events",
+        )
+    } else if error.is_retryable() {
         tracing::warn!(%error, "store unavailable");
         (
             ErrorCode::Unavailable,

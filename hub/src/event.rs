@@ -86,6 +86,8 @@ struct Inner {
     json: Bytes,
     ws_frame: OnceLock<Utf8Bytes>,
     sse_frame: OnceLock<Bytes>,
+    /// The status this event ends its execution with, if it is terminal.
+    ending: OnceLock<Option<Arc<str>>>,
 }
 
 impl SharedEvent {
@@ -97,7 +99,19 @@ impl SharedEvent {
             json,
             ws_frame: OnceLock::new(),
             sse_frame: OnceLock::new(),
+            ending: OnceLock::new(),
         }))
+    }
+
+    /// The status this event ends its execution with under `lifecycle`
+    /// (`None`: not a terminal event); worked out once per event.
+    pub fn ending(&self, lifecycle: &crate::lifecycle::Lifecycle) -> Option<&str> {
+        self.0
+            .ending
+            .get_or_init(|| {
+                event_type_of(&self.0.json).and_then(|event_type| lifecycle.ending(&event_type))
+            })
+            .as_deref()
     }
 
     /// The event's position in its history.
@@ -145,10 +159,33 @@ impl SharedEvent {
     }
 }
 
+/// The `event_type` of a stored event's JSON: found by its key (the hub
+/// writes it before `data`, and a key cannot occur unescaped inside a
+/// string), decoded by serde only when it holds escapes.
+pub fn event_type_of(json: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    const KEY: &[u8] = br#""event_type":""#;
+    let start = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &json[start..];
+    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    if rest[end] == b'"' {
+        return std::str::from_utf8(&rest[..end]).ok().map(Into::into);
+    }
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        event_type: String,
+    }
+    serde_json::from_slice::<Typed>(json)
+        .ok()
+        .map(|t| t.event_type.into())
+}
+
 /// A validated publish, encoded but not yet numbered.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     execution_id: String,
+    event_type: String,
+    /// Set when this event ends its execution: the status it ends it with.
+    ending: Option<Arc<str>>,
     timestamp: String,
     idempotency_key: Option<String>,
     /// Everything after the seq: `,"execution_id":…,"data":{…}}`.
@@ -178,10 +215,28 @@ impl NewEvent {
         tail[0] = b',';
         Self {
             execution_id,
+            event_type: request.event_type.clone(),
+            ending: None,
             timestamp,
             idempotency_key: None,
             tail: tail.into(),
         }
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// Marks the event as its execution's terminal event, ending it with `status`.
+    pub fn ending_with(mut self, status: Option<Arc<str>>) -> Self {
+        self.ending = status;
+        self
+    }
+
+    /// The status this event ends its execution with, when it is terminal.
+    pub fn ending(&self) -> Option<&str> {
+        self.ending.as_deref()
     }
 
     /// Marks the event with a publisher's idempotency key: a retry with the
@@ -260,6 +315,11 @@ impl NewBatch {
     pub fn events(&self) -> &[NewEvent] {
         &self.events
     }
+
+    /// The events, to mark terminal ones.
+    pub fn events_mut(&mut self) -> &mut [NewEvent] {
+        &mut self.events
+    }
 }
 
 /// The seq of a stored event JSON, read from its `{"seq":N,` prefix (the hub
@@ -281,10 +341,26 @@ pub fn splice_seq(seq: u64, tail: &[u8]) -> Bytes {
 
 /// Current UTC time as RFC 3339 with milliseconds, e.g. `2026-11-28T14:03:07.123Z`.
 pub fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(nanos).unwrap_or_default()
+}
+
+/// `ms` (Unix milliseconds) as RFC 3339 with milliseconds.
+pub fn rfc3339_of_ms(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_or_else(|_| rfc3339(OffsetDateTime::UNIX_EPOCH), rfc3339)
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
     let format =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::now_utc()
-        .format(&format)
+    at.format(&format)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
 }
 

@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod feeds;
+pub mod lifecycle;
 pub mod limits;
 pub mod outbox;
 pub mod providers;
@@ -75,6 +76,10 @@ pub struct Hub {
     pub publisher: Arc<Publisher>,
     /// Local live feeds: who follows which execution on this node.
     pub feeds: Arc<Feeds>,
+    /// Which events end an execution.
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
+    /// Who follows the list of executions (and waits for results) on this node.
+    pub directory: Arc<lifecycle::directory::Directory>,
     /// Publish rate per client.
     pub publish_limit: limits::PublishLimiter,
     /// Subscriptions per token.
@@ -200,9 +205,20 @@ impl AppState {
         };
         let stats = Arc::new(Stats::new(config.connection_limit(open_files_limit())));
         let providers = Providers::start(config.providers(), &shutdown).await?;
+        let lifecycle =
+            lifecycle::Lifecycle::new(&config.terminal_event_types, config.allow_publish_after_end);
+        let directory =
+            lifecycle::directory::Directory::spawn(Arc::clone(&store), shutdown.clone());
         Ok(Self(Arc::new(Hub {
-            publisher: Arc::new(Publisher::new(Arc::clone(&store), providers)),
+            publisher: Arc::new(Publisher::new(
+                Arc::clone(&store),
+                providers,
+                lifecycle.clone(),
+                Arc::clone(&directory),
+            )),
             store,
+            lifecycle: Arc::new(lifecycle),
+            directory,
             feeds,
             publish_limit: limits::PublishLimiter::new(config.publish_rate, config.publish_burst),
             token_subscriptions: limits::TokenSubscriptions::new(

@@ -22,8 +22,10 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use crate::event::{Epoch, NewBatch, NewEvent, splice_seq};
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::directory::Directory;
 use crate::providers::{Delivery, Providers};
-use crate::store::{BatchReceipt, EventStore, Receipt, StoreError};
+use crate::store::{BatchReceipt, Change, EventStore, Receipt, StoreError};
 
 /// Lock stripes: executions hashing to the same stripe take turns. Enough
 /// that unrelated executions rarely share one; small enough to allocate once.
@@ -33,17 +35,27 @@ const STRIPES: usize = 256;
 pub struct Publisher {
     store: Arc<dyn EventStore>,
     providers: Providers,
+    lifecycle: Lifecycle,
+    directory: Arc<Directory>,
     /// Held across one append and its offer, so offers follow seq order.
     stripes: Box<[Mutex<()>]>,
     hasher: RandomState,
 }
 
 impl Publisher {
-    /// A publisher appending to `store` and feeding `providers`.
-    pub fn new(store: Arc<dyn EventStore>, providers: Providers) -> Self {
+    /// A publisher appending to `store`, ending executions on `lifecycle`'s
+    /// terminal events, telling `directory` what changed, and feeding `providers`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        providers: Providers,
+        lifecycle: Lifecycle,
+        directory: Arc<Directory>,
+    ) -> Self {
         Self {
             store,
             providers,
+            lifecycle,
+            directory,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
         }
@@ -60,6 +72,23 @@ impl Publisher {
     /// # Errors
     /// [`StoreError`] when the store cannot take the event; providers are then not fed.
     pub async fn publish(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+        let ending = self.lifecycle.ending(event.event_type());
+        let event = event.ending_with(ending);
+        // The id is copied only when someone follows the list of executions.
+        let followed = self
+            .directory
+            .is_followed()
+            .then(|| event.execution_id().to_owned());
+        let receipt = self.append(event).await?;
+        if let Some(execution_id) = followed
+            && receipt.change != Change::None
+        {
+            self.directory.changed(&execution_id, receipt.change);
+        }
+        Ok(receipt)
+    }
+
+    async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         if self.providers.is_empty() {
             return self.store.append(event).await;
         }
@@ -89,7 +118,29 @@ impl Publisher {
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot take the batch; nothing is stored then.
-    pub async fn publish_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+    pub async fn publish_batch(&self, mut batch: NewBatch) -> Result<BatchReceipt, StoreError> {
+        let count = batch.events().len();
+        for (i, event) in batch.events_mut().iter_mut().enumerate() {
+            let Some(status) = self.lifecycle.ending(event.event_type()) else {
+                continue;
+            };
+            // Events after the terminal one would be publishes after the end.
+            if i + 1 < count && self.lifecycle.ends_subscriptions() {
+                return Err(StoreError::Ended {
+                    status: status.to_string(),
+                });
+            }
+            *event = event.clone().ending_with(Some(status));
+        }
+        let execution_id = batch.execution_id().to_owned();
+        let receipt = self.append_batch(batch).await?;
+        if receipt.change != Change::None {
+            self.directory.changed(&execution_id, receipt.change);
+        }
+        Ok(receipt)
+    }
+
+    async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
         if self.providers.is_empty() {
             return self.store.append_batch(batch).await;
         }

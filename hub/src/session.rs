@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::AppState;
 use crate::auth::{Action, AuthError, Grant};
 use crate::event::{Epoch, NewBatch, NewEvent};
+use crate::lifecycle::directory::Following;
 use crate::limits::{ClientKey, TokenSlot};
 use crate::outbox::{Outbox, PushError};
 use crate::subscription::{Start, Subscription};
@@ -63,6 +64,7 @@ where
         client: caller.client,
         outbox,
         subscriptions: Subscriptions::default(),
+        executions: None,
     };
     let ending = session.serve(&mut socket).await;
     // Subscriptions end before anything else: nothing more is queued.
@@ -144,6 +146,8 @@ struct Session {
     outbox: Arc<Outbox<Message>>,
     /// This connection's subscriptions.
     subscriptions: Subscriptions,
+    /// Following the list of executions (`subscribe_executions`).
+    executions: Option<Box<Following>>,
 }
 
 impl Session {
@@ -261,6 +265,21 @@ impl Session {
                     NewBatch::encode(execution_id, &events).with_idempotency_key(idempotency_key);
                 return Ok(Some(Publish::Batch { id, batch }));
             }
+            ClientMsg::SubscribeExecutions { id, status } => {
+                // A repeat replaces the filter; the old following ends first.
+                self.executions = None;
+                let following =
+                    self.app
+                        .directory
+                        .follow(&self.outbox, id, status, self.grant.clone());
+                self.executions = Some(Box::new(following));
+                Ok(())
+            }
+            ClientMsg::UnsubscribeExecutions { id } => {
+                self.executions = None;
+                let execution_id = String::new();
+                self.reply(ServerMsg::Unsubscribed { id, execution_id })
+            }
             ClientMsg::Ping { id } => self.reply(ServerMsg::Pong { id }),
             ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
         };
@@ -346,6 +365,7 @@ impl Session {
             epoch: epoch.as_deref().and_then(Epoch::parse),
             slow_timeout: self.app.config.slow_client_timeout(),
             node_limit: self.app.config.max_total_subscriptions,
+            lifecycle: Arc::clone(&self.app.lifecycle),
         };
         let encoder = WsEncoder {
             id: id.clone(),

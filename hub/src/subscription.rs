@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::event::{Epoch, SharedEvent};
 use crate::feeds::{Feeds, Live, Membership, Subscriber, SubscriptionLimit};
+use crate::lifecycle::Lifecycle;
 use crate::outbox::{Closing, Frame, Outbox, PushError};
 use crate::retry::Backoff;
 use crate::store::{EventStore, Page, StoreError, Watch};
@@ -61,6 +62,14 @@ pub enum Item<'a> {
         /// The history delivery continues in.
         epoch: Option<&'a Epoch>,
     },
+    /// The execution has ended: its terminal event (`seq`) was delivered,
+    /// or is gone with its history while its summary is kept.
+    Ended {
+        /// How it ended.
+        status: &'a str,
+        /// The seq of the terminal event.
+        seq: u64,
+    },
     /// The store failed for good; the subscription has ended.
     Failed(&'a StoreError),
 }
@@ -72,6 +81,9 @@ pub trait Encoder: Send + Sync + 'static {
     /// Whether a failed subscription ends its connection (SSE: the stream is
     /// the subscription) rather than only itself (WebSocket).
     const FAILURE_ENDS_CONNECTION: bool;
+    /// Whether the end of the execution ends the connection (SSE) rather
+    /// than only the subscription (WebSocket).
+    const END_ENDS_CONNECTION: bool;
     /// The frame for `item`.
     fn encode(&self, item: Item<'_>) -> Self::Frame;
 }
@@ -87,6 +99,8 @@ pub struct Start {
     pub slow_timeout: Duration,
     /// Subscriptions this node may hold in total.
     pub node_limit: usize,
+    /// Which events end an execution.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// A running subscription; dropping it ends it.
@@ -102,6 +116,7 @@ struct Inner<E: Encoder> {
     outbox: Arc<Outbox<E::Frame>>,
     encoder: E,
     slow_timeout: Duration,
+    lifecycle: Arc<Lifecycle>,
     state: Mutex<State>,
     me: Weak<Self>,
 }
@@ -113,6 +128,9 @@ struct State {
     last: u64,
     mode: Mode,
     ended: bool,
+    /// `ended` was queued (sent once, also when the subscription goes on
+    /// after the end because ended executions still take events).
+    told_end: bool,
     task: Option<AbortHandle>,
 }
 
@@ -153,11 +171,13 @@ impl<E: Encoder> Subscription<E> {
             outbox,
             encoder,
             slow_timeout: start.slow_timeout,
+            lifecycle: start.lifecycle,
             state: Mutex::new(State {
                 epoch: None,
                 last: 0,
                 mode: Mode::CatchingUp { again: false },
                 ended: false,
+                told_end: false,
                 task: None,
             }),
             me: Weak::clone(me),
@@ -218,6 +238,9 @@ impl<E: Encoder> Subscriber for Inner<E> {
                     Ok(()) => {
                         state.epoch = Some(event.epoch().clone());
                         state.last = event.seq();
+                        if let Some(status) = event.ending(&self.lifecycle) {
+                            self.end_now(&mut state, status, event.seq());
+                        }
                     }
                     // No room: fetch it from the store once the client drains.
                     Err((PushError::Full, _)) => self.catch_up_later(&mut state),
@@ -254,6 +277,32 @@ fn is_behind(position: &(Option<&Epoch>, u64), live: Live<'_>) -> bool {
 }
 
 impl<E: Encoder> Inner<E> {
+    /// Queues `ended` right after the terminal event (from the publisher's
+    /// context); with no room, the catch-up task says it instead.
+    fn end_now(&self, state: &mut State, status: &str, seq: u64) {
+        if state.told_end {
+            return;
+        }
+        let frame = self.encoder.encode(Item::Ended { status, seq });
+        match self.outbox.try_push(frame) {
+            Ok(()) => self.ended(state),
+            Err((PushError::Full, _)) => self.catch_up_later(state),
+            Err((PushError::Closed, _)) => state.ended = true,
+        }
+    }
+
+    /// After `ended` was queued: the subscription is over (unless ended
+    /// executions still take events), and for SSE the stream too.
+    fn ended(&self, state: &mut State) {
+        state.told_end = true;
+        if self.lifecycle.ends_subscriptions() {
+            state.ended = true;
+            if E::END_ENDS_CONNECTION {
+                self.outbox.close(Closing::Done);
+            }
+        }
+    }
+
     /// Switches to catching up and starts the task that does it.
     fn catch_up_later(&self, state: &mut State) {
         let Some(me) = self.me.upgrade() else { return };
@@ -325,6 +374,21 @@ impl<E: Encoder> Inner<E> {
                     self.deliver(Item::Event(event), |state| state.last = event.seq())
                         .await?;
                     position = event.seq();
+                }
+            }
+            // The end: after its terminal event, or when only the summary is
+            // left of the execution.
+            if let Some(end) = &page.ended
+                && (position >= end.seq || page.epoch.is_none())
+                && !self.lock().told_end
+            {
+                let item = Item::Ended {
+                    status: &end.status,
+                    seq: end.seq,
+                };
+                self.deliver(item, |state| self.ended(state)).await?;
+                if self.lock().ended {
+                    return Err(Stop::Ended);
                 }
             }
             // Level with the store once the head is reached (a short page is

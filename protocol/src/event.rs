@@ -64,4 +64,17 @@ pub struct HistoryPage {
     /// The identity of the history these seqs belong to (absent when there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// Present when the execution's events are gone but its summary is kept
+    /// (an ended execution whose events expired): why, and up to which seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_lost: Option<PageLost>,
+}
+
+/// Why a history page is empty although the execution is known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageLost {
+    /// Why the events are gone (`expired`).
+    pub reason: crate::LostReason,
+    /// The last seq the execution had.
+    pub last_seq: u64,
 }

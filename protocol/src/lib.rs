@@ -8,6 +8,8 @@
 //! - [`backoff`]: not a wire type but part of the same contract: the reconnect
 //!   and retry delays every client (and the hub) follows.
 //! - [`event`]: the stored and delivered [`Event`], history pages and the publish answer.
+//! - [`execution`]: an execution as a whole: lifecycle status, the summary that
+//!   outlives its events, and the list of recent executions.
 //! - [`publish`]: the publish request and its FastAPI-compatible validation.
 //! - [`validation`]: the `HTTPValidationError` body used by 422 answers and WebSocket errors.
 //! - [`ws`]: WebSocket messages in both directions, error codes and close codes.
@@ -16,12 +18,14 @@
 
 pub mod backoff;
 pub mod event;
+pub mod execution;
 pub mod names;
 pub mod publish;
 pub mod validation;
 pub mod ws;
 
-pub use event::{BatchAccepted, Event, EventData, HistoryPage, PublishAccepted};
+pub use event::{BatchAccepted, Event, EventData, HistoryPage, PageLost, PublishAccepted};
+pub use execution::{ExecutionList, ExecutionSummary, StatusFilter};
 pub use publish::{
     BatchRequest, FieldType, MAX_EXECUTION_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, PublishRequest,
     body_not_json, is_idempotency_key, publish_problems, validate_execution_id,

@@ -59,6 +59,12 @@ pub mod field {
     pub const TOKEN: &str = "token";
     /// When an accepted token expires (Unix seconds).
     pub const EXPIRES_AT: &str = "expires_at";
+    /// An execution's status (`ended`, a summary), or a list's status filter.
+    pub const STATUS: &str = "status";
+    /// The summaries of an `executions` frame.
+    pub const EXECUTIONS: &str = "executions";
+    /// The summary of an `execution` frame.
+    pub const EXECUTION: &str = "execution";
 }
 
 /// Values of a client frame's `op`.
@@ -73,6 +79,10 @@ pub mod op {
     pub const PING: &str = "ping";
     /// [`ClientMsg::Auth`](crate::ClientMsg::Auth).
     pub const AUTH: &str = "auth";
+    /// [`ClientMsg::SubscribeExecutions`](crate::ClientMsg::SubscribeExecutions).
+    pub const SUBSCRIBE_EXECUTIONS: &str = "subscribe_executions";
+    /// [`ClientMsg::UnsubscribeExecutions`](crate::ClientMsg::UnsubscribeExecutions).
+    pub const UNSUBSCRIBE_EXECUTIONS: &str = "unsubscribe_executions";
 }
 
 /// Values of a server frame's `type`.
@@ -93,6 +103,12 @@ pub mod kind {
     pub const ERROR: &str = "error";
     /// [`ServerMsg::Authenticated`](crate::ServerMsg::Authenticated).
     pub const AUTHENTICATED: &str = "authenticated";
+    /// [`ServerMsg::Ended`](crate::ServerMsg::Ended).
+    pub const ENDED: &str = "ended";
+    /// [`ServerMsg::Executions`](crate::ServerMsg::Executions).
+    pub const EXECUTIONS: &str = "executions";
+    /// [`ServerMsg::Execution`](crate::ServerMsg::Execution).
+    pub const EXECUTION: &str = "execution";
 }
 
 #[cfg(test)]
@@ -149,6 +165,7 @@ mod tests {
             last_seq: 0,
             oldest_seq: None,
             epoch: Some("e1".into()),
+            history_lost: None,
         };
         assert_eq!(
             keys(&page),
@@ -235,6 +252,23 @@ mod tests {
                 vec![EXECUTION_ID, AFTER, RESUME_AFTER, REASON, EPOCH],
             ),
             (
+                ServerMsg::Ended {
+                    execution_id: "e".into(),
+                    status: "completed".into(),
+                    seq: 3,
+                },
+                kind::ENDED,
+                vec![EXECUTION_ID, STATUS, SEQ],
+            ),
+            (
+                ServerMsg::Executions {
+                    id: id.clone(),
+                    executions: vec![],
+                },
+                kind::EXECUTIONS,
+                vec![ID, EXECUTIONS],
+            ),
+            (
                 ServerMsg::Error {
                     id,
                     code: ErrorCode::Internal,
@@ -303,6 +337,19 @@ mod tests {
                 },
                 op::AUTH,
                 vec![ID, TOKEN],
+            ),
+            (
+                ClientMsg::SubscribeExecutions {
+                    id: id.clone(),
+                    status: crate::StatusFilter::Running,
+                },
+                op::SUBSCRIBE_EXECUTIONS,
+                vec![ID, STATUS],
+            ),
+            (
+                ClientMsg::UnsubscribeExecutions { id: id.clone() },
+                op::UNSUBSCRIBE_EXECUTIONS,
+                vec![ID],
             ),
             (ClientMsg::Ping { id }, op::PING, vec![ID]),
         ];

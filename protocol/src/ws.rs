@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::{Event, EventData};
+use crate::execution::{ExecutionSummary, StatusFilter};
 use crate::names::{field, op};
 use crate::publish::{PublishRequest, is_idempotency_key, validate_execution_id};
 use crate::validation::ValidationError;
@@ -84,6 +85,23 @@ pub enum ClientMsg {
         /// As for a single publish: a retry returns the original seqs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+    },
+    /// Follow the list of executions: answered with an `executions`
+    /// snapshot (most recently updated first), then an `execution` frame on
+    /// every change of one that matches `status`.
+    SubscribeExecutions {
+        /// Echoed in `executions` or `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// Which executions (default: all).
+        #[serde(default)]
+        status: StatusFilter,
+    },
+    /// Stop following the list of executions.
+    UnsubscribeExecutions {
+        /// Echoed in `unsubscribed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
     },
     /// Liveness check, answered with `pong`.
     Ping {
@@ -185,6 +203,30 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
     },
+    /// The subscribed execution has ended: its terminal event (`seq`) was
+    /// the last one delivered, and the subscription is over.
+    Ended {
+        /// The execution that ended.
+        execution_id: String,
+        /// How it ended (`completed`, `failed`, …).
+        status: String,
+        /// The seq of its terminal event.
+        seq: u64,
+    },
+    /// Answer to `subscribe_executions`: the matching executions now, most
+    /// recently updated first.
+    Executions {
+        /// The request id of the `subscribe_executions`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The snapshot.
+        executions: Vec<ExecutionSummary>,
+    },
+    /// One execution of a followed list changed (or appeared).
+    Execution {
+        /// Its summary now (boxed: the other frames are much smaller).
+        execution: Box<ExecutionSummary>,
+    },
     /// A request failed; the connection stays usable.
     Error {
         /// The request id of the failed request, when it could be read.
@@ -257,11 +299,13 @@ pub enum ErrorCode {
     Forbidden,
     /// The client's publish rate limit is reached; retry later (the message says when).
     RateLimited,
+    /// The execution has ended (its terminal event was stored); it takes no more events.
+    ExecutionEnded,
 }
 
 impl ErrorCode {
     /// Every code, for looking one up by its wire name.
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::BadFrame,
         Self::UnknownOp,
         Self::InvalidRequest,
@@ -273,6 +317,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::Forbidden,
         Self::RateLimited,
+        Self::ExecutionEnded,
     ];
 
     /// The code named `wire` (e.g. `"bad_frame"`), if this version knows it;
@@ -295,6 +340,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
+            Self::ExecutionEnded => "execution_ended",
         }
     }
 }
@@ -412,6 +458,24 @@ impl ClientMsg {
                 decode_batch(id, fields, max_batch_events)
             }
             op::PUBLISH => decode_publish(id, fields),
+            op::SUBSCRIBE_EXECUTIONS => {
+                let status = match fields.remove(field::STATUS) {
+                    None | Some(Value::Null) => StatusFilter::All,
+                    Some(Value::String(status)) if StatusFilter::from_wire(&status).is_some() => {
+                        StatusFilter::from_wire(&status).unwrap_or_default()
+                    }
+                    Some(_) => {
+                        let problem = ValidationError::body_field(
+                            field::STATUS,
+                            "enum",
+                            "Input should be 'all', 'running' or 'ended'",
+                        );
+                        return Err(FrameError::invalid(id, vec![problem]));
+                    }
+                };
+                Ok(Self::SubscribeExecutions { id, status })
+            }
+            op::UNSUBSCRIBE_EXECUTIONS => Ok(Self::UnsubscribeExecutions { id }),
             op::PING => Ok(Self::Ping { id }),
             op::AUTH => match fields.remove(field::TOKEN) {
                 Some(Value::String(token)) => Ok(Self::Auth { id, token }),

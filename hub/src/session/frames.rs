@@ -21,6 +21,7 @@ pub struct WsEncoder {
 impl Encoder for WsEncoder {
     type Frame = Message;
     const FAILURE_ENDS_CONNECTION: bool = false;
+    const END_ENDS_CONNECTION: bool = false;
 
     fn encode(&self, item: Item<'_>) -> Message {
         let execution_id = || self.execution_id.to_string();
@@ -43,6 +44,11 @@ impl Encoder for WsEncoder {
                 resume_after,
                 reason,
                 epoch: epoch.map(Epoch::to_string),
+            }),
+            Item::Ended { status, seq } => text(&ServerMsg::Ended {
+                execution_id: execution_id(),
+                status: status.to_owned(),
+                seq,
             }),
             Item::Failed(error) => {
                 let (code, message) = ws_store_error(error);

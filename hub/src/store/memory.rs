@@ -9,17 +9,21 @@
 //! in total by `max_bytes`, beyond which the least recently updated histories
 //! are evicted (their subscribers are told, and resume with `history_lost`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use exechub_protocol::LostReason;
+use exechub_protocol::execution::RUNNING;
+use exechub_protocol::{Event, ExecutionSummary, LostReason};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchReceipt, EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
-use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, random_u64};
+use super::{
+    BatchReceipt, Change, End, EventStore, ListCursor, Listed, Page, Receipt, StoreConfig,
+    StoreError, StoreHealth, Watch,
+};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, random_u64, rfc3339_of_ms};
 use crate::feeds::LiveSink;
 
 /// Bytes counted for an event besides its JSON (shared event, queue slot).
@@ -49,6 +53,28 @@ struct State {
     /// Bytes held by all histories, as counted by [`History::bytes`].
     bytes: usize,
     evicted: HashSet<Epoch>,
+    /// Executions as wholes; they outlive their histories once ended.
+    summaries: HashMap<Arc<str>, Summary>,
+    /// `(updated_ms, id)` of every summary: the list of executions.
+    listed: BTreeSet<(u64, Arc<str>)>,
+}
+
+/// What the store keeps of an execution as a whole.
+struct Summary {
+    started_ms: u64,
+    updated_ms: u64,
+    /// When the list last heard of it (activity is announced once a second).
+    announced_ms: u64,
+    last_seq: u64,
+    ended: Option<Ending>,
+    expires_at: Instant,
+}
+
+/// The terminal event of an ended execution.
+struct Ending {
+    status: String,
+    at_ms: u64,
+    event: SharedEvent,
 }
 
 struct History {
@@ -153,6 +179,16 @@ impl MemoryStore {
         for id in expired {
             state.remove(&id);
         }
+        let gone: Vec<(u64, Arc<str>)> = state
+            .summaries
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(id, s)| (s.updated_ms, Arc::clone(id)))
+            .collect();
+        for entry in gone {
+            state.summaries.remove(&entry.1);
+            state.listed.remove(&entry);
+        }
         let mut delta: isize = 0;
         for (id, history) in &mut state.histories {
             let before = history.keys.len();
@@ -233,8 +269,30 @@ impl MemoryStore {
                 last_seq: record.last,
                 timestamp: record.timestamp.clone(),
                 duplicate: true,
+                change: Change::None,
             });
         }
+        if !self.config.allow_publish_after_end
+            && let Some(ending) = state
+                .summaries
+                .get(execution_id)
+                .and_then(|s| s.ended.as_ref())
+        {
+            let status = ending.status.clone();
+            if state
+                .histories
+                .get(execution_id)
+                .is_some_and(|h| h.last_seq == 0)
+            {
+                state.remove(execution_id);
+            }
+            return Err(StoreError::Ended { status });
+        }
+        let Some(history) = state.histories.get_mut(execution_id) else {
+            return Err(StoreError::Rejected(
+                "history vanished under the store lock".into(),
+            ));
+        };
         let epoch = history.epoch.clone();
         let first_seq = history.last_seq + 1;
         let mut delta = 0_isize;
@@ -269,6 +327,7 @@ impl MemoryStore {
         }
         state.charge(execution_id, delta);
         state.touch(&key);
+        let change = self.summarize(&mut state, &key, events, &numbered, now);
         // Announced under the lock, so live order is seq order.
         for shared in &numbered {
             self.sink.event(execution_id, shared);
@@ -280,6 +339,104 @@ impl MemoryStore {
             last_seq,
             timestamp,
             duplicate: false,
+            change,
+        })
+    }
+
+    /// Updates the summary of `id` after `events` were stored as `numbered`,
+    /// and says what the list of executions should hear of it.
+    fn summarize(
+        &self,
+        state: &mut State,
+        id: &Arc<str>,
+        events: &[NewEvent],
+        numbered: &[SharedEvent],
+        now: Instant,
+    ) -> Change {
+        let now_ms = now_ms();
+        let Some(last) = numbered.last() else {
+            return Change::None;
+        };
+        let ending = events
+            .iter()
+            .zip(numbered)
+            .find_map(|(event, shared)| event.ending().map(|status| (status, shared)));
+        let fresh = !state.summaries.contains_key(id);
+        let summary = state.summaries.entry(Arc::clone(id)).or_insert(Summary {
+            started_ms: now_ms,
+            updated_ms: now_ms,
+            announced_ms: now_ms,
+            last_seq: 0,
+            ended: None,
+            expires_at: now,
+        });
+        let previous = (summary.updated_ms, Arc::clone(id));
+        let mut change = if fresh {
+            Change::Started
+        } else if now_ms.saturating_sub(summary.announced_ms) >= 1_000 {
+            Change::Activity
+        } else {
+            Change::None
+        };
+        summary.updated_ms = now_ms;
+        summary.last_seq = last.seq();
+        if summary.ended.is_none()
+            && let Some((status, event)) = ending
+        {
+            summary.ended = Some(Ending {
+                status: status.to_owned(),
+                at_ms: now_ms,
+                event: event.clone(),
+            });
+            change = Change::Ended;
+        }
+        if change != Change::None {
+            summary.announced_ms = now_ms;
+        }
+        let keep = if summary.ended.is_some() {
+            self.config.ttl + self.config.final_state_ttl
+        } else {
+            self.config.ttl
+        };
+        summary.expires_at = now + keep;
+        state.listed.remove(&previous);
+        state.listed.insert((now_ms, Arc::clone(id)));
+        // The list (and the summaries it names) is bounded: the least
+        // recently updated executions leave it first.
+        while state.summaries.len() > self.config.max_listed {
+            let Some(oldest) = state.listed.pop_first() else {
+                break;
+            };
+            state.summaries.remove(&oldest.1);
+        }
+        change
+    }
+
+    /// The summary of `id` as the protocol shows it.
+    fn summary_of(state: &State, id: &str, now: Instant) -> Option<ExecutionSummary> {
+        let summary = state.summaries.get(id).filter(|s| s.expires_at > now)?;
+        let history = state.histories.get(id).filter(|h| h.expires_at > now);
+        let first_seq = history.and_then(History::oldest_seq).unwrap_or(0);
+        let retained = history.map_or(0, |h| h.events.len() as u64);
+        let final_event = summary
+            .ended
+            .as_ref()
+            .and_then(|e| serde_json::from_slice::<Event>(e.event.json()).ok());
+        Some(ExecutionSummary {
+            execution_id: id.to_owned(),
+            status: summary
+                .ended
+                .as_ref()
+                .map_or_else(|| RUNNING.to_owned(), |e| e.status.clone()),
+            ended: summary.ended.is_some(),
+            epoch: history.map(|h| h.epoch.to_string()),
+            first_seq,
+            last_seq: summary.last_seq,
+            events: retained,
+            started_at: rfc3339_of_ms(summary.started_ms),
+            updated_at: rfc3339_of_ms(summary.updated_ms),
+            ended_at: summary.ended.as_ref().map(|e| rfc3339_of_ms(e.at_ms)),
+            final_event,
         })
     }
 
@@ -326,6 +483,7 @@ impl EventStore for MemoryStore {
             seq: receipt.last_seq,
             timestamp: receipt.timestamp,
             duplicate: receipt.duplicate,
+            change: receipt.change,
         })
     }
 
@@ -342,12 +500,25 @@ impl EventStore for MemoryStore {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let state = self.lock();
+        let now = Instant::now();
+        let ended = state
+            .summaries
+            .get(execution_id)
+            .filter(|s| s.expires_at > now)
+            .and_then(|s| s.ended.as_ref())
+            .map(|e| End {
+                status: e.status.clone(),
+                seq: e.event.seq(),
+            });
         let Some(history) = state
             .histories
             .get(execution_id)
-            .filter(|h| h.expires_at > Instant::now())
+            .filter(|h| h.expires_at > now)
         else {
-            return Ok(Page::default());
+            return Ok(Page {
+                ended,
+                ..Page::default()
+            });
         };
         let oldest = history.oldest_seq();
         let skip = oldest.map_or(0, |oldest| after.saturating_add(1).saturating_sub(oldest));
@@ -363,7 +534,42 @@ impl EventStore for MemoryStore {
             last_seq: history.last_seq,
             oldest_seq: oldest,
             epoch: Some(history.epoch.clone()),
+            ended,
         })
+    }
+
+    async fn summary(&self, execution_id: &str) -> Result<Option<ExecutionSummary>, StoreError> {
+        Ok(Self::summary_of(&self.lock(), execution_id, Instant::now()))
+    }
+
+    async fn recent(
+        &self,
+        cursor: Option<&ListCursor>,
+        count: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let state = self.lock();
+        let now = Instant::now();
+        let entries: Box<dyn Iterator<Item = &(u64, Arc<str>)>> = match cursor {
+            Some(cursor) => {
+                let bound = (
+                    cursor.updated_ms,
+                    Arc::<str>::from(cursor.execution_id.as_str()),
+                );
+                Box::new(state.listed.range(..bound).rev())
+            }
+            None => Box::new(state.listed.iter().rev()),
+        };
+        Ok(entries
+            .filter_map(|(ms, id)| {
+                let summary = Self::summary_of(&state, id, now)?;
+                let cursor = ListCursor {
+                    updated_ms: *ms,
+                    execution_id: id.to_string(),
+                };
+                Some(Listed { cursor, summary })
+            })
+            .take(count)
+            .collect())
     }
 
     fn watch(&self, _execution_id: &str) -> Watch {
@@ -405,6 +611,9 @@ mod tests {
             max_events,
             idempotency_window: Duration::from_secs(5),
             max_bytes,
+            final_state_ttl: Duration::from_secs(60),
+            allow_publish_after_end: false,
+            max_listed: 1000,
         };
         MemoryStore::new(config, Feeds::new())
     }

@@ -12,7 +12,7 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
-use exechub_protocol::LostReason;
+use exechub_protocol::{ExecutionSummary, LostReason};
 use tokio::sync::oneshot;
 
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent};
@@ -32,6 +32,12 @@ pub enum StoreError {
     /// The backend refused the operation (bad configuration, wrong key type…); not retryable.
     #[error("event store refused the operation: {0}")]
     Rejected(String),
+    /// The execution has ended (its terminal event is stored): it takes no more events.
+    #[error("execution has ended ({status}); it accepts no more events")]
+    Ended {
+        /// How it ended.
+        status: String,
+    },
 }
 
 impl StoreError {
@@ -53,6 +59,24 @@ pub struct Receipt {
     /// `true` when an earlier publish with the same idempotency key was found
     /// and nothing new was stored.
     pub duplicate: bool,
+    /// What the append changed in the execution's summary.
+    pub change: Change,
+}
+
+/// What an append changed for the list of executions, so followers of the
+/// list hear of it: always the start and the end, other activity at most
+/// once a second per execution (across hub nodes, as the store tracks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Change {
+    /// Nothing worth announcing (a replay, or activity within the second).
+    #[default]
+    None,
+    /// The execution's first event.
+    Started,
+    /// New events (announced at most once a second).
+    Activity,
+    /// The terminal event.
+    Ended,
 }
 
 /// What a batch append returns.
@@ -69,6 +93,8 @@ pub struct BatchReceipt {
     /// `true` when an earlier batch with the same idempotency key was found
     /// and nothing new was stored.
     pub duplicate: bool,
+    /// What the append changed in the execution's summary.
+    pub change: Change,
 }
 
 /// A slice of an execution's stored history.
@@ -82,6 +108,36 @@ pub struct Page {
     pub oldest_seq: Option<u64>,
     /// The history these seqs belong to; `None` when the execution has none.
     pub epoch: Option<Epoch>,
+    /// Set once the execution has ended: how, and the seq of its terminal event.
+    pub ended: Option<End>,
+}
+
+/// How and where an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// The status its terminal event gave it (`completed`, `failed`, …).
+    pub status: String,
+    /// The seq of its terminal event.
+    pub seq: u64,
+}
+
+/// A position in the list of executions: its `updated_at` in Unix
+/// milliseconds and its id (ties are ordered by id, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// `updated_at` of the last execution returned, in Unix milliseconds.
+    pub updated_ms: u64,
+    /// Its id.
+    pub execution_id: String,
+}
+
+/// One entry of the list of executions.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Where it stands in the list.
+    pub cursor: ListCursor,
+    /// Its summary.
+    pub summary: ExecutionSummary,
 }
 
 /// Settings every backend honours.
@@ -95,6 +151,12 @@ pub struct StoreConfig {
     pub idempotency_window: Duration,
     /// Bytes the embedded store may hold in total (Redis has its own `maxmemory`).
     pub max_bytes: usize,
+    /// How long an ended execution's summary outlives its events.
+    pub final_state_ttl: Duration,
+    /// Whether an ended execution still takes events.
+    pub allow_publish_after_end: bool,
+    /// Executions the list of executions keeps.
+    pub max_listed: usize,
 }
 
 /// Whether a store can serve requests, for `/health`.
@@ -166,6 +228,30 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`StoreError`] when the backend cannot be read.
     async fn range(&self, execution_id: &str, after: u64, limit: usize)
     -> Result<Page, StoreError>;
+
+    /// The summary of `execution_id` (kept `final_state_ttl` beyond its
+    /// events once it has ended); `None` when the store knows nothing of it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend cannot be read.
+    async fn summary(&self, execution_id: &str) -> Result<Option<ExecutionSummary>, StoreError>;
+
+    /// Up to `count` executions, most recently updated first, after `cursor`
+    /// (from the start when `None`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend cannot be read.
+    async fn recent(
+        &self,
+        cursor: Option<&ListCursor>,
+        count: usize,
+    ) -> Result<Vec<Listed>, StoreError>;
+
+    /// Whether other hub nodes may append to this store (then changes made
+    /// elsewhere must be looked for; the embedded store sees every append).
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Keeps `execution_id`'s appends — including those of other hub nodes —
     /// flowing into this node's live feeds while the returned [`Watch`] lives.

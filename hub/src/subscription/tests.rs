@@ -25,6 +25,7 @@ fn page(epoch_text: Option<&str>, oldest: Option<u64>, last: u64) -> Page {
         last_seq: last,
         oldest_seq: oldest,
         epoch: epoch_text.map(epoch),
+        ended: None,
     }
 }
 
@@ -35,6 +36,9 @@ fn store(ttl: Duration, max_events: u64) -> (Arc<dyn EventStore>, Arc<Feeds>) {
         max_events,
         idempotency_window: Duration::from_secs(60),
         max_bytes: usize::MAX,
+        final_state_ttl: Duration::from_secs(60),
+        allow_publish_after_end: false,
+        max_listed: 1000,
     };
     (MemoryStore::new(config, feeds.clone()), feeds)
 }
@@ -91,6 +95,7 @@ struct Texts;
 impl Encoder for Texts {
     type Frame = Bytes;
     const FAILURE_ENDS_CONNECTION: bool = true;
+    const END_ENDS_CONNECTION: bool = true;
 
     fn encode(&self, item: Item<'_>) -> Bytes {
         Bytes::from(match item {
@@ -102,6 +107,7 @@ impl Encoder for Texts {
                 reason,
                 ..
             } => format!("lost {after} {resume_after} {}", reason.as_str()),
+            Item::Ended { status, seq } => format!("ended {status} {seq}"),
             Item::Failed(_) => "failed".into(),
         })
     }
@@ -136,6 +142,10 @@ fn subscribe(
         epoch: None,
         slow_timeout: Duration::from_secs(5),
         node_limit: 100,
+        lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
+            &["execution_completed".into()],
+            false,
+        )),
     };
     let sub = Subscription::start(
         store,

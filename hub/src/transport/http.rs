@@ -1,4 +1,4 @@
-//! HTTP handlers: publish, history, health.
+//! HTTP handlers: publish, history, health (executions as wholes: [`super::executions`]).
 
 use std::collections::HashMap;
 
@@ -187,6 +187,14 @@ pub async fn history(
     body.extend_from_slice(json!(page.oldest_seq).to_string().as_bytes());
     if let Some(epoch) = &page.epoch {
         body.extend_from_slice(format!(r#","epoch":"{epoch}""#).as_bytes());
+    }
+    if let (None, Some(end)) = (&page.epoch, &page.ended) {
+        // The events expired; the ended execution's summary is still kept.
+        let lost = format!(
+            r#","history_lost":{{"reason":"expired","last_seq":{}}}"#,
+            end.seq
+        );
+        body.extend_from_slice(lost.as_bytes());
     }
     body.extend_from_slice(br#","events":["#);
     for (i, event) in page.events.iter().enumerate() {

@@ -6,6 +6,7 @@
 //! - [`ws`]: `GET /ws`, the multiplexed WebSocket (see [`crate::session`]).
 //! - [`listener`]: the accept loop that hands connections to these.
 
+pub mod executions;
 pub mod http;
 pub mod listener;
 pub mod sse;
@@ -40,6 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions//events", any(http::empty_execution_id))
         .route("/api/v1/executions//stream", any(http::empty_execution_id))
         .route("/api/v1/executions/{execution_id}/stream", get(sse::stream))
+        .route("/api/v1/executions", get(executions::list))
+        .route(
+            "/api/v1/executions/{execution_id}",
+            get(executions::summary),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/result",
+            get(executions::result),
+        )
         .route("/ws", get(ws::upgrade))
         .layer(DefaultBodyLimit::max(body_limit));
     // CORS only for the origins the operator lists; never for the

@@ -50,7 +50,11 @@ pub async fn stream(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (stream, expires_at) = open(&app, execution_id(path), &query, &headers)?;
+    let execution_id = execution_id(path);
+    if let Ok(id) = &execution_id {
+        resumes_past_the_end(&app, id, &headers).await?;
+    }
+    let (stream, expires_at) = open(&app, execution_id, &query, &headers)?;
     let body = Body::from_stream(sse_body(app, stream, expires_at));
     Ok((response_headers(), body).into_response())
 }
@@ -104,13 +108,18 @@ pub(crate) fn open(
         epoch,
         slow_timeout: app.config.slow_client_timeout(),
         node_limit: app.config.max_total_subscriptions,
+        lifecycle: Arc::clone(&app.lifecycle),
+    };
+    let execution_id: Arc<str> = Arc::from(execution_id);
+    let encoder = SseEncoder {
+        execution_id: Arc::clone(&execution_id),
     };
     let subscription = Subscription::start(
         &app.store,
         &app.feeds,
-        &Arc::from(execution_id),
+        &execution_id,
         Arc::clone(&outbox),
-        SseEncoder,
+        encoder,
         start,
     )
     .map_err(|_| ApiError::Busy("subscription"))?;
@@ -123,6 +132,28 @@ pub(crate) fn open(
     Ok((stream, grant.expires_at))
 }
 
+/// Refuses (204) a reconnect whose `Last-Event-ID` is at or past the end of
+/// an ended execution, or of one whose events are gone: the stream already
+/// said `end`, and `EventSource` stops reconnecting on a 204. Only a
+/// reconnect (with `Last-Event-ID`) costs this extra read.
+///
+/// # Errors
+/// [`ApiError::StreamEnded`], or the store's failure.
+async fn resumes_past_the_end(
+    app: &AppState,
+    execution_id: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Ok(Some((Some(after), _))) = last_event_id(headers) else {
+        return Ok(());
+    };
+    let page = app.store.range(execution_id, u64::MAX, 0).await?;
+    match page.ended {
+        Some(end) if after >= end.seq || page.epoch.is_none() => Err(ApiError::StreamEnded),
+        _ => Ok(()),
+    }
+}
+
 /// What one open stream holds; everything is released when it is dropped
 /// (the response ended, or the client is gone).
 pub(crate) struct Stream {
@@ -133,11 +164,14 @@ pub(crate) struct Stream {
 }
 
 /// Encodes subscription items as SSE messages.
-struct SseEncoder;
+struct SseEncoder {
+    execution_id: Arc<str>,
+}
 
 impl Encoder for SseEncoder {
     type Frame = Bytes;
     const FAILURE_ENDS_CONNECTION: bool = true;
+    const END_ENDS_CONNECTION: bool = true;
 
     fn encode(&self, item: Item<'_>) -> Bytes {
         match item {
@@ -166,6 +200,14 @@ impl Encoder for SseEncoder {
                     None => format!("id: {resume_after}\n"),
                 };
                 Bytes::from(format!("event: history_lost\n{id}data: {data}\n\n"))
+            }
+            Item::Ended { status, seq } => {
+                let data = json!({
+                    "execution_id": &*self.execution_id,
+                    "status": status,
+                    "seq": seq,
+                });
+                Bytes::from(format!("event: end\ndata: {data}\n\n"))
             }
             Item::Failed(error) => error_frame(crate::error::ws_store_error(error).0.as_str()),
         }
@@ -251,6 +293,11 @@ cache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n";
 /// its queue and this task stays allocated while the stream is idle — no
 /// HTTP connection buffers — which is what keeps an idle stream cheap.
 pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: super::listener::Head) {
+    if let Ok(id) = &request.execution_id
+        && let Err(refusal) = resumes_past_the_end(&app, id, &request.headers).await
+    {
+        return Box::pin(write_refusal(&socket, refusal)).await;
+    }
     let opened = open(&app, request.execution_id, &request.query, &request.headers);
     let (stream, expires_at) = match opened {
         Ok(opened) => opened,

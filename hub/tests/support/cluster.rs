@@ -15,7 +15,6 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -328,21 +327,6 @@ impl Drop for TestCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// One cluster shared by the tests that run at the same time in a test
-/// binary (a cluster takes seconds to form); it stops when the last of them
-/// lets go of it, and the next test starts another.
-pub async fn shared() -> Result<Arc<TestCluster>> {
-    static SHARED: tokio::sync::Mutex<Weak<TestCluster>> =
-        tokio::sync::Mutex::const_new(Weak::new());
-    let mut shared = SHARED.lock().await;
-    if let Some(cluster) = shared.upgrade() {
-        return Ok(cluster);
-    }
-    let cluster = Arc::new(TestCluster::spawn().await?);
-    *shared = Arc::downgrade(&cluster);
-    Ok(cluster)
 }
 
 /// Polls `ready` until it says so, failing after [`PATIENCE`].

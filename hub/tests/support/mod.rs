@@ -30,6 +30,9 @@ pub fn config() -> StoreConfig {
         max_events: 1_000,
         idempotency_window: Duration::from_secs(60),
         max_bytes: usize::MAX,
+        final_state_ttl: Duration::from_secs(60),
+        allow_publish_after_end: false,
+        max_listed: 1_000,
     }
 }
 
@@ -48,9 +51,8 @@ pub struct Fixture {
     _shutdown: Option<DropGuard>,
     /// The server behind a Redis store; dropped last.
     pub redis: Option<TestRedis>,
-    /// The cluster behind a Redis Cluster store (shared with the cases that
-    /// run at the same time); dropped last.
-    pub cluster: Option<Arc<cluster::TestCluster>>,
+    /// The cluster behind a Redis Cluster store; dropped last.
+    _cluster: Option<cluster::TestCluster>,
 }
 
 impl Fixture {
@@ -62,7 +64,7 @@ impl Fixture {
             feeds,
             _shutdown: None,
             redis: None,
-            cluster: None,
+            _cluster: None,
         }
     }
 
@@ -79,13 +81,15 @@ impl Fixture {
             feeds,
             _shutdown: Some(shutdown.drop_guard()),
             redis: Some(redis),
-            cluster: None,
+            _cluster: None,
         }
     }
 
-    /// The Redis store on a Redis Cluster (3 masters, 3 replicas).
+    /// The Redis store on a Redis Cluster of its own (3 masters, 3
+    /// replicas): like a server per case, so cluster-wide keys (the list of
+    /// executions) hold only the case's executions.
     pub async fn cluster(config: StoreConfig) -> Self {
-        let cluster = cluster::shared()
+        let cluster = cluster::TestCluster::spawn()
             .await
             .expect("a Redis Cluster starts (redis-server and redis-cli ≥ 7)");
         let feeds = Feeds::new();
@@ -102,7 +106,7 @@ impl Fixture {
             feeds,
             _shutdown: Some(shutdown.drop_guard()),
             redis: None,
-            cluster: Some(cluster),
+            _cluster: Some(cluster),
         }
     }
 }

@@ -7,6 +7,12 @@
 //! - `{execution:<id>:events}:epoch` — the history's epoch, same TTL;
 //! - `{execution:<id>:events}:idem:<key>` — `seq|epoch|timestamp` of an idempotent publish;
 //! - `{execution:<id>:events}:idem-batch:<key>` — `first-last|epoch|timestamp` of a batch;
+//! - `{execution:<id>:events}:summary` — hash: the execution as a whole
+//!   (started/updated/ended times, status, last seq, the terminal event), kept
+//!   as long as the events, or `--final-state-ttl` longer once it has ended;
+//! - `executions:index` — sorted set of execution ids by last update (Unix
+//!   ms), bounded: the list of executions (its own slot; never in a script
+//!   with an execution's keys);
 //! - channel `{execution:<id>:events}:live` — `<epoch> <event JSON>` of every append
 //!   (a batch: `<epoch> <json>\n<json>…`, one message).
 //!
@@ -37,6 +43,14 @@ pub fn idempotency_key(execution_id: &str, key: &str) -> String {
 pub fn batch_idempotency_key(execution_id: &str, key: &str) -> String {
     format!("{{execution:{execution_id}:events}}:idem-batch:{key}")
 }
+
+/// An execution's summary hash, in the list's hash slot.
+pub fn summary_key(execution_id: &str) -> String {
+    format!("{{execution:{execution_id}:events}}:summary")
+}
+
+/// The sorted set of executions by last update: the list of executions.
+pub const EXECUTIONS_INDEX: &str = "executions:index";
 
 /// The pub/sub channel announcing an execution's appends.
 pub fn channel(execution_id: &str) -> String {

@@ -18,7 +18,7 @@ mod relay;
 pub mod sharded;
 mod shards;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,23 +30,34 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{ProtocolVersion, RedisError, RetryMethod, Script};
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchReceipt, EventStore, Page, Receipt, StoreConfig, StoreError, StoreHealth, Watch};
-use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, seq_of};
+use exechub_protocol::execution::RUNNING;
+use exechub_protocol::{Event, ExecutionSummary};
+
+use super::{
+    BatchReceipt, Change, End, EventStore, ListCursor, Listed, Page, Receipt, StoreConfig,
+    StoreError, StoreHealth, Watch,
+};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
 use crate::feeds::LiveSink;
 use bridge::Bridge;
 use connection::RedisConnection;
-use keys::{batch_idempotency_key, channel, epoch_key, events_key, idempotency_key, seq_key};
+use keys::{
+    EXECUTIONS_INDEX, batch_idempotency_key, channel, epoch_key, events_key, idempotency_key,
+    seq_key, summary_key,
+};
 use sharded::ShardedBridge;
 use shards::Replicas;
 
-/// Appends one event: idempotency check, INCR, the epoch of a new history,
-/// RPUSH, trim, TTLs, PUBLISH of `<epoch> <json>`.
+/// Appends one event: idempotency check, the end check, INCR, the epoch of a
+/// new history, RPUSH, trim, TTLs, the summary, PUBLISH of `<epoch> <json>`.
 const APPEND: &str = r#"
-local idem = KEYS[4]
+local idem = KEYS[5]
 if idem then
   local prior = redis.call('GET', idem)
-  if prior then return {1, prior, redis.call('GET', KEYS[3]) or ''} end
+  if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
 end
+local ended = redis.call('HGET', KEYS[4], 'ended_ms')
+if ended and ARGV[10] ~= '1' then return {2, redis.call('HGET', KEYS[4], 'status') or '', '', 0} end
 local seq = redis.call('INCR', KEYS[2])
 local epoch = redis.call('GET', KEYS[3])
 if seq == 1 or not epoch then
@@ -62,20 +73,23 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. ARGV[5]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[6]) end
+local change = summarize(KEYS[4], ended, seq, json, ARGV[8], ARGV[9], tonumber(ARGV[2]), tonumber(ARGV[11]))
 redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. json)
-return {0, receipt, epoch}
+return {0, receipt, epoch, change}
 "#;
 
 /// Appends a batch (ARGV[7..]: the events' tails) with consecutive seqs:
 /// idempotency check, INCRBY, epoch, RPUSH, trim, TTLs, and one PUBLISH of
 /// `<epoch> <json>\n<json>…`.
 const APPEND_BATCH: &str = r#"
-local idem = KEYS[4]
+local idem = KEYS[5]
 if idem then
   local prior = redis.call('GET', idem)
-  if prior then return {1, prior, redis.call('GET', KEYS[3]) or ''} end
+  if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
 end
-local n = #ARGV - 6
+local ended = redis.call('HGET', KEYS[4], 'ended_ms')
+if ended and ARGV[9] ~= '1' then return {2, redis.call('HGET', KEYS[4], 'status') or '', '', 0} end
+local n = #ARGV - 10
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n + 1
 local epoch = redis.call('GET', KEYS[3])
@@ -85,7 +99,7 @@ if first == 1 or not epoch then
 end
 local items = {}
 for i = 1, n do
-  items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[6 + i]
+  items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[10 + i]
 end
 local len = 0
 for i = 1, n, 256 do
@@ -98,8 +112,51 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[1])
 local receipt = string.format('%d-%d', first, last) .. '|' .. epoch .. '|' .. ARGV[6]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[4]) end
+local change = summarize(KEYS[4], ended, last, items[n], ARGV[7], ARGV[8], tonumber(ARGV[1]), tonumber(ARGV[10]))
 redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
-return {0, receipt, epoch}
+return {0, receipt, epoch, change}
+"#;
+
+/// Updates an execution's summary hash after an append (prepended to both
+/// append scripts). `ended`: the end was already stored; `ending`: the status
+/// the last appended event ends the execution with (`''`: none). Returns what
+/// the list of executions should hear: 0 nothing, 1 started, 2 activity (at
+/// most once a second), 3 ended. The summary lives as long as the events, or
+/// `final_ttl` longer once the execution has ended.
+const SUMMARIZE: &str = r#"
+local function summarize(key, ended, seq, json, now, ending, ttl, final_ttl)
+  local change = 0
+  if redis.call('HSETNX', key, 'started_ms', now) == 1 then
+    change = 1
+  elseif tonumber(now) - tonumber(redis.call('HGET', key, 'announced_ms') or '0') >= 1000 then
+    change = 2
+  end
+  redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq)
+  local keep = ttl
+  if ended then
+    keep = ttl + final_ttl
+  elseif ending ~= '' then
+    redis.call('HSET', key, 'status', ending, 'ended_ms', now, 'end_seq', seq, 'final', json)
+    change = 3
+    keep = ttl + final_ttl
+  end
+  if change > 0 then redis.call('HSET', key, 'announced_ms', now) end
+  redis.call('EXPIRE', key, keep)
+  return change
+end
+"#;
+
+/// An execution's summary: the hash, the retained count, the oldest retained
+/// seq and the epoch (`{{}, 0, 0, ''}` when there is none).
+const SUMMARY: &str = r#"
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {{}, 0, 0, ''} end
+local len = redis.call('LLEN', KEYS[2])
+local oldest = 0
+if len > 0 then
+  oldest = tonumber(string.match(redis.call('LINDEX', KEYS[2], 0), '^{"seq":(%d+)') or '0')
+end
+return {fields, len, oldest, redis.call('GET', KEYS[3]) or ''}
 "#;
 
 /// Reads at most ARGV[2] events after seq ARGV[1], with the last seq, the
@@ -122,12 +179,14 @@ while first < 0 and chunk < len do
 end
 local after = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-if first < 0 or limit == 0 or after >= last then return {last, oldest, epoch, {}} end
+local ending = redis.call('HMGET', KEYS[4], 'status', 'end_seq')
+local status, end_seq = ending[1] or '', tonumber(ending[2] or '0')
+if first < 0 or limit == 0 or after >= last then return {last, oldest, epoch, {}, status, end_seq} end
 local want = math.max(after + 1, oldest)
 local start = first + (want - oldest)
 local probe = redis.call('LINDEX', KEYS[1], start)
 if probe and seq_of(probe) == want then
-  return {last, oldest, epoch, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
+  return {last, oldest, epoch, redis.call('LRANGE', KEYS[1], start, start + limit - 1), status, end_seq}
 end
 local out = {}
 for _, item in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do
@@ -137,7 +196,7 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do
     if #out >= limit then break end
   end
 end
-return {last, oldest, epoch, out}
+return {last, oldest, epoch, out, status, end_seq}
 "#;
 
 /// Executions whose foreign items were already logged (bounded).
@@ -178,6 +237,7 @@ pub struct RedisStore {
     append: Script,
     append_batch: Script,
     range: Script,
+    summary: Script,
     /// Items skipped because they are not the hub's.
     foreign: AtomicU64,
     foreign_logged: Mutex<HashSet<String>>,
@@ -227,9 +287,10 @@ impl RedisStore {
             }
         };
         Ok(Arc::new(Self {
-            append: script(APPEND),
-            append_batch: script(APPEND_BATCH),
+            append: script(&format!("{SUMMARIZE}{APPEND}")),
+            append_batch: script(&format!("{SUMMARIZE}{APPEND_BATCH}")),
             range: Script::new(RANGE),
+            summary: Script::new(SUMMARY),
             connection,
             bridge,
             wait_replicas: setup.wait_replicas,
@@ -294,6 +355,36 @@ impl RedisStore {
         ))
     }
 
+    /// Puts an execution the script says changed (`change`: 0 none, 1
+    /// started, 2 activity, 3 ended) at the head of the list of executions.
+    /// The list is its own key (another Cluster slot), so this is a second
+    /// command, sent at most once a second per execution; a failure only
+    /// delays the list, never the publish.
+    async fn announce(&self, execution_id: &str, change: u8, now: u64) -> Change {
+        let change = match change {
+            1 => Change::Started,
+            2 => Change::Activity,
+            3 => Change::Ended,
+            _ => return Change::None,
+        };
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(EXECUTIONS_INDEX)
+            .arg(now)
+            .arg(execution_id)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(EXECUTIONS_INDEX)
+            .arg(0)
+            .arg(-1 - i64::try_from(self.config.max_listed).unwrap_or(i64::MAX - 1))
+            .ignore();
+        if let Err(error) = pipe.query_async::<()>(&mut connection).await {
+            tracing::debug!(%error, %execution_id, "could not update the list of executions");
+        }
+        change
+    }
+
     /// Items skipped so far because they are not the hub's.
     pub fn foreign_items(&self) -> u64 {
         self.foreign.load(Ordering::Relaxed)
@@ -319,11 +410,13 @@ impl RedisStore {
 impl EventStore for RedisStore {
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         let id = event.execution_id();
+        let now = now_ms();
         let mut invocation = self.append.prepare_invoke();
         invocation
             .key(events_key(id))
             .key(seq_key(id))
-            .key(epoch_key(id));
+            .key(epoch_key(id))
+            .key(summary_key(id));
         if let Some(key) = event.idempotency_key() {
             invocation.key(idempotency_key(id, key));
         }
@@ -334,48 +427,72 @@ impl EventStore for RedisStore {
             .arg(channel(id))
             .arg(event.timestamp())
             .arg(self.config.idempotency_window.as_secs().max(1))
-            .arg(Epoch::random().as_str());
+            .arg(Epoch::random().as_str())
+            .arg(now)
+            .arg(event.ending().unwrap_or_default())
+            .arg(u8::from(self.config.allow_publish_after_end))
+            .arg(self.config.final_state_ttl.as_secs());
         let mut connection = self.connection.clone();
-        let (duplicate, receipt, epoch): (u8, String, String) = invocation
+        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(store_error)?;
+        if outcome == 2 {
+            return Err(StoreError::Ended { status: receipt });
+        }
         connection
             .wait_replicas(&events_key(id), self.wait_replicas)
             .await?;
-        parse_receipt(&receipt, &epoch, duplicate == 1)
+        let change = self.announce(id, change, now).await;
+        let mut receipt = parse_receipt(&receipt, &epoch, outcome == 1)?;
+        receipt.change = change;
+        Ok(receipt)
     }
 
     async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
         let id = batch.execution_id();
+        let now = now_ms();
         let mut invocation = self.append_batch.prepare_invoke();
         invocation
             .key(events_key(id))
             .key(seq_key(id))
-            .key(epoch_key(id));
+            .key(epoch_key(id))
+            .key(summary_key(id));
         if let Some(key) = batch.idempotency_key() {
             invocation.key(batch_idempotency_key(id, key));
         }
         let first_timestamp = batch.events().first().map_or("", |e| e.timestamp());
+        // Only the last event of a batch may end the execution (the publisher checks).
+        let ending = batch.events().last().and_then(NewEvent::ending);
         invocation
             .arg(self.config.ttl.as_secs().max(1))
             .arg(self.config.max_events)
             .arg(channel(id))
             .arg(self.config.idempotency_window.as_secs().max(1))
             .arg(Epoch::random().as_str())
-            .arg(first_timestamp);
+            .arg(first_timestamp)
+            .arg(now)
+            .arg(ending.unwrap_or_default())
+            .arg(u8::from(self.config.allow_publish_after_end))
+            .arg(self.config.final_state_ttl.as_secs());
         for event in batch.events() {
             invocation.arg(event.tail().as_ref());
         }
         let mut connection = self.connection.clone();
-        let (duplicate, receipt, epoch): (u8, String, String) = invocation
+        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(store_error)?;
+        if outcome == 2 {
+            return Err(StoreError::Ended { status: receipt });
+        }
         connection
             .wait_replicas(&events_key(id), self.wait_replicas)
             .await?;
-        parse_batch_receipt(&receipt, &epoch, duplicate == 1)
+        let change = self.announce(id, change, now).await;
+        let mut receipt = parse_batch_receipt(&receipt, &epoch, outcome == 1)?;
+        receipt.change = change;
+        Ok(receipt)
     }
 
     async fn range(
@@ -385,11 +502,19 @@ impl EventStore for RedisStore {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let mut connection = self.connection.clone();
-        let (last_seq, oldest, epoch, items): (u64, u64, String, Vec<Vec<u8>>) = self
+        let (last_seq, oldest, epoch, items, status, end_seq): (
+            u64,
+            u64,
+            String,
+            Vec<Vec<u8>>,
+            String,
+            u64,
+        ) = self
             .range
             .key(events_key(execution_id))
             .key(seq_key(execution_id))
             .key(epoch_key(execution_id))
+            .key(summary_key(execution_id))
             .arg(after)
             .arg(limit)
             .invoke_async(&mut connection)
@@ -408,12 +533,104 @@ impl EventStore for RedisStore {
                 (None, _) => self.skip_foreign(execution_id),
             }
         }
+        let ended = (!status.is_empty()).then_some(End {
+            status,
+            seq: end_seq,
+        });
         Ok(Page {
             events,
             last_seq,
             oldest_seq: (oldest > 0).then_some(oldest),
             epoch,
+            ended,
         })
+    }
+
+    async fn summary(&self, execution_id: &str) -> Result<Option<ExecutionSummary>, StoreError> {
+        let mut connection = self.connection.clone();
+        let (fields, retained, oldest, epoch): (HashMap<String, Vec<u8>>, u64, u64, String) = self
+            .summary
+            .key(summary_key(execution_id))
+            .key(events_key(execution_id))
+            .key(epoch_key(execution_id))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        summary_of(execution_id, &fields, retained, oldest, epoch)
+    }
+
+    async fn recent(
+        &self,
+        cursor: Option<&ListCursor>,
+        count: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut listed = Vec::with_capacity(count);
+        let mut position = cursor.cloned();
+        while listed.len() < count {
+            // Ties on the score are skipped by id; fetch a little more than asked.
+            let want = count - listed.len() + 8;
+            let max = position
+                .as_ref()
+                .map_or_else(|| "+inf".to_owned(), |p| p.updated_ms.to_string());
+            let entries: Vec<(String, u64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(EXECUTIONS_INDEX)
+                .arg(max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want)
+                .query_async(&mut connection)
+                .await
+                .map_err(store_error)?;
+            let exhausted = entries.len() < want;
+            let fresh: Vec<(String, u64)> = entries
+                .into_iter()
+                .filter(|(id, ms)| {
+                    position.as_ref().is_none_or(|p| {
+                        *ms < p.updated_ms || (*ms == p.updated_ms && *id < p.execution_id)
+                    })
+                })
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            let summaries =
+                futures_util::future::join_all(fresh.iter().map(|(id, _)| self.summary(id))).await;
+            for ((id, ms), summary) in fresh.into_iter().zip(summaries) {
+                position = Some(ListCursor {
+                    updated_ms: ms,
+                    execution_id: id.clone(),
+                });
+                match summary? {
+                    Some(summary) if listed.len() < count => listed.push(Listed {
+                        cursor: ListCursor {
+                            updated_ms: ms,
+                            execution_id: id,
+                        },
+                        summary,
+                    }),
+                    Some(_) => {}
+                    // Expired: drop it from the list as well.
+                    None => {
+                        let _: Result<u64, _> = redis::cmd("ZREM")
+                            .arg(EXECUTIONS_INDEX)
+                            .arg(&id)
+                            .query_async(&mut connection)
+                            .await;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(listed)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn watch(&self, execution_id: &str) -> Watch {
@@ -461,6 +678,7 @@ fn parse_receipt(receipt: &str, epoch: &str, duplicate: bool) -> Result<Receipt,
         seq,
         timestamp: timestamp.to_owned(),
         duplicate,
+        change: Change::None,
     })
 }
 
@@ -483,7 +701,45 @@ fn parse_batch_receipt(
         last_seq: last.parse().map_err(|_| corrupt())?,
         timestamp: timestamp.unwrap_or_default().to_owned(),
         duplicate,
+        change: Change::None,
     })
+}
+
+/// A summary hash (with the retained count, oldest seq and epoch) as the
+/// protocol shows it; `None` when the hash is empty.
+fn summary_of(
+    execution_id: &str,
+    fields: &HashMap<String, Vec<u8>>,
+    retained: u64,
+    oldest: u64,
+    epoch: String,
+) -> Result<Option<ExecutionSummary>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let text = |name: &str| fields.get(name).and_then(|v| std::str::from_utf8(v).ok());
+    let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+    let corrupt = || StoreError::Corrupt(format!("summary of {execution_id}"));
+    let started = number("started_ms").ok_or_else(corrupt)?;
+    let updated = number("updated_ms").unwrap_or(started);
+    let final_event = match fields.get("final") {
+        Some(json) => Some(serde_json::from_slice::<Event>(json).map_err(|_| corrupt())?),
+        None => None,
+    };
+    let ended_at = number("ended_ms").map(rfc3339_of_ms);
+    Ok(Some(ExecutionSummary {
+        execution_id: execution_id.to_owned(),
+        status: text("status").unwrap_or(RUNNING).to_owned(),
+        ended: ended_at.is_some(),
+        epoch: Epoch::parse(&epoch).map(|e| e.to_string()),
+        first_seq: oldest,
+        last_seq: number("last_seq").unwrap_or_default(),
+        events: retained,
+        started_at: rfc3339_of_ms(started),
+        updated_at: rfc3339_of_ms(updated),
+        ended_at,
+        final_event,
+    }))
 }
 
 /// Connection trouble is retryable; anything Redis refuses outright is not.

@@ -1,0 +1,190 @@
+//! HTTP handlers for executions as wholes: the summary, the result
+//! (long-poll) and the list of recent executions.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use exechub_protocol::{ExecutionList, ExecutionSummary, Loc, StatusFilter, ValidationError};
+
+use super::http::{authenticate, authorize, execution_id, query_u64};
+use crate::AppState;
+use crate::auth::Action;
+use crate::error::ApiError;
+use crate::store::ListCursor;
+
+/// Longest `wait` a result request may ask for, in seconds.
+pub const MAX_RESULT_WAIT: u64 = 60;
+/// Largest page of the list of executions.
+pub const MAX_LIST_LIMIT: u64 = 200;
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIST_LIMIT: u64 = 50;
+/// Pages of the store read at most to fill one page for a filtered or
+/// restricted caller.
+const SCAN_PAGES: usize = 20;
+
+/// `GET /api/v1/executions/{execution_id}`: the execution's summary, 404 when unknown.
+pub async fn summary(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<ExecutionSummary>, ApiError> {
+    let token = query.get("access_token");
+    let (_, execution_id) =
+        authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
+    match app.store.summary(&execution_id).await? {
+        Some(summary) => Ok(Json(summary)),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+/// `GET /api/v1/executions/{execution_id}/result?wait=S`: the summary as soon
+/// as the execution has ended, waiting up to `S` seconds (at most 60); when
+/// the wait runs out first, the summary as it stands (`status: running`).
+/// 404 when the execution is still unknown at the end of the wait.
+pub async fn result(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<ExecutionSummary>, ApiError> {
+    let token = query.get("access_token");
+    let (_, execution_id) =
+        authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
+    let wait = Duration::from_secs(query_u64(&query, "wait", 0, MAX_RESULT_WAIT)?);
+    let shutdown = app.shutdown.clone();
+    let summary = tokio::select! {
+        summary = app.directory.result(&execution_id, wait) => summary?,
+        // A hub going down answers now rather than holding the request.
+        () = shutdown.cancelled() => app.store.summary(&execution_id).await?,
+    };
+    summary.map(Json).ok_or(ApiError::NotFound)
+}
+
+/// `GET /api/v1/executions?status=running|ended|all&limit=N&cursor=C`:
+/// executions by most recent activity, with their summaries; only those the
+/// caller may subscribe to.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<ExecutionList>, ApiError> {
+    let grant = authenticate(&app, &headers, query.get("access_token"))?;
+    let mut problems = Vec::new();
+    let status = match query.get("status").map(String::as_str) {
+        None => StatusFilter::All,
+        Some(wire) => StatusFilter::from_wire(wire).unwrap_or_else(|| {
+            problems.push(ValidationError::new(
+                vec![Loc::from("query"), Loc::from("status")],
+                "enum",
+                "Input should be 'all', 'running' or 'ended'",
+            ));
+            StatusFilter::All
+        }),
+    };
+    let limit = query_u64(&query, "limit", DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        .and_then(|limit| {
+            if limit == 0 {
+                let loc = vec![Loc::from("query"), Loc::from("limit")];
+                return Err(ValidationError::new(
+                    loc,
+                    "greater_than_equal",
+                    "Input should be greater than or equal to 1",
+                ));
+            }
+            Ok(limit)
+        })
+        .map_err(|p| problems.push(p))
+        .unwrap_or(DEFAULT_LIST_LIMIT);
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(text) => decode_cursor(text).or_else(|| {
+            problems.push(ValidationError::new(
+                vec![Loc::from("query"), Loc::from("cursor")],
+                "value_error",
+                "Value error, not a cursor this hub returned",
+            ));
+            None
+        }),
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut executions = Vec::with_capacity(limit);
+    let mut position = cursor;
+    let mut more = false;
+    for _ in 0..SCAN_PAGES {
+        let page = app.store.recent(position.as_ref(), limit).await?;
+        let last_page = page.len() < limit;
+        for listed in page {
+            position = Some(listed.cursor);
+            let summary = listed.summary;
+            let visible = status.matches(&summary)
+                && grant
+                    .check(Action::Subscribe, &summary.execution_id)
+                    .is_ok();
+            if visible {
+                executions.push(summary);
+                if executions.len() == limit {
+                    break;
+                }
+            }
+        }
+        more = !last_page || executions.len() == limit;
+        if last_page || executions.len() == limit {
+            break;
+        }
+    }
+    let next_cursor = more.then(|| position.as_ref().map(encode_cursor)).flatten();
+    Ok(Json(ExecutionList {
+        executions,
+        next_cursor,
+    }))
+}
+
+/// `<updated_ms>.<execution id in hex>`: opaque to clients, safe in a URL.
+fn encode_cursor(cursor: &ListCursor) -> String {
+    let mut text = format!("{}.", cursor.updated_ms);
+    for byte in cursor.execution_id.as_bytes() {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+fn decode_cursor(text: &str) -> Option<ListCursor> {
+    let (ms, hex) = text.split_once('.')?;
+    if hex.len() % 2 != 0 || hex.len() > 1024 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(ListCursor {
+        updated_ms: ms.parse().ok()?,
+        execution_id: String::from_utf8(bytes).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = ListCursor {
+            updated_ms: 1_700_000_000_123,
+            execution_id: "run/ä 1".into(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&cursor)), Some(cursor));
+        assert_eq!(decode_cursor("12.zz"), None);
+        assert_eq!(decode_cursor("x.00"), None);
+        assert_eq!(decode_cursor("12"), None);
+    }
+}
