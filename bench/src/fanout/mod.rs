@@ -51,6 +51,10 @@ pub struct FanoutArgs {
     /// The hub's base URL (`ws://host:port/ws` is accepted too).
     #[arg(long, default_value = "http://127.0.0.1:8099")]
     url: String,
+    /// Another hub node for the publishers (subscribers stay on `--url`),
+    /// so every delivery crosses Redis from one node to the other.
+    #[arg(long)]
+    publish_url: Option<String>,
     /// A preset scenario; flags given explicitly override its numbers.
     #[arg(long, value_enum, default_value_t = Shape::Issue)]
     shape: Shape,
@@ -83,12 +87,14 @@ pub struct FanoutArgs {
     /// Unacknowledged publishes per WebSocket publisher.
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// The hub's process id, whose CPU and memory are measured.
-    #[arg(long)]
-    hub_pid: Option<u32>,
-    /// `redis-server`'s process id, when the hub uses Redis.
-    #[arg(long)]
-    redis_pid: Option<u32>,
+    /// The hub's process id, whose CPU and memory are measured; several
+    /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
+    #[arg(long, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
+    /// `redis-server`'s process id, when the hub uses Redis; a cluster's
+    /// nodes comma-separated: CPU summed and reported per server.
+    #[arg(long, value_delimiter = ',')]
+    redis_pid: Vec<u32>,
     /// Loopback source addresses (`A` or `A-B`), used round-robin.
     #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
     source_ips: SourceIps,
@@ -142,7 +148,11 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let sockets = plan.preset.subscribers + plan.publishers;
     raise_fd_limit(sockets)?;
     let hub = Hub::resolve(&args.url).await?;
-    let meter = Meter::new(args.hub_pid, args.redis_pid)?;
+    let publish_hub = match &args.publish_url {
+        Some(url) => Hub::resolve(url).await?,
+        None => hub.clone(),
+    };
+    let meter = Meter::new(&args.hub_pid, &args.redis_pid)?;
     if let Some(process) = meter.hub() {
         warn_if_hub_fd_limit_low(process, sockets);
     }
@@ -165,7 +175,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     .context("connecting subscribers timed out")??;
     let connect_time = connecting.elapsed();
     memory.subscribed = meter.hub_rss();
-    let publishers = connect_publishers(&args, &plan, &hub).await?;
+    let publishers = connect_publishers(&args, &plan, &publish_hub).await?;
     eprintln!(
         "{} subscribers and {} publishers connected in {:.2} s; publishing",
         subscribers.len(),
@@ -178,7 +188,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let acks = Latencies::new();
     let start = meter.snapshot()?;
     let started = Instant::now();
-    let published = publish(&args, &plan, &hub, &executions, publishers, &acks).await;
+    let published = publish(&args, &plan, &publish_hub, &executions, publishers, &acks).await;
     let publish_time = started.elapsed();
     let published = match published {
         Ok(published) => published,
