@@ -14,6 +14,10 @@ cd "$(dirname "$0")/.."
 B=./target/release/exechub-bench
 H=./target/release/exechub
 FANOUT=${FANOUT:---subscribers 1000 --executions 30 --rate 300 --duration 10 --payload 100}
+# One subscriber per execution: what receiving one pub/sub message costs a node.
+SPREAD=${SPREAD:---subscribers 3000 --executions 3000 --rate 3000 --duration 10 --payload 100}
+# …and one on each node: what a second subscribed node costs Redis.
+SPREAD2=${SPREAD2:---subscribers 6000 --executions 3000 --rate 3000 --duration 10 --payload 100}
 PUBLISH=${PUBLISH:---requests 20000 --connections 32 --executions 99}
 work=$(mktemp -d)
 pids=()
@@ -52,6 +56,14 @@ runs() { # redis pids (comma-separated)
   # shellcheck disable=SC2086
   $B fanout --url http://127.0.0.1:8101 --publish-url http://127.0.0.1:8102 \
     --hub-pid "$HUB1,$HUB2" --redis-pid "$1" $FANOUT
+  echo "--- fanout, one subscriber per execution ($SPREAD)"
+  # shellcheck disable=SC2086
+  $B fanout --url http://127.0.0.1:8101 --publish-url http://127.0.0.1:8102 \
+    --hub-pid "$HUB1,$HUB2" --redis-pid "$1" $SPREAD
+  echo "--- fanout, one subscriber per execution on each node, publishers on node 2 ($SPREAD2)"
+  # shellcheck disable=SC2086
+  $B fanout --url http://127.0.0.1:8101 --subscribe-url http://127.0.0.1:8102 \
+    --publish-url http://127.0.0.1:8102 --hub-pid "$HUB1,$HUB2" --redis-pid "$1" $SPREAD2
   echo "--- publish: through node 2 ($PUBLISH)"
   # shellcheck disable=SC2086
   $B publish --url http://127.0.0.1:8102 --hub-pid "$HUB2" --redis-pid "$1" $PUBLISH

@@ -36,6 +36,8 @@ pub struct Snapshot {
     at: Instant,
     /// The hubs' usage: CPU summed, RSS of the first.
     pub hub: Option<Usage>,
+    /// Each hub's CPU time, by pid.
+    hubs: Vec<(u32, Duration)>,
     /// Each Redis server's CPU time, by pid.
     redis: Vec<(u32, Duration)>,
     /// The bench's usage.
@@ -49,6 +51,8 @@ pub struct Spent {
     pub wall: Duration,
     /// The hubs' CPU time, when measured.
     pub hub: Option<Duration>,
+    /// Each hub's CPU time, by pid (several hub nodes).
+    pub hub_each: Vec<(u32, Duration)>,
     /// Redis's CPU time (all servers), when measured.
     pub redis: Option<Duration>,
     /// Each Redis server's CPU time, by pid (a cluster: one per node).
@@ -101,8 +105,10 @@ impl Meter {
     /// A measured process has exited.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut hub: Option<Usage> = None;
+        let mut hubs = Vec::with_capacity(self.hubs.len());
         for process in &self.hubs {
             let usage = process.usage().context("the hub is gone")?;
+            hubs.push((process.pid(), usage.cpu));
             hub = Some(match hub {
                 None => usage,
                 Some(sum) => Usage {
@@ -119,6 +125,7 @@ impl Meter {
         Ok(Snapshot {
             at: Instant::now(),
             hub,
+            hubs,
             redis,
             bench: self.bench.usage()?,
         })
@@ -134,15 +141,17 @@ impl Snapshot {
     /// What was spent from this snapshot until `end`.
     pub fn until(&self, end: &Snapshot) -> Spent {
         let cpu = |a: Option<Usage>, b: Option<Usage>| Some(b?.cpu.saturating_sub(a?.cpu));
-        let redis_each: Vec<(u32, Duration)> = self
-            .redis
-            .iter()
-            .zip(&end.redis)
-            .map(|((pid, before), (_, after))| (*pid, after.saturating_sub(*before)))
-            .collect();
+        let each = |a: &[(u32, Duration)], b: &[(u32, Duration)]| -> Vec<(u32, Duration)> {
+            a.iter()
+                .zip(b)
+                .map(|((pid, before), (_, after))| (*pid, after.saturating_sub(*before)))
+                .collect()
+        };
+        let redis_each = each(&self.redis, &end.redis);
         Spent {
             wall: end.at.saturating_duration_since(self.at),
             hub: cpu(self.hub, end.hub),
+            hub_each: each(&self.hubs, &end.hubs),
             redis: (!redis_each.is_empty()).then(|| redis_each.iter().map(|(_, cpu)| *cpu).sum()),
             redis_each,
             bench: end.bench.cpu.saturating_sub(self.bench.cpu),
@@ -177,13 +186,18 @@ impl Spent {
         if self.redis.is_some() {
             lines.extend(line("hub+redis", self.combined()));
         }
-        if self.redis_each.len() > 1 {
-            let each: Vec<String> = self
-                .redis_each
+        let each = |who: &str, each: &[(u32, Duration)]| {
+            let each: Vec<String> = each
                 .iter()
                 .map(|(pid, cpu)| format!("{pid}: {:.3} s", cpu.as_secs_f64()))
                 .collect();
-            lines.push(format!("redis CPU per server: {}", each.join(", ")));
+            format!("{who} CPU per process: {}", each.join(", "))
+        };
+        if self.hub_each.len() > 1 {
+            lines.push(each("hub", &self.hub_each));
+        }
+        if self.redis_each.len() > 1 {
+            lines.push(each("redis", &self.redis_each));
         }
         lines
     }
@@ -214,14 +228,18 @@ impl Spent {
             "wall_s": round3(self.wall.as_secs_f64()),
             "hub_cpu_s": secs(self.hub),
             "redis_cpu_s": secs(self.redis),
-            "redis_cpu_s_by_pid": self
-                .redis_each
-                .iter()
-                .map(|(pid, cpu)| (pid.to_string(), json!(round3(cpu.as_secs_f64()))))
-                .collect::<Map<String, Value>>(),
+            "hub_cpu_s_by_pid": by_pid(&self.hub_each),
+            "redis_cpu_s_by_pid": by_pid(&self.redis_each),
             "bench_cpu_s": secs(Some(self.bench)),
         })
     }
+}
+
+/// `{"<pid>": cpu_s, …}`.
+fn by_pid(each: &[(u32, Duration)]) -> Map<String, Value> {
+    each.iter()
+        .map(|(pid, cpu)| (pid.to_string(), json!(round3(cpu.as_secs_f64()))))
+        .collect()
 }
 
 /// Units per CPU-second and CPU-µs per unit (infinite / 0 when no tick was spent).
@@ -273,6 +291,7 @@ mod tests {
             wall: Duration::from_secs(10),
             hub: Some(Duration::from_secs(2)),
             redis: Some(Duration::from_secs(1)),
+            hub_each: vec![(2, Duration::from_secs(2))],
             redis_each: vec![(1, Duration::from_secs(1))],
             bench: Duration::from_secs(1),
         };

@@ -55,6 +55,11 @@ pub struct FanoutArgs {
     /// so every delivery crosses Redis from one node to the other.
     #[arg(long)]
     publish_url: Option<String>,
+    /// More hub nodes for subscribers (comma-separated): each execution's
+    /// subscribers take turns over `--url` and these, so every event goes
+    /// from Redis to each of them.
+    #[arg(long, value_delimiter = ',')]
+    subscribe_url: Vec<String>,
     /// A preset scenario; flags given explicitly override its numbers.
     #[arg(long, value_enum, default_value_t = Shape::Issue)]
     shape: Shape,
@@ -148,6 +153,10 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let sockets = plan.preset.subscribers + plan.publishers;
     raise_fd_limit(sockets)?;
     let hub = Hub::resolve(&args.url).await?;
+    let mut subscriber_hubs = vec![hub.clone()];
+    for url in &args.subscribe_url {
+        subscriber_hubs.push(Hub::resolve(url).await?);
+    }
     let publish_hub = match &args.publish_url {
         Some(url) => Hub::resolve(url).await?,
         None => hub.clone(),
@@ -169,7 +178,14 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let connecting = Instant::now();
     let subscribers = tokio::time::timeout(
         Duration::from_secs(args.timeout),
-        connect_subscribers(&args, &plan, &hub, &executions, &latencies, &stopped),
+        connect_subscribers(
+            &args,
+            &plan,
+            &subscriber_hubs,
+            &executions,
+            &latencies,
+            &stopped,
+        ),
     )
     .await
     .context("connecting subscribers timed out")??;
@@ -239,7 +255,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
 async fn connect_subscribers(
     args: &FanoutArgs,
     plan: &Plan,
-    hub: &Hub,
+    hubs: &[Hub],
     executions: &[String],
     latencies: &Latencies,
     stopped: &watch::Receiver<bool>,
@@ -247,6 +263,8 @@ async fn connect_subscribers(
     let mut attempts = stream::iter(0..plan.preset.subscribers)
         .map(|i| {
             let execution = &executions[i % executions.len()];
+            // An execution's subscribers take turns over the hubs.
+            let hub = &hubs[(i / executions.len()) % hubs.len()];
             subscriber::open(hub, args.source_ips.pick(i), execution)
         })
         .buffer_unordered(args.concurrency.max(1));
