@@ -294,3 +294,21 @@ async fn slot_migration_of_a_live_execution_loses_and_duplicates_nothing() -> Re
 
     Ok(())
 }
+
+/// `--redis-cluster` and `--redis-url` name different stores: both at once
+/// is a start-up error, not a silent choice.
+#[tokio::test]
+async fn redis_cluster_and_redis_url_together_are_refused() -> Result<()> {
+    let output = tokio::process::Command::new(helpers::hub_binary())
+        .args(["--redis-url", "redis://127.0.0.1:9"])
+        .args([
+            "--redis-cluster",
+            "redis://127.0.0.1:9,redis://127.0.0.1:10",
+        ])
+        .output()
+        .await?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--redis-cluster"), "{stderr}");
+    Ok(())
+}
