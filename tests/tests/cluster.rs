@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use helpers::cluster::TestCluster;
 use helpers::faults::{
-    Delivered, Tally, acknowledged, all_publishers, caught_up_after, deliveries, figure, ms,
-    one_at_a_time, spawn_paced_publisher, subscribe_from, subscribers, tally,
+    Delivered, Progress, Tally, acknowledged, all_publishers, caught_up_after, deliveries, figure,
+    ms, one_at_a_time, spawn_paced_publisher, subscribe_from, subscribers, tally,
 };
 use helpers::ws::WsClient;
 use helpers::{TestHub, TestRedis, assert_contiguous, within};
@@ -231,13 +231,15 @@ async fn master_killed_under_load_loses_and_duplicates_nothing_acknowledged() ->
     Ok(())
 }
 
-/// A live execution's slot moves to another master while subscribers on two
-/// nodes watch and a publisher keeps publishing: no gap, no duplicate, and
-/// its sharded subscriptions follow it to the new master.
+/// A live execution's slot moves to another master, key by key, while
+/// subscribers on two nodes watch and a publisher with idempotency keys
+/// keeps publishing through every phase (slot migrating, keys split, every
+/// key moved, switched; the old master then ends the subscriptions). No gap,
+/// no duplicate, and the subscriptions follow the slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_migration_of_a_live_execution_loses_and_duplicates_nothing() -> Result<()> {
     const SUBSCRIBERS: usize = 20;
-    const TOTAL: u64 = 200;
+    const TOTAL: u64 = 300;
     const PERIOD: Duration = Duration::from_millis(20);
     let _turn = one_at_a_time().await;
     let cluster = TestCluster::spawn().await?;
@@ -254,10 +256,27 @@ async fn slot_migration_of_a_live_execution_loses_and_duplicates_nothing() -> Re
         .collect();
     let urls = vec![a.events_url(&id), b.events_url(&id)];
     let (publisher, mut progress) = spawn_paced_publisher(a.http.clone(), urls, PERIOD, TOTAL);
+    // Waits until `acked` more publishes were acknowledged, or `refused`
+    // more were answered 503.
+    let mut publisher_past = async |acked: u64, refused: u32| {
+        let now = *progress.borrow();
+        let done =
+            |p: &Progress| p.acked >= now.acked + acked || p.refused >= now.refused + refused;
+        within("the publisher to go on", progress.wait_for(done)).await??;
+        anyhow::Ok(())
+    };
 
-    within("50 publishes", progress.wait_for(|p| p.acked >= 50)).await??;
+    publisher_past(30, u32::MAX).await?;
     let started = Instant::now();
-    cluster.migrate_slot(slot, from, to)?;
+    // While the slot migrates, Redis answers a script that would create a
+    // key in it (each publish's idempotency record) with TRYAGAIN, or ASKs
+    // for the new master once every key moved: publishes answer 503 and the
+    // publisher retries until the switch.
+    cluster.begin_migration(slot, from, to)?;
+    publisher_past(10, 3).await?;
+    while cluster.migrate_keys(slot, from, to, 1)? > 0 {}
+    publisher_past(10, 3).await?;
+    cluster.finish_migration(slot, from, to)?;
     let migrated = Instant::now();
     assert_eq!(cluster.master_of(&id)?, to);
     // The subscriptions follow the slot: only the new master holds them.
@@ -291,7 +310,6 @@ async fn slot_migration_of_a_live_execution_loses_and_duplicates_nothing() -> Re
     assert_eq!(sum, Tally::default(), "every subscriber: 1..={TOTAL} once");
     let caught_up = caught_up_after(&published, &delivered, migrated)?;
     figure("cluster_migration_to_backlog_delivered", ms(caught_up));
-
     Ok(())
 }
 

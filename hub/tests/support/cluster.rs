@@ -243,34 +243,50 @@ impl TestCluster {
     /// (`CLUSTER SETSLOT … IMPORTING/MIGRATING`, `MIGRATE` of its keys, then
     /// `SETSLOT … NODE` on every master), as `redis-cli --cluster reshard` does.
     pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) -> Result<()> {
-        let from_id = query(from, &["CLUSTER", "MYID"])?.trim().to_owned();
-        let to_id = query(to, &["CLUSTER", "MYID"])?.trim().to_owned();
-        let slot_arg = slot.to_string();
+        self.begin_migration(slot, from, to)?;
+        while self.migrate_keys(slot, from, to, 100)? > 0 {}
+        self.finish_migration(slot, from, to)
+    }
+
+    /// Marks `slot` as migrating from `from` and importing to `to`: its keys
+    /// stay where they are, new ones are asked for on `to` (`ASK`).
+    pub fn begin_migration(&self, slot: u16, from: u16, to: u16) -> Result<()> {
+        let slot = slot.to_string();
         query(
             to,
-            &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &node_id(from)?],
         )?;
         query(
             from,
-            &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &node_id(to)?],
         )?;
-        loop {
-            let keys = query_value(from, &["CLUSTER", "GETKEYSINSLOT", &slot_arg, "100"])?;
-            let keys: Vec<String> = redis::from_redis_value(keys)?;
-            if keys.is_empty() {
-                break;
-            }
+        Ok(())
+    }
+
+    /// `MIGRATE`s up to `count` of the slot's keys from `from` to `to`;
+    /// returns how many moved (0: none left).
+    pub fn migrate_keys(&self, slot: u16, from: u16, to: u16, count: usize) -> Result<usize> {
+        let (slot, count) = (slot.to_string(), count.to_string());
+        let keys = query_value(from, &["CLUSTER", "GETKEYSINSLOT", &slot, &count])?;
+        let keys: Vec<String> = redis::from_redis_value(keys)?;
+        if !keys.is_empty() {
             let to_port = to.to_string();
             let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
             migrate.extend(keys.iter().map(String::as_str));
             query(from, &migrate)?;
         }
-        // The new owner first, then the old one, then the other masters.
-        query(to, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id])?;
-        query(from, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id])?;
+        Ok(keys.len())
+    }
+
+    /// Gives `slot` to `to` on every master: the new owner first, then the
+    /// old one (which then ends its shard channels' subscriptions), then the rest.
+    pub fn finish_migration(&self, slot: u16, from: u16, to: u16) -> Result<()> {
+        let (slot, to_id) = (slot.to_string(), node_id(to)?);
+        query(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
+        query(from, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
         for master in self.masters()? {
             if master != from && master != to {
-                query(master, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id])?;
+                query(master, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
             }
         }
         Ok(())
@@ -341,6 +357,10 @@ async fn poll(what: &str, mut ready: impl FnMut() -> Result<bool>) -> Result<()>
         }
         tokio::time::sleep(POLL).await; // poll interval
     }
+}
+
+fn node_id(port: u16) -> Result<String> {
+    Ok(query(port, &["CLUSTER", "MYID"])?.trim().to_owned())
 }
 
 fn connection(port: u16) -> Result<redis::Connection> {
