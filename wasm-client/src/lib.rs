@@ -6,7 +6,10 @@
 //! resubscribes every subscription after the last position (epoch and seq)
 //! it delivered, so the application sees each event once and in order, and
 //! hears of a restarted history (`onHistoryLost`) before its new seq 1.
-//! [`history`], [`publish_http`] and [`publish_batch_http`] use plain HTTP.
+//! A subscription ends when its execution does (`onEnd`). The same socket
+//! follows the list of executions (`subscribeExecutions`); the client's
+//! `getExecution`, `result` and `listExecutions`, and [`history`],
+//! [`publish_http`] and [`publish_batch_http`] use plain HTTP.
 //!
 //! The layout:
 //! - [`connection`]: the connection's logic as a plain-Rust state machine
@@ -37,7 +40,7 @@ mod socket;
 pub mod types;
 mod wire;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -53,13 +56,15 @@ use crate::auth::Tokens;
 use crate::connection::{Connection, Publish};
 pub use crate::error::ClientError;
 use crate::input::EventFields;
-use crate::shared::{Handlers, Settle, Shared, SharedRef, act, perform};
+use crate::shared::{Handlers, ListHandlers, Settle, Shared, SharedRef, act, perform};
 use crate::socket::Dialer;
 use crate::types::{
     BatchOptionsJs, BatchPromise, BatchView, CallOptions, ClientOptions, ClientOptionsJs,
     ConnectionStateJs, DataJs, EventHandlerJs, HistoryOptionsJs, HistoryPromise,
-    HttpBatchOptionsJs, HttpPublishOptionsJs, NewEventsJs, PageView, SeqPromise,
-    SocketPublishOptionsJs, SubscribeOptions, SubscribeOptionsJs,
+    HttpBatchOptionsJs, HttpPublishOptionsJs, ListOptionsJs, ListPromise, ListSubscribeOptions,
+    ListView, NewEventsJs, PageView, ResultOptionsJs, SeqPromise, SnapshotHandlerJs,
+    SocketPublishOptionsJs, SubscribeExecutionsOptionsJs, SubscribeOptions, SubscribeOptionsJs,
+    SummaryPromise, SummaryView,
 };
 use crate::wire::to_js;
 
@@ -67,6 +72,10 @@ use crate::wire::to_js;
 #[wasm_bindgen]
 pub struct ExechubClient {
     shared: SharedRef,
+    /// The hub's HTTP base URL.
+    http_url: String,
+    /// `getToken`, for HTTP calls made before the socket fetched a token.
+    get_token: Option<Function>,
 }
 
 #[wasm_bindgen]
@@ -82,10 +91,17 @@ impl ExechubClient {
             max: Duration::from_millis(options.max_reconnect_delay_ms.unwrap_or(10_000)),
         };
         let machine = Connection::new(backoff);
-        let (shared, outbox) = Shared::new(machine, options.on_state_change);
+        let token = options.token.clone();
+        let (shared, outbox) = Shared::new(machine, options.on_state_change, token);
+        let get_token = options.get_token.clone();
         let tokens = Tokens::new(options.token, options.get_token);
         driver::spawn(Rc::downgrade(&shared), outbox, dialer, tokens);
-        Ok(Self { shared })
+        let http_url = options.http_url.unwrap_or_else(|| http::base_of(url));
+        Ok(Self {
+            shared,
+            http_url,
+            get_token,
+        })
     }
 
     /// Calls `onEvent` with each event of `executionId`, once each, in seq order.
@@ -100,11 +116,12 @@ impl ExechubClient {
         let on_event: Function = JsValue::from(on_event)
             .dyn_into()
             .map_err(|_| ClientError::InvalidArgument("onEvent must be a function".into()))?;
-        let handlers = Rc::new(Handlers {
+        let handlers = Rc::new(Handlers::new(
             on_event,
-            on_lost: options.on_history_lost,
-            on_error: options.on_error,
-        });
+            options.on_history_lost,
+            options.on_error,
+            options.on_end,
+        ));
         let subscribed = self.shared.borrow_mut().machine.subscribe(
             execution_id.clone(),
             options.after,
@@ -115,6 +132,95 @@ impl ExechubClient {
             shared: Rc::downgrade(&self.shared),
             execution_id,
         })
+    }
+
+    /// Follows the list of executions: `onSnapshot` gets the executions now
+    /// (most recently updated first) once connected, and again after every
+    /// reconnect; `onChange` each change after it.
+    #[wasm_bindgen(js_name = subscribeExecutions)]
+    pub fn subscribe_executions(
+        &self,
+        #[wasm_bindgen(js_name = onSnapshot)] on_snapshot: SnapshotHandlerJs,
+        options: Option<SubscribeExecutionsOptionsJs>,
+    ) -> Result<ExecutionsSubscription, JsValue> {
+        let options: ListSubscribeOptions =
+            types::options(options.map(Into::into), "SubscribeExecutionsOptions")?;
+        let on_snapshot: Function = JsValue::from(on_snapshot)
+            .dyn_into()
+            .map_err(|_| ClientError::InvalidArgument("onSnapshot must be a function".into()))?;
+        let handlers = Rc::new(ListHandlers {
+            on_snapshot,
+            on_change: options.on_change,
+            on_error: options.on_error,
+            stopped: Cell::new(false),
+        });
+        let subscribed = self
+            .shared
+            .borrow_mut()
+            .machine
+            .subscribe_executions(options.status, handlers.clone());
+        let (key, actions) = subscribed?;
+        perform(&self.shared, actions);
+        Ok(ExecutionsSubscription {
+            shared: Rc::downgrade(&self.shared),
+            key,
+            handlers,
+        })
+    }
+
+    /// The summary of an execution over HTTP; `null` when the hub does not know it.
+    #[wasm_bindgen(js_name = getExecution)]
+    pub fn get_execution(
+        &self,
+        #[wasm_bindgen(js_name = executionId)] execution_id: String,
+    ) -> SummaryPromise {
+        let (base, token) = (self.http_url.clone(), self.http_token());
+        promise(async move {
+            let token = token.await;
+            let summary = http::execution(&base, &execution_id, token.as_deref()).await?;
+            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
+        })
+        .unchecked_into()
+    }
+
+    /// The execution's final state over HTTP, waiting up to `wait` seconds
+    /// for its end (the summary is still `running` when the wait ran out);
+    /// `null` when the hub does not know it.
+    pub fn result(
+        &self,
+        #[wasm_bindgen(js_name = executionId)] execution_id: String,
+        options: Option<ResultOptionsJs>,
+    ) -> SummaryPromise {
+        let options = types::options::<CallOptions>(options.map(Into::into), "ResultOptions");
+        let (base, token) = (self.http_url.clone(), self.http_token());
+        promise(async move {
+            let wait = options?.wait;
+            let token = token.await;
+            let summary = http::result(&base, &execution_id, wait, token.as_deref()).await?;
+            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
+        })
+        .unchecked_into()
+    }
+
+    /// A page of executions over HTTP, most recently updated first.
+    #[wasm_bindgen(js_name = listExecutions)]
+    pub fn list_executions(&self, options: Option<ListOptionsJs>) -> ListPromise {
+        let options =
+            types::options::<CallOptions>(options.map(Into::into), "ListExecutionsOptions");
+        let (base, token) = (self.http_url.clone(), self.http_token());
+        promise(async move {
+            let CallOptions {
+                status,
+                limit,
+                cursor,
+                ..
+            } = options?;
+            let token = token.await;
+            let cursor = cursor.as_deref();
+            let list = http::executions(&base, status, limit, cursor, token.as_deref()).await?;
+            Ok(to_js(&ListView::from(&list)))
+        })
+        .unchecked_into()
     }
 
     /// Publishes an event over the socket; resolves with its seq once the hub
@@ -171,6 +277,20 @@ impl ExechubClient {
     pub fn close(&self) {
         let actions = self.shared.borrow_mut().close();
         perform(&self.shared, actions);
+    }
+
+    /// The token for an HTTP call: the socket's latest, else a fresh one
+    /// from `getToken`, else none.
+    fn http_token(&self) -> impl Future<Output = Option<String>> + 'static {
+        let current = self.shared.borrow().token.clone();
+        let get_token = self.get_token.clone();
+        async move {
+            match (current, get_token) {
+                (Some(token), _) => Some(token),
+                (None, Some(get_token)) => auth::fetch(get_token).await,
+                (None, None) => None,
+            }
+        }
     }
 
     /// A Promise settled by the hub's answer to `publish`, or at once when it
@@ -242,6 +362,26 @@ impl Subscription {
         let shared = self.shared.upgrade()?;
         let last = shared.borrow().machine.last_seq(&self.execution_id);
         last.map(|seq| seq as f64)
+    }
+}
+
+/// A subscription made with [`ExechubClient::subscribe_executions`]; as
+/// with [`Subscription`], freeing the handle does not end it.
+#[wasm_bindgen]
+pub struct ExecutionsSubscription {
+    shared: Weak<RefCell<Shared>>,
+    key: u64,
+    handlers: Rc<ListHandlers>,
+}
+
+#[wasm_bindgen]
+impl ExecutionsSubscription {
+    /// Stops it; nothing is delivered after this returns.
+    pub fn unsubscribe(&self) {
+        self.handlers.stopped.set(true);
+        if let Some(shared) = self.shared.upgrade() {
+            act(&shared, |machine| machine.unsubscribe_executions(self.key));
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! the JavaScript API's (camelCase); the wire's names live in
 //! `exechub-protocol` only.
 
-use exechub_protocol::{BatchAccepted, Event, EventData, HistoryPage};
+use exechub_protocol::{
+    BatchAccepted, Event, EventData, ExecutionList, ExecutionSummary, HistoryPage, LostReason,
+    StatusFilter,
+};
 use js_sys::Function;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -60,6 +63,12 @@ export interface ClientOptions {
    * has none: pass the `ws` package's (`import { WebSocket } from "ws"`).
    */
   websocket?: WebSocketConstructor;
+  /**
+   * The hub's HTTP base URL for {@link ExechubClient.getExecution},
+   * {@link ExechubClient.result} and {@link ExechubClient.listExecutions};
+   * default: the socket's URL with `http(s)` for `ws(s)` and without its `/ws`.
+   */
+  httpUrl?: string;
 }
 
 /** Options of {@link ExechubClient.subscribe}. */
@@ -69,6 +78,79 @@ export interface SubscribeOptions {
   /** The position no longer exists (history expired, trimmed or reset); delivery goes on. */
   onHistoryLost?: (lost: HistoryLost) => void;
   /** The hub reported an error for this subscription. */
+  onError?: (error: ExechubError) => void;
+  /**
+   * The execution ended: called once, after its terminal event was
+   * delivered, and the subscription is over (it is not resumed after a
+   * reconnect). `finalEvent` is the terminal event, or `null` when this
+   * subscription did not receive it (it started after it, or the events
+   * expired): {@link ExechubClient.getExecution} has it as `final`.
+   */
+  onEnd?: (status: ExecutionStatus, finalEvent: ExecutionEvent | null) => void;
+}
+
+/**
+ * How an execution stands: `running` until its terminal event, then how it
+ * ended; for a custom terminal type, the type without a leading `execution_`.
+ */
+export type ExecutionStatus = "running" | "completed" | "failed" | "cancelled" | "timed_out" | (string & {});
+
+/** Which executions a list holds. */
+export type StatusFilter = "all" | "running" | "ended";
+
+/** What the hub knows of an execution as a whole; kept after its events expire. */
+export interface ExecutionSummary {
+  executionId: string;
+  status: ExecutionStatus;
+  /** Whether its terminal event arrived. */
+  ended: boolean;
+  /** The history its seqs belong to; null once its events expired. */
+  epoch: string | null;
+  /** Lowest seq still retained (0 when none is). */
+  firstSeq: number;
+  /** Highest seq assigned. */
+  lastSeq: number;
+  /** Events retained now (0 once they expired). */
+  events: number;
+  /** RFC 3339 times the hub received its first and latest events. */
+  startedAt: string;
+  updatedAt: string;
+  /** When the terminal event arrived; null while running. */
+  endedAt: string | null;
+  /** The terminal event: the execution's final result; null while running. */
+  final: ExecutionEvent | null;
+}
+
+/** A page of executions, most recently updated first. */
+export interface ExecutionList {
+  executions: ExecutionSummary[];
+  /** Pass as `cursor` for the next page; null on the last one. */
+  nextCursor: string | null;
+}
+
+/** Options of {@link ExechubClient.listExecutions}. */
+export interface ListExecutionsOptions {
+  /** Default `"all"`. */
+  status?: StatusFilter;
+  /** 1 to 200 (default 50). */
+  limit?: number;
+  /** A previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+/** Options of {@link ExechubClient.result}. */
+export interface ResultOptions {
+  /** Seconds (0 to 60, default 0) to wait for the end; the summary is still `running` when it runs out. */
+  wait?: number;
+}
+
+/** Options of {@link ExechubClient.subscribeExecutions}. */
+export interface SubscribeExecutionsOptions {
+  /** Which executions (default `"all"`). */
+  status?: StatusFilter;
+  /** Called with each change of an execution in (or, for `"running"`, leaving) the list. */
+  onChange?: (execution: ExecutionSummary) => void;
+  /** The hub refused to follow the list. */
   onError?: (error: ExechubError) => void;
 }
 
@@ -119,6 +201,11 @@ export interface HistoryPage {
   oldestSeq: number | null;
   /** The history these seqs belong to; absent when the execution has none. */
   epoch?: string;
+  /**
+   * Present when the events are gone but the execution is known (it ended
+   * and its events expired; its summary keeps the final result).
+   */
+  historyLost?: { reason: LostReason; lastSeq: number };
 }
 
 /** Options of {@link ExechubClient.publish} and {@link publishHttp}. */
@@ -155,7 +242,9 @@ export type ErrorCode =
   | "invalid_argument" | "protocol_error" | "already_subscribed"
   | "bad_frame" | "unknown_op" | "invalid_request" | "not_subscribed"
   | "too_many_subscriptions" | "unavailable" | "internal"
-  | "unauthorized" | "forbidden" | "rate_limited";
+  | "unauthorized" | "forbidden" | "rate_limited"
+  /** A publish after the execution's terminal event (HTTP 409 or over the socket). */
+  | "execution_ended";
 
 /** Every failure of the client is an `ExechubError`. */
 export interface ExechubError extends Error {
@@ -206,6 +295,24 @@ extern "C" {
     /// A Promise of a stored batch.
     #[wasm_bindgen(typescript_type = "Promise<BatchStored>")]
     pub type BatchPromise;
+    /// `ListExecutionsOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "ListExecutionsOptions")]
+    pub type ListOptionsJs;
+    /// `ResultOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "ResultOptions")]
+    pub type ResultOptionsJs;
+    /// `SubscribeExecutionsOptions` from TypeScript.
+    #[wasm_bindgen(typescript_type = "SubscribeExecutionsOptions")]
+    pub type SubscribeExecutionsOptionsJs;
+    /// The snapshot callback of a list subscription.
+    #[wasm_bindgen(typescript_type = "(executions: ExecutionSummary[]) => void")]
+    pub type SnapshotHandlerJs;
+    /// A Promise of a summary, or null for an unknown execution.
+    #[wasm_bindgen(typescript_type = "Promise<ExecutionSummary | null>")]
+    pub type SummaryPromise;
+    /// A Promise of a page of executions.
+    #[wasm_bindgen(typescript_type = "Promise<ExecutionList>")]
+    pub type ListPromise;
     /// A Promise of a history page.
     #[wasm_bindgen(typescript_type = "Promise<HistoryPage>")]
     pub type HistoryPromise;
@@ -233,6 +340,8 @@ pub struct ClientOptions {
     /// The WebSocket constructor, when not the global one.
     #[serde(default, deserialize_with = "callback")]
     pub websocket: Option<Function>,
+    /// The HTTP base URL, when not derived from the socket's.
+    pub http_url: Option<String>,
 }
 
 /// `SubscribeOptions`.
@@ -245,6 +354,24 @@ pub struct SubscribeOptions {
     #[serde(default, deserialize_with = "callback")]
     pub on_history_lost: Option<Function>,
     /// Told of the hub's errors for the subscription.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_error: Option<Function>,
+    /// Told of the execution's end.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_end: Option<Function>,
+}
+
+/// `SubscribeExecutionsOptions`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSubscribeOptions {
+    /// Which executions.
+    #[serde(default)]
+    pub status: StatusFilter,
+    /// Told of each change.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_change: Option<Function>,
+    /// Told of the hub's refusal.
     #[serde(default, deserialize_with = "callback")]
     pub on_error: Option<Function>,
 }
@@ -264,6 +391,12 @@ pub struct CallOptions {
     pub timestamp: Option<String>,
     /// Publishes: the retry key.
     pub idempotency_key: Option<String>,
+    /// `listExecutions`: which executions.
+    pub status: Option<StatusFilter>,
+    /// `listExecutions`: the page after this cursor.
+    pub cursor: Option<String>,
+    /// `result`: seconds to wait for the end.
+    pub wait: Option<u64>,
 }
 
 /// A function-valued option: absent, `undefined` and `null` read as `None`.
@@ -301,6 +434,59 @@ impl<'a> From<&'a Event> for EventView<'a> {
     }
 }
 
+/// An `ExecutionSummary`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryView<'a> {
+    execution_id: &'a str,
+    status: &'a str,
+    ended: bool,
+    epoch: Option<&'a str>,
+    first_seq: u64,
+    last_seq: u64,
+    events: u64,
+    started_at: &'a str,
+    updated_at: &'a str,
+    ended_at: Option<&'a str>,
+    #[serde(rename = "final")]
+    final_event: Option<EventView<'a>>,
+}
+
+impl<'a> From<&'a ExecutionSummary> for SummaryView<'a> {
+    fn from(summary: &'a ExecutionSummary) -> Self {
+        Self {
+            execution_id: &summary.execution_id,
+            status: &summary.status,
+            ended: summary.ended,
+            epoch: summary.epoch.as_deref(),
+            first_seq: summary.first_seq,
+            last_seq: summary.last_seq,
+            events: summary.events,
+            started_at: &summary.started_at,
+            updated_at: &summary.updated_at,
+            ended_at: summary.ended_at.as_deref(),
+            final_event: summary.final_event.as_ref().map(EventView::from),
+        }
+    }
+}
+
+/// An `ExecutionList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListView<'a> {
+    executions: Vec<SummaryView<'a>>,
+    next_cursor: Option<&'a str>,
+}
+
+impl<'a> From<&'a ExecutionList> for ListView<'a> {
+    fn from(list: &'a ExecutionList) -> Self {
+        Self {
+            executions: list.executions.iter().map(SummaryView::from).collect(),
+            next_cursor: list.next_cursor.as_deref(),
+        }
+    }
+}
+
 /// A `HistoryPage`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -311,6 +497,16 @@ pub struct PageView<'a> {
     oldest_seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_lost: Option<PageLostView>,
+}
+
+/// A page's `historyLost`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageLostView {
+    reason: LostReason,
+    last_seq: u64,
 }
 
 impl<'a> From<&'a HistoryPage> for PageView<'a> {
@@ -321,6 +517,10 @@ impl<'a> From<&'a HistoryPage> for PageView<'a> {
             last_seq: page.last_seq,
             oldest_seq: page.oldest_seq,
             epoch: page.epoch.as_deref(),
+            history_lost: page.history_lost.as_ref().map(|lost| PageLostView {
+                reason: lost.reason,
+                last_seq: lost.last_seq,
+            }),
         }
     }
 }
