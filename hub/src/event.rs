@@ -389,6 +389,12 @@ mod tests {
             (&42.into(), &"ab12".into())
         );
         assert_eq!(seq_of(event.json()), Some(42));
+        assert_eq!(event_type_of(event.json()).as_deref(), Some("log"));
+        // Escapes are decoded; a key-like text inside a string is not the key.
+        let escaped =
+            br#"{"seq":1,"execution_id":"a\"event_type\":\"x","event_type":"t\u00e9","data":{}}"#;
+        assert_eq!(event_type_of(escaped).as_deref(), Some("t\u{e9}"));
+        assert_eq!(event_type_of(br#"{"seq":1}"#), None);
         assert_eq!(seq_of(b"{\"seq\":x}"), None);
     }
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exechub::event::Epoch;
+use exechub::event::{NewBatch, NewEvent};
 use exechub::feeds::Feeds;
 use exechub::store::memory::MemoryStore;
-use exechub::store::{EventStore, Receipt, StoreConfig};
-use exechub_protocol::{Event, LostReason};
+use exechub::store::{Change, EventStore, Listed, Receipt, StoreConfig, StoreError};
+use exechub_protocol::{Event, LostReason, PublishRequest};
 
 use support::{
     Fixture, Seen, append, append_n, config, eventually, execution_id, follow, range, seqs,
@@ -59,6 +60,12 @@ conformance! {
         with StoreConfig { ttl: Duration::from_secs(1), ..config() };
     idempotent_retry_returns_the_original_position_and_stores_nothing with config();
     live_feed_offers_every_append_once_in_seq_order with config();
+    terminal_event_ends_the_execution_and_refuses_later_appends with config();
+    final_state_outlives_the_events
+        with StoreConfig { ttl: Duration::from_secs(1), ..config() };
+    ended_batch_and_publish_after_end_when_allowed
+        with StoreConfig { allow_publish_after_end: true, ..config() };
+    list_of_executions_is_newest_first_and_pages_by_cursor with config();
 }
 
 /// Asserts every receipt names the same history; returns it.
@@ -234,6 +241,177 @@ async fn live_feed_offers_every_append_once_in_seq_order(
     let seen = follower.recorder.wait_for(50).await;
     let expected: Vec<Seen> = (1..=50).map(|seq| Seen::event(&epoch, seq)).collect();
     assert_eq!(seen, expected);
+}
+
+/// A terminal event of type `execution_<status>`, with `data.result`.
+fn terminal(execution_id: &str, status: &str, key: Option<&str>) -> NewEvent {
+    let body = format!(r#"{{"event_type":"execution_{status}","data":{{"result":42}}}}"#);
+    let request = PublishRequest::from_slice(body.as_bytes()).expect("valid");
+    NewEvent::encode(execution_id.to_owned(), &request)
+        .with_idempotency_key(key.map(str::to_owned))
+        .ending_with(Some(Arc::from(status)))
+}
+
+async fn terminal_event_ends_the_execution_and_refuses_later_appends(
+    store: Arc<dyn EventStore>,
+    _feeds: Arc<Feeds>,
+) {
+    let id = execution_id("end");
+    let started = append(&*store, &id, None).await;
+    assert_eq!(started.change, Change::Started);
+    let running = store.summary(&id).await.expect("summary").expect("known");
+    assert_eq!((running.status.as_str(), running.ended), ("running", false));
+    let end = store
+        .append(terminal(&id, "failed", Some("end-key")))
+        .await
+        .expect("the terminal event is stored");
+    assert_eq!((end.seq, end.change), (2, Change::Ended));
+    let refused = store.append(support::event(&id, None)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Ended { status }) if status == "failed"),
+        "{refused:?}"
+    );
+    // A retry of the stored terminal event is still answered with its seq.
+    let retry = store
+        .append(terminal(&id, "failed", Some("end-key")))
+        .await
+        .expect("an idempotent replay after the end is answered");
+    assert_eq!((retry.seq, retry.duplicate), (2, true));
+    let summary = store.summary(&id).await.expect("summary").expect("known");
+    assert_eq!(
+        (
+            summary.status.as_str(),
+            summary.ended,
+            summary.first_seq,
+            summary.last_seq,
+            summary.events
+        ),
+        ("failed", true, 1, 2, 2)
+    );
+    assert!(summary.ended_at.is_some());
+    let last = summary
+        .final_event
+        .expect("the terminal event is the final result");
+    assert_eq!((last.seq, last.data["result"].as_u64()), (2, Some(42)));
+    let page = range(&*store, &id, 0, 10).await;
+    let ended = page
+        .ended
+        .clone()
+        .expect("a page says where the execution ended");
+    assert_eq!(
+        (ended.status.as_str(), ended.seq, seqs(&page)),
+        ("failed", 2, vec![1, 2])
+    );
+    assert!(
+        store
+            .summary(&execution_id("unknown"))
+            .await
+            .expect("summary")
+            .is_none()
+    );
+}
+
+async fn final_state_outlives_the_events(store: Arc<dyn EventStore>, _feeds: Arc<Feeds>) {
+    let id = execution_id("final");
+    append(&*store, &id, None).await;
+    store
+        .append(terminal(&id, "completed", None))
+        .await
+        .expect("stored");
+    let expired = eventually("the 1 s events to expire", async || {
+        let page = range(&*store, &id, 0, 10).await;
+        (page.epoch.is_none()).then_some(page)
+    })
+    .await;
+    assert!(expired.events.is_empty());
+    assert_eq!(expired.ended.map(|e| e.seq), Some(2));
+    let summary = store.summary(&id).await.expect("summary").expect("kept");
+    assert_eq!(
+        (
+            summary.status.as_str(),
+            summary.events,
+            summary.last_seq,
+            summary.epoch
+        ),
+        ("completed", 0, 2, None)
+    );
+    assert!(summary.final_event.is_some());
+    // Still ended: a new history does not start.
+    let refused = store.append(support::event(&id, None)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Ended { .. })),
+        "{refused:?}"
+    );
+}
+
+async fn ended_batch_and_publish_after_end_when_allowed(
+    store: Arc<dyn EventStore>,
+    _feeds: Arc<Feeds>,
+) {
+    let id = execution_id("batch-end");
+    let request = PublishRequest::from_slice(br#"{"event_type":"log","data":{}}"#).expect("valid");
+    let mut batch = NewBatch::encode(id.clone(), &[request.clone(), request]);
+    let last = batch.events_mut().last_mut().expect("two events");
+    *last = last.clone().ending_with(Some(Arc::from("completed")));
+    let receipt = store.append_batch(batch).await.expect("stored");
+    assert_eq!(
+        (receipt.first_seq, receipt.last_seq, receipt.change),
+        (1, 2, Change::Ended)
+    );
+    // This store takes events after the end; the execution stays ended.
+    let after = append(&*store, &id, None).await;
+    assert_eq!(after.seq, 3);
+    let summary = store.summary(&id).await.expect("summary").expect("known");
+    assert_eq!(
+        (
+            summary.status.as_str(),
+            summary.last_seq,
+            summary.final_event.map(|e| e.seq)
+        ),
+        ("completed", 3, Some(2))
+    );
+}
+
+async fn list_of_executions_is_newest_first_and_pages_by_cursor(
+    store: Arc<dyn EventStore>,
+    _feeds: Arc<Feeds>,
+) {
+    let ids: Vec<String> = (0..5).map(|_| execution_id("list")).collect();
+    for id in &ids {
+        append(&*store, id, None).await;
+        // Distinct update times, so the order is by time, not by id.
+        let before = store
+            .summary(id)
+            .await
+            .expect("summary")
+            .expect("known")
+            .updated_at;
+        eventually("the clock to move on", async || {
+            (exechub::event::now_rfc3339() > before).then_some(())
+        })
+        .await;
+    }
+    let first = store.recent(None, 3).await.expect("list");
+    let names = |listed: &[Listed]| -> Vec<String> {
+        listed
+            .iter()
+            .map(|l| l.summary.execution_id.clone())
+            .collect()
+    };
+    let newest: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(names(&first), newest[..3].to_vec());
+    let cursor = first.last().map(|l| l.cursor.clone()).expect("a cursor");
+    let rest = store.recent(Some(&cursor), 10).await.expect("list");
+    assert_eq!(names(&rest), newest[3..].to_vec());
+    // An update moves an execution to the head once it is announced (the
+    // start and the end are announced at once).
+    store
+        .append(terminal(&ids[0], "completed", None))
+        .await
+        .expect("stored");
+    let head = store.recent(None, 1).await.expect("list");
+    assert_eq!(names(&head), vec![ids[0].clone()]);
+    assert!(head[0].summary.ended);
 }
 
 // Items in the list that the hub did not write can only exist in Redis (the

@@ -224,8 +224,8 @@ pub enum ServerMsg {
     },
     /// One execution of a followed list changed (or appeared).
     Execution {
-        /// Its summary now.
-        execution: ExecutionSummary,
+        /// Its summary now (boxed: the other frames are much smaller).
+        execution: Box<ExecutionSummary>,
     },
     /// A request failed; the connection stays usable.
     Error {

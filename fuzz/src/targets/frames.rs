@@ -114,6 +114,8 @@ fn op(msg: &ClientMsg) -> &'static str {
         ClientMsg::PublishBatch { .. } => "publish-batch",
         ClientMsg::Ping { .. } => "ping",
         ClientMsg::Auth { .. } => "auth",
+        ClientMsg::SubscribeExecutions { .. } => "subscribe-executions",
+        ClientMsg::UnsubscribeExecutions { .. } => "unsubscribe-executions",
     }
 }
 

@@ -316,7 +316,7 @@ impl Task {
                 let frame = frame
                     .get_or_insert_with(|| {
                         text(&ServerMsg::Execution {
-                            execution: summary.clone(),
+                            execution: Box::new(summary.clone()),
                         })
                     })
                     .clone();

@@ -63,7 +63,8 @@ struct State {
 struct Summary {
     started_ms: u64,
     updated_ms: u64,
-    /// When the list last heard of it (activity is announced once a second).
+    /// When the list last heard of it (activity is announced once a second);
+    /// its key in `listed`.
     announced_ms: u64,
     last_seq: u64,
     ended: Option<Ending>,
@@ -183,7 +184,7 @@ impl MemoryStore {
             .summaries
             .iter()
             .filter(|(_, s)| s.expires_at <= now)
-            .map(|(id, s)| (s.updated_ms, Arc::clone(id)))
+            .map(|(id, s)| (s.announced_ms, Arc::clone(id)))
             .collect();
         for entry in gone {
             state.summaries.remove(&entry.1);
@@ -370,7 +371,6 @@ impl MemoryStore {
             ended: None,
             expires_at: now,
         });
-        let previous = (summary.updated_ms, Arc::clone(id));
         let mut change = if fresh {
             Change::Started
         } else if now_ms.saturating_sub(summary.announced_ms) >= 1_000 {
@@ -390,15 +390,19 @@ impl MemoryStore {
             });
             change = Change::Ended;
         }
-        if change != Change::None {
-            summary.announced_ms = now_ms;
-        }
         let keep = if summary.ended.is_some() {
             self.config.ttl + self.config.final_state_ttl
         } else {
             self.config.ttl
         };
         summary.expires_at = now + keep;
+        if change == Change::None {
+            return change;
+        }
+        // The list moves with announcements, as in Redis: at most once a
+        // second per execution, and at its start and end.
+        let previous = (summary.announced_ms, Arc::clone(id));
+        summary.announced_ms = now_ms;
         state.listed.remove(&previous);
         state.listed.insert((now_ms, Arc::clone(id)));
         // The list (and the summaries it names) is bounded: the least

@@ -48,8 +48,8 @@ if idem then
   local prior = redis.call('GET', idem)
   if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
 end
-local ended = redis.call('HGET', KEYS[4], 'ended_ms')
-if ended and ARGV[10] ~= '1' then return {2, redis.call('HGET', KEYS[4], 'status') or '', '', 0} end
+local state = redis.call('HMGET', KEYS[4], 'ended_ms', 'announced_ms', 'status')
+if state[1] and ARGV[10] ~= '1' then return {2, state[3] or '', '', 0} end
 local seq = redis.call('INCR', KEYS[2])
 local epoch = redis.call('GET', KEYS[3])
 if seq == 1 or not epoch then
@@ -65,7 +65,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. ARGV[5]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[6]) end
-local change = summarize(KEYS[4], ended, seq, json, ARGV[8], ARGV[9], tonumber(ARGV[2]), tonumber(ARGV[11]))
+local change = summarize(KEYS[4], state, seq, json, ARGV[8], ARGV[9], tonumber(ARGV[2]), tonumber(ARGV[11]))
 redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. json)
 return {0, receipt, epoch, change}
 "#;
@@ -79,8 +79,8 @@ if idem then
   local prior = redis.call('GET', idem)
   if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
 end
-local ended = redis.call('HGET', KEYS[4], 'ended_ms')
-if ended and ARGV[9] ~= '1' then return {2, redis.call('HGET', KEYS[4], 'status') or '', '', 0} end
+local state = redis.call('HMGET', KEYS[4], 'ended_ms', 'announced_ms', 'status')
+if state[1] and ARGV[9] ~= '1' then return {2, state[3] or '', '', 0} end
 local n = #ARGV - 10
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n + 1
@@ -104,35 +104,40 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[1])
 local receipt = string.format('%d-%d', first, last) .. '|' .. epoch .. '|' .. ARGV[6]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[4]) end
-local change = summarize(KEYS[4], ended, last, items[n], ARGV[7], ARGV[8], tonumber(ARGV[1]), tonumber(ARGV[10]))
+local change = summarize(KEYS[4], state, last, items[n], ARGV[7], ARGV[8], tonumber(ARGV[1]), tonumber(ARGV[10]))
 redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
 return {0, receipt, epoch, change}
 "#;
 
 /// Updates an execution's summary hash after an append (prepended to both
-/// append scripts). `ended`: the end was already stored; `ending`: the status
-/// the last appended event ends the execution with (`''`: none). Returns what
-/// the list of executions should hear: 0 nothing, 1 started, 2 activity (at
-/// most once a second), 3 ended. The summary lives as long as the events, or
-/// `final_ttl` longer once the execution has ended.
+/// append scripts). `state`: its `ended_ms` and `announced_ms` as read before
+/// the append; `ending`: the status the last appended event ends the
+/// execution with (`''`: none). Returns what the list of executions should
+/// hear: 0 nothing, 1 started, 2 activity (at most once a second), 3 ended.
+/// Most appends cost one HSET here; the TTL is refreshed with each
+/// announcement (so at least once a second while events flow, with 2 s of
+/// slack over the events' TTL), and is `final_ttl` longer once ended.
 const SUMMARIZE: &str = r#"
-local function summarize(key, ended, seq, json, now, ending, ttl, final_ttl)
+local function summarize(key, state, seq, json, now, ending, ttl, final_ttl)
+  local ended, announced = state[1], state[2]
   local change = 0
-  if redis.call('HSETNX', key, 'started_ms', now) == 1 then
+  if not announced then
     change = 1
-  elseif tonumber(now) - tonumber(redis.call('HGET', key, 'announced_ms') or '0') >= 1000 then
+  elseif tonumber(now) - tonumber(announced) >= 1000 then
     change = 2
   end
-  redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq)
-  local keep = ttl
-  if ended then
-    keep = ttl + final_ttl
-  elseif ending ~= '' then
-    redis.call('HSET', key, 'status', ending, 'ended_ms', now, 'end_seq', seq, 'final', json)
-    change = 3
-    keep = ttl + final_ttl
+  if not ended and ending ~= '' then change = 3 end
+  if change == 0 then
+    redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq)
+    return 0
   end
-  if change > 0 then redis.call('HSET', key, 'announced_ms', now) end
+  if not announced then redis.call('HSET', key, 'started_ms', now) end
+  if change == 3 then
+    redis.call('HSET', key, 'status', ending, 'ended_ms', now, 'end_seq', seq, 'final', json)
+  end
+  redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq, 'announced_ms', now)
+  local keep = ttl + 2
+  if ended or change == 3 then keep = keep + final_ttl end
   redis.call('EXPIRE', key, keep)
   return change
 end
