@@ -37,8 +37,10 @@ function showState(state) {
 }
 
 const header = new ExecutionHeader();
-const waterfall = new Waterfall($("waterfall"), $("span-count"), $("spans-empty"));
 const events = new EventList({ list: $("timeline"), empty: $("empty"), count: $("count"), filter: $("type-filter"), jump: $("jump") });
+const waterfall = new Waterfall({
+  container: $("waterfall"), count: $("span-count"), empty: $("spans-empty"), axis: $("axis"), onPick: (seq) => events.reveal(seq),
+});
 const sidebar = new Sidebar($("executions"), $("list-filter"), $("list-note"), (id) => open(id, true));
 
 /** The open execution: its id, subscription, and a number that tells stale answers apart. */

@@ -7,7 +7,6 @@ import { clock, el, kindOf, preview } from "./format.js";
 export class EventList {
   constructor({ list, empty, count, filter, jump }) {
     Object.assign(this, { list, empty, count, filter, jump });
-    this.following = true;
     this.unseen = 0;
     filter.addEventListener("change", () => this.#applyFilter());
     list.addEventListener("scroll", () => this.#scrolled(), { passive: true });
@@ -20,7 +19,6 @@ export class EventList {
     this.list.replaceChildren();
     this.types = new Set();
     this.filter.replaceChildren(new Option("All event types", ""));
-    this.following = true;
     this.unseen = 0;
     this.jump.hidden = true;
     this.#counts();
@@ -29,6 +27,8 @@ export class EventList {
   /** Shows an event; each seq once, in seq order. */
   add(event) {
     if (this.list.querySelector(`li[data-seq="${event.seq}"]`)) return;
+    // Where the reader is, before the list grows: at the tail, it follows.
+    const following = this.#atTail();
     const item = this.#item(event);
     const next = [...this.list.children].find((li) => Number(li.dataset.seq) > event.seq);
     this.list.insertBefore(item, next ?? null);
@@ -36,16 +36,30 @@ export class EventList {
     item.hidden = !this.#matches(item);
     this.#counts();
     if (item.hidden) return;
-    if (this.following) this.list.scrollTop = this.list.scrollHeight;
+    if (following) this.list.scrollTop = this.list.scrollHeight;
     else this.#missed();
   }
 
   /** Scrolls to the newest event and follows again. */
   toLatest() {
-    this.following = true;
     this.unseen = 0;
     this.jump.hidden = true;
     this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** Scrolls to event `seq` (showing every type again if it is filtered out) and marks it. */
+  reveal(seq) {
+    const item = this.list.querySelector(`li[data-seq="${seq}"]`);
+    if (!item) return;
+    if (item.hidden) {
+      this.filter.value = "";
+      this.#applyFilter();
+    }
+    item.scrollIntoView({ block: "center" });
+    item.classList.remove("flash");
+    void item.offsetWidth; // restart the animation
+    item.classList.add("flash");
+    item.querySelector(".ev").focus({ preventScroll: true });
   }
 
   #item(event) {
@@ -88,13 +102,15 @@ export class EventList {
     this.toLatest();
   }
 
-  #scrolled() {
+  #atTail() {
     const l = this.list;
-    this.following = l.scrollHeight - l.scrollTop - l.clientHeight < 24;
-    if (this.following) {
-      this.unseen = 0;
-      this.jump.hidden = true;
-    }
+    return l.scrollHeight - l.scrollTop - l.clientHeight < 24;
+  }
+
+  #scrolled() {
+    if (!this.#atTail()) return;
+    this.unseen = 0;
+    this.jump.hidden = true;
   }
 
   #missed() {

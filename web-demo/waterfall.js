@@ -6,10 +6,9 @@ import { SpanBook, extent } from "./spans.js";
 import { duration, el } from "./format.js";
 
 export class Waterfall {
-  constructor(container, count, empty) {
-    this.container = container;
-    this.count = count;
-    this.empty = empty;
+  /** `onPick(seq)`: a span was chosen; its start event is `seq`. */
+  constructor({ container, count, empty, axis, onPick }) {
+    Object.assign(this, { container, count, empty, axis, onPick });
     this.reset();
   }
 
@@ -19,6 +18,7 @@ export class Waterfall {
     this.rows = new Map();
     this.endedAt = null;
     this.container.replaceChildren();
+    this.axis.hidden = true;
     this.#counts();
   }
 
@@ -42,6 +42,9 @@ export class Waterfall {
     const range = extent(this.book.spans, until);
     if (!range) return;
     const total = range.to - range.from;
+    this.axis.hidden = false;
+    this.axis.querySelector(".axis-mid").textContent = duration(total / 2);
+    this.axis.querySelector(".axis-end").textContent = duration(total);
     const follow = this.#atBottom();
     for (const span of this.book.spans) {
       const row = this.rows.get(span.id);
@@ -55,11 +58,14 @@ export class Waterfall {
   }
 
   #row(span) {
-    const row = el("div", "span-row");
+    // A button: choosing a span (click, Enter, Space) shows its events.
+    const row = el("button", "span-row");
+    row.type = "button";
     row.setAttribute("role", "listitem");
     row.dataset.span = String(span.id);
     row.dataset.kind = span.kind;
-    row.title = `${span.kind} ${span.name} (#${span.startSeq})`;
+    row.title = `${span.kind} ${span.name}: show event #${span.startSeq}`;
+    row.addEventListener("click", () => this.onPick(span.startSeq));
     const name = el("span", "span-name");
     name.append(el("span", "span-kind", span.kind), el("span", "span-label", span.name));
     const track = el("span", "span-track");

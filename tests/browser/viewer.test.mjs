@@ -119,6 +119,11 @@ test("an execution that ends: header, spans and list show it, and streaming even
   assert.ok(score < 0.0001, `layout shift while events streamed: ${score} ${JSON.stringify(shifts)}`);
   console.log(`# cumulative layout shift while 36 events streamed: ${score.toFixed(5)} (${shifts.length} shifts)`);
   await page.screenshot({ path: `${ARTIFACTS}/viewer-ended.png` });
+  // Choosing a span shows its start event in the list.
+  await page.click('.span-row:has(.span-label:text("git_diff"))');
+  const focused = await page.evaluate(() => document.activeElement.closest("li")?.dataset.seq);
+  assert.equal(focused, "2");
+  assert.equal(await page.isVisible('#timeline li[data-seq="2"]'), true);
   await page.close();
 });
 
