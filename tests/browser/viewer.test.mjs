@@ -77,10 +77,16 @@ test("the list of executions updates live: new executions appear, and their stat
   await page.close();
 });
 
-test("an execution that ends: header, spans and list show it, and streaming events shift nothing", async () => {
-  const execution = id("ends");
+for (const [width, height, name] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
+  test(`an execution that ends: header, spans and list show it, and streaming events shift nothing (${name})`, async () => {
+    await executionEnds({ width, height }, name);
+  });
+}
+
+async function executionEnds(viewport, name) {
+  const execution = id(`ends-${name}`);
   await publish(base, execution, "execution_started", { agent: "reviewer" });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = await browser.newPage({ viewport });
   await recordLayoutShifts(page);
   await page.goto(view(execution));
   await connected(page);
@@ -117,15 +123,15 @@ test("an execution that ends: header, spans and list show it, and streaming even
   const shifts = await page.evaluate((from) => window.shifts.slice(from).filter((s) => !s.input), before);
   const score = shifts.reduce((sum, s) => sum + s.value, 0);
   assert.ok(score < 0.0001, `layout shift while events streamed: ${score} ${JSON.stringify(shifts)}`);
-  console.log(`# cumulative layout shift while 36 events streamed: ${score.toFixed(5)} (${shifts.length} shifts)`);
-  await page.screenshot({ path: `${ARTIFACTS}/viewer-ended.png` });
+  console.log(`# ${name}: cumulative layout shift while 36 events streamed: ${score.toFixed(5)} (${shifts.length} shifts)`);
+  await page.screenshot({ path: `${ARTIFACTS}/viewer-ended-${name}.png`, fullPage: true });
   // Choosing a span shows its start event in the list.
   await page.click('.span-row:has(.span-label:text("git_diff"))');
   const focused = await page.evaluate(() => document.activeElement.closest("li")?.dataset.seq);
   assert.equal(focused, "2");
   assert.equal(await page.isVisible('#timeline li[data-seq="2"]'), true);
   await page.close();
-});
+}
 
 test("publishing after the end is refused in the page, with a clear message", async () => {
   const execution = id("refused");
