@@ -103,33 +103,44 @@ pub async fn publish_batch(
     wire::parse(&answer, "batch answer")
 }
 
-/// The summary of an execution; `None` when the hub does not know it.
+/// What to ask of an execution.
+pub enum Ask {
+    /// Its summary now.
+    Summary,
+    /// Its summary once it ended, waiting up to `wait` seconds for that
+    /// (still `running` when the wait ran out).
+    Result {
+        /// Seconds to wait; the hub's default (0) when absent.
+        wait: Option<u64>,
+    },
+}
+
+/// The summary of an execution, as `ask` says; `None` when the hub does not
+/// know it. (One call for both questions: each async call costs the
+/// download a state machine of its own.)
 ///
 /// # Errors
 /// As [`history`].
 pub async fn execution(
     base_url: &str,
     execution_id: &str,
+    ask: Ask,
     token: Option<&str>,
 ) -> Result<Option<ExecutionSummary>, ClientError> {
-    let request = Request::get(&execution_url(base_url, execution_id, ""));
-    summary(authorized(request, token)).await
-}
-
-/// The summary once the execution ended, waiting up to `wait` seconds for
-/// it (still `running` when the wait ran out); `None` when unknown.
-///
-/// # Errors
-/// As [`history`].
-pub async fn result(
-    base_url: &str,
-    execution_id: &str,
-    wait: Option<u64>,
-    token: Option<&str>,
-) -> Result<Option<ExecutionSummary>, ClientError> {
-    let url = execution_url(base_url, execution_id, "/result");
+    let (suffix, wait) = match ask {
+        Ask::Summary => ("", None),
+        Ask::Result { wait } => ("/result", wait),
+    };
+    let url = execution_url(base_url, execution_id, suffix);
     let query = wait.map(|wait| (WAIT, wait.to_string()));
-    summary(authorized(Request::get(&url).query(query), token)).await
+    let request = authorized(Request::get(&url).query(query), token);
+    match send(request, None).await {
+        Ok(answer) => wire::parse(&answer, "execution summary").map(Some),
+        Err(ClientError::Http {
+            status: NOT_FOUND, ..
+        }) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// A page of executions, most recently updated first.
@@ -150,17 +161,6 @@ pub async fn executions(
     let request = Request::get(&executions_url(base_url)).query(query);
     let answer = send(authorized(request, token), None).await?;
     wire::parse(&answer, "execution list")
-}
-
-/// A summary, `None` for a 404.
-async fn summary(request: RequestBuilder) -> Result<Option<ExecutionSummary>, ClientError> {
-    match send(request, None).await {
-        Ok(answer) => wire::parse(&answer, "execution summary").map(Some),
-        Err(ClientError::Http {
-            status: NOT_FOUND, ..
-        }) => Ok(None),
-        Err(error) => Err(error),
-    }
 }
 
 /// A filter's name in a query.

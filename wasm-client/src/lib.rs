@@ -174,13 +174,7 @@ impl ExechubClient {
         &self,
         #[wasm_bindgen(js_name = executionId)] execution_id: String,
     ) -> SummaryPromise {
-        let (base, token) = (self.http_url.clone(), self.http_token());
-        promise(async move {
-            let token = token.await;
-            let summary = http::execution(&base, &execution_id, token.as_deref()).await?;
-            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
-        })
-        .unchecked_into()
+        self.summary(execution_id, Ok(http::Ask::Summary))
     }
 
     /// The execution's final state over HTTP, waiting up to `wait` seconds
@@ -192,14 +186,8 @@ impl ExechubClient {
         options: Option<ResultOptionsJs>,
     ) -> SummaryPromise {
         let options = types::options::<CallOptions>(options.map(Into::into), "ResultOptions");
-        let (base, token) = (self.http_url.clone(), self.http_token());
-        promise(async move {
-            let wait = options?.wait;
-            let token = token.await;
-            let summary = http::result(&base, &execution_id, wait, token.as_deref()).await?;
-            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
-        })
-        .unchecked_into()
+        let ask = options.map(|options| http::Ask::Result { wait: options.wait });
+        self.summary(execution_id, ask)
     }
 
     /// A page of executions over HTTP, most recently updated first.
@@ -277,6 +265,18 @@ impl ExechubClient {
     pub fn close(&self) {
         let actions = self.shared.borrow_mut().close();
         perform(&self.shared, actions);
+    }
+
+    /// A Promise of the summary `ask` asks for.
+    fn summary(&self, execution_id: String, ask: Result<http::Ask, ClientError>) -> SummaryPromise {
+        let (base, token) = (self.http_url.clone(), self.http_token());
+        promise(async move {
+            let ask = ask?;
+            let token = token.await;
+            let summary = http::execution(&base, &execution_id, ask, token.as_deref()).await?;
+            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
+        })
+        .unchecked_into()
     }
 
     /// The token for an HTTP call: the socket's latest, else a fresh one

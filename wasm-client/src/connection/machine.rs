@@ -294,7 +294,7 @@ impl<S: Clone, P, L: Clone> Connection<S, P, L> {
                 seq,
             }),
             ServerMsg::Executions { executions, .. } => self.listed(&executions),
-            ServerMsg::Execution { execution } => self.changed(execution),
+            ServerMsg::Execution { execution } => self.changed(*execution),
             ServerMsg::Error {
                 id,
                 code,

@@ -504,7 +504,7 @@ fn list_subscriptions_share_one_follow_and_get_their_part() {
     );
     // An execution that ends leaves the running list and joins the ended one.
     let change = ServerMsg::Execution {
-        execution: summary("a", "completed"),
+        execution: Box::new(summary("a", "completed")),
     };
     let reached: Vec<&str> = machine
         .received(change)
