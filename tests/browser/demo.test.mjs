@@ -135,6 +135,9 @@ test("with auth on, the demo connects with its development token and shows event
     assert.equal((await fetch(url, { method: "POST", headers, body })).status, 202);
     await page.waitForSelector('#timeline li[data-seq="1"]', { timeout: 20_000 });
     assert.equal(await page.textContent('#timeline li[data-seq="1"] .type'), "secured");
+    // The summary (HTTP, with the page's token) and the live list (WebSocket) work with auth on.
+    await page.waitForSelector('#execution-status[data-status="running"]', { timeout: 20_000 });
+    await page.waitForSelector(`#executions li[data-execution="${executionId}-auth"]`, { timeout: 20_000 });
     await page.close();
   } finally {
     await stop(secured);
