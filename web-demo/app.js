@@ -44,7 +44,7 @@ const waterfall = new Waterfall({
 const sidebar = new Sidebar($("executions"), $("list-filter"), $("list-note"), (id) => open(id, true));
 
 /** The open execution: its id, subscription, and a number that tells stale answers apart. */
-let current = { id: null, subscription: null, generation: 0 };
+let current = { id: null, subscription: null, generation: 0, reading: false, again: false };
 
 function notice(text) {
   $("notice").textContent = text;
@@ -54,7 +54,7 @@ function notice(text) {
 function open(id, push = false) {
   if (!id || id === current.id) return;
   current.subscription?.unsubscribe();
-  current = { id, subscription: null, generation: current.generation + 1 };
+  current = { id, subscription: null, generation: current.generation + 1, reading: false, again: false };
   const url = new URL(location.href);
   url.searchParams.set("execution", id);
   if (push) history.pushState({ execution: id }, "", url);
@@ -87,18 +87,31 @@ function received(event) {
   if (!header.summary) refresh(current.generation);
 }
 
-/** Reads the open execution's summary for the header. */
+/**
+ * Reads the open execution's summary for the header: one read at a time,
+ * and one more after it when asked meanwhile (a burst of events, then the end).
+ */
 async function refresh(generation) {
-  try {
-    const summary = await client.getExecution(current.id);
-    if (generation === current.generation) summarize(summary);
-  } catch (error) {
-    if (generation === current.generation) notice(`Could not read the execution: ${error.message}`);
+  const open = current;
+  if (open.reading) {
+    open.again = true;
+    return;
   }
+  open.reading = true;
+  do {
+    open.again = false;
+    try {
+      const summary = await client.getExecution(open.id);
+      if (generation === current.generation) summarize(summary);
+    } catch (error) {
+      if (generation === current.generation) notice(`Could not read the execution: ${error.message}`);
+    }
+  } while (open.again && generation === current.generation);
+  open.reading = false;
 }
 
 function summarize(summary) {
-  header.show(summary);
+  if (!header.show(summary)) return;
   if (!summary) return notice("Waiting for the execution's first event.");
   if (!summary.ended) return;
   waterfall.end(Date.parse(summary.endedAt ?? summary.updatedAt));

@@ -21,14 +21,27 @@ export class ExecutionHeader {
     this.#final(null);
   }
 
-  /** The hub's summary (null: the hub knows no event of it yet). */
+  /**
+   * The hub's summary (null: the hub knows no event of it yet). An older
+   * one than shown (an HTTP answer overtaken by a live change) is ignored;
+   * returns whether it was shown.
+   */
   show(summary) {
+    if (this.#stale(summary)) return false;
     this.summary = summary;
-    if (!summary) return;
+    if (!summary) return true;
     this.#status(summary.ended ? summary.status : "running", summary.status);
     $("execution-started").textContent = dateTime(summary.startedAt);
     this.#final(summary.ended ? summary.final : null, summary.ended);
     this.tick();
+    return true;
+  }
+
+  #stale(summary) {
+    const shown = this.summary;
+    if (!shown) return false;
+    if (!summary) return true;
+    return (shown.ended && !summary.ended) || summary.updatedAt < shown.updatedAt;
   }
 
   /** Whether the execution is known to have ended. */

@@ -85,6 +85,10 @@ test("after the hub is killed and restarted the page reconnects and shows what w
   await connected(page);
   await publish(hubPort, "log", { after: "restart" });
   await timelineIs(page, range(1, before + 4));
+  // The list of executions is followed again on the new connection.
+  const fresh = `${executionId}-after-restart`;
+  await publishTo(`http://127.0.0.1:${hubPort}`, fresh, "log", {});
+  await page.waitForSelector(`#executions li[data-execution="${fresh}"]`, { timeout: 20_000 });
   await page.close();
 });
 
