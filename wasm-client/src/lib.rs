@@ -32,6 +32,7 @@ mod auth;
 pub mod connection;
 mod driver;
 pub mod error;
+mod executions;
 mod global;
 mod http;
 mod input;
@@ -40,7 +41,7 @@ mod socket;
 pub mod types;
 mod wire;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -55,16 +56,15 @@ use wasm_bindgen::prelude::*;
 use crate::auth::Tokens;
 use crate::connection::{Connection, Publish};
 pub use crate::error::ClientError;
+pub use crate::executions::ExecutionsSubscription;
 use crate::input::EventFields;
-use crate::shared::{Handlers, ListHandlers, Settle, Shared, SharedRef, act, perform};
+use crate::shared::{Handlers, Settle, Shared, SharedRef, act, perform};
 use crate::socket::Dialer;
 use crate::types::{
     BatchOptionsJs, BatchPromise, BatchView, CallOptions, ClientOptions, ClientOptionsJs,
     ConnectionStateJs, DataJs, EventHandlerJs, HistoryOptionsJs, HistoryPromise,
-    HttpBatchOptionsJs, HttpPublishOptionsJs, ListOptionsJs, ListPromise, ListSubscribeOptions,
-    ListView, NewEventsJs, PageView, ResultOptionsJs, SeqPromise, SnapshotHandlerJs,
-    SocketPublishOptionsJs, SubscribeExecutionsOptionsJs, SubscribeOptions, SubscribeOptionsJs,
-    SummaryPromise, SummaryView,
+    HttpBatchOptionsJs, HttpPublishOptionsJs, NewEventsJs, PageView, SeqPromise,
+    SocketPublishOptionsJs, SubscribeOptions, SubscribeOptionsJs,
 };
 use crate::wire::to_js;
 
@@ -134,83 +134,6 @@ impl ExechubClient {
         })
     }
 
-    /// Follows the list of executions: `onSnapshot` gets the executions now
-    /// (most recently updated first) once connected, and again after every
-    /// reconnect; `onChange` each change after it.
-    #[wasm_bindgen(js_name = subscribeExecutions)]
-    pub fn subscribe_executions(
-        &self,
-        #[wasm_bindgen(js_name = onSnapshot)] on_snapshot: SnapshotHandlerJs,
-        options: Option<SubscribeExecutionsOptionsJs>,
-    ) -> Result<ExecutionsSubscription, JsValue> {
-        let options: ListSubscribeOptions =
-            types::options(options.map(Into::into), "SubscribeExecutionsOptions")?;
-        let on_snapshot: Function = JsValue::from(on_snapshot)
-            .dyn_into()
-            .map_err(|_| ClientError::InvalidArgument("onSnapshot must be a function".into()))?;
-        let handlers = Rc::new(ListHandlers {
-            on_snapshot,
-            on_change: options.on_change,
-            on_error: options.on_error,
-            stopped: Cell::new(false),
-        });
-        let subscribed = self
-            .shared
-            .borrow_mut()
-            .machine
-            .subscribe_executions(options.status, handlers.clone());
-        let (key, actions) = subscribed?;
-        perform(&self.shared, actions);
-        Ok(ExecutionsSubscription {
-            shared: Rc::downgrade(&self.shared),
-            key,
-            handlers,
-        })
-    }
-
-    /// The summary of an execution over HTTP; `null` when the hub does not know it.
-    #[wasm_bindgen(js_name = getExecution)]
-    pub fn get_execution(
-        &self,
-        #[wasm_bindgen(js_name = executionId)] execution_id: String,
-    ) -> SummaryPromise {
-        self.summary(execution_id, Ok(http::Ask::Summary))
-    }
-
-    /// The execution's final state over HTTP, waiting up to `wait` seconds
-    /// for its end (the summary is still `running` when the wait ran out);
-    /// `null` when the hub does not know it.
-    pub fn result(
-        &self,
-        #[wasm_bindgen(js_name = executionId)] execution_id: String,
-        options: Option<ResultOptionsJs>,
-    ) -> SummaryPromise {
-        let options = types::options::<CallOptions>(options.map(Into::into), "ResultOptions");
-        let ask = options.map(|options| http::Ask::Result { wait: options.wait });
-        self.summary(execution_id, ask)
-    }
-
-    /// A page of executions over HTTP, most recently updated first.
-    #[wasm_bindgen(js_name = listExecutions)]
-    pub fn list_executions(&self, options: Option<ListOptionsJs>) -> ListPromise {
-        let options =
-            types::options::<CallOptions>(options.map(Into::into), "ListExecutionsOptions");
-        let (base, token) = (self.http_url.clone(), self.http_token());
-        promise(async move {
-            let CallOptions {
-                status,
-                limit,
-                cursor,
-                ..
-            } = options?;
-            let token = token.await;
-            let cursor = cursor.as_deref();
-            let list = http::executions(&base, status, limit, cursor, token.as_deref()).await?;
-            Ok(to_js(&ListView::from(&list)))
-        })
-        .unchecked_into()
-    }
-
     /// Publishes an event over the socket; resolves with its seq once the hub
     /// stored it. `options` may be the event's timestamp alone.
     pub fn publish(
@@ -265,18 +188,6 @@ impl ExechubClient {
     pub fn close(&self) {
         let actions = self.shared.borrow_mut().close();
         perform(&self.shared, actions);
-    }
-
-    /// A Promise of the summary `ask` asks for.
-    fn summary(&self, execution_id: String, ask: Result<http::Ask, ClientError>) -> SummaryPromise {
-        let (base, token) = (self.http_url.clone(), self.http_token());
-        promise(async move {
-            let ask = ask?;
-            let token = token.await;
-            let summary = http::execution(&base, &execution_id, ask, token.as_deref()).await?;
-            Ok(to_js(&summary.as_ref().map(SummaryView::from)))
-        })
-        .unchecked_into()
     }
 
     /// The token for an HTTP call: the socket's latest, else a fresh one
@@ -362,26 +273,6 @@ impl Subscription {
         let shared = self.shared.upgrade()?;
         let last = shared.borrow().machine.last_seq(&self.execution_id);
         last.map(|seq| seq as f64)
-    }
-}
-
-/// A subscription made with [`ExechubClient::subscribe_executions`]; as
-/// with [`Subscription`], freeing the handle does not end it.
-#[wasm_bindgen]
-pub struct ExecutionsSubscription {
-    shared: Weak<RefCell<Shared>>,
-    key: u64,
-    handlers: Rc<ListHandlers>,
-}
-
-#[wasm_bindgen]
-impl ExecutionsSubscription {
-    /// Stops it; nothing is delivered after this returns.
-    pub fn unsubscribe(&self) {
-        self.handlers.stopped.set(true);
-        if let Some(shared) = self.shared.upgrade() {
-            act(&shared, |machine| machine.unsubscribe_executions(self.key));
-        }
     }
 }
 

@@ -18,7 +18,8 @@ use wasm_bindgen::JsValue;
 
 use crate::connection::{Action, Actions, Connection, Ended, Stored};
 use crate::error::ClientError;
-use crate::types::{BatchView, EventView, SummaryView};
+use crate::types::executions::SummaryView;
+use crate::types::{BatchView, EventView};
 use crate::wire::to_js;
 
 /// A subscription's callbacks.
