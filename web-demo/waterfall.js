@@ -61,7 +61,6 @@ export class Waterfall {
     // A button: choosing a span (click, Enter, Space) shows its events.
     const row = el("button", "span-row");
     row.type = "button";
-    row.setAttribute("role", "listitem");
     row.dataset.span = String(span.id);
     row.dataset.kind = span.kind;
     row.title = `${span.kind} ${span.name}: show event #${span.startSeq}`;
