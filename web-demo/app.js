@@ -82,7 +82,7 @@ function open(id, push = false) {
 
 function received(event) {
   events.add(event);
-  if (waterfall.add(event)) waterfall.draw();
+  if (waterfall.add(event)) waterfall.schedule();
   // The hub knew nothing of the execution when it was opened: now it does.
   if (!header.summary) refresh(current.generation);
 }
@@ -115,7 +115,7 @@ function summarize(summary) {
   if (!summary) return notice("Waiting for the execution's first event.");
   if (!summary.ended) return;
   waterfall.end(Date.parse(summary.endedAt ?? summary.updatedAt));
-  waterfall.draw();
+  waterfall.schedule();
   const expired = summary.events === 0 && summary.lastSeq > 0;
   if (expired) $("empty").textContent = `Its ${summary.lastSeq} events expired; the result above is kept.`;
   notice(expired
@@ -125,7 +125,7 @@ function summarize(summary) {
 
 function ended(status, finalEvent) {
   if (finalEvent) waterfall.end(Date.parse(finalEvent.timestamp));
-  waterfall.draw();
+  waterfall.schedule();
   notice(`Ended ${status}: no more events will come.`);
   refresh(current.generation);
 }

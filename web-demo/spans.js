@@ -78,7 +78,11 @@ export class SpanBook {
 /** The time range a chart of `spans` covers: from the first start to `now` or the last end. */
 export function extent(spans, now) {
   if (spans.length === 0) return null;
-  const from = Math.min(...spans.map((s) => s.start));
-  const to = Math.max(now ?? 0, ...spans.map((s) => s.end ?? now ?? s.start));
+  let from = Infinity;
+  let to = now ?? 0;
+  for (const span of spans) {
+    from = Math.min(from, span.start);
+    to = Math.max(to, span.end ?? now ?? span.start);
+  }
   return { from, to: Math.max(to, from + 1) };
 }

@@ -1,7 +1,8 @@
 // The event list: one fixed-height row per event in seq order, its data
 // collapsed to one line until opened; filtered by event type; following the
 // live tail unless the reader scrolled up, when "Jump to latest" offers
-// the way back.
+// the way back. Rows are added once per frame, all that arrived meanwhile at
+// once: a replay of thousands of events costs a few layouts, not thousands.
 import { clock, el, kindOf, preview } from "./format.js";
 
 export class EventList {
@@ -17,6 +18,8 @@ export class EventList {
   /** Empties the list (another execution, or a new history). */
   reset() {
     this.list.replaceChildren();
+    this.items = new Map(); // seq → row
+    this.pending = [];
     this.types = new Set();
     this.filter.replaceChildren(new Option("All event types", ""));
     this.unseen = 0;
@@ -24,20 +27,45 @@ export class EventList {
     this.#counts();
   }
 
-  /** Shows an event; each seq once, in seq order. */
+  /** Shows an event (at the next frame); each seq once, in seq order. */
   add(event) {
-    if (this.list.querySelector(`li[data-seq="${event.seq}"]`)) return;
+    if (this.items.has(event.seq)) return;
+    const item = this.#item(event);
+    this.items.set(event.seq, item);
+    this.pending.push(item);
+    if (this.pending.length === 1) requestAnimationFrame(() => this.flush());
+  }
+
+  /** Adds the rows that arrived since the last frame. */
+  flush() {
+    const items = this.pending;
+    if (items.length === 0) return;
+    this.pending = [];
     // Where the reader is, before the list grows: at the tail, it follows.
     const following = this.#atTail();
-    const item = this.#item(event);
-    const next = [...this.list.children].find((li) => Number(li.dataset.seq) > event.seq);
-    this.list.insertBefore(item, next ?? null);
-    this.#typeSeen(event.eventType);
-    item.hidden = !this.#matches(item);
+    let shown = 0;
+    for (const item of items) {
+      this.#typeSeen(item.dataset.type);
+      item.hidden = !this.#matches(item);
+      if (!item.hidden) shown += 1;
+    }
+    // Events come in seq order (the client sees to it): appending is the rule.
+    const last = Number(this.list.lastElementChild?.dataset.seq ?? 0);
+    if (items.every((item, i) => Number(item.dataset.seq) > (i ? Number(items[i - 1].dataset.seq) : last))) {
+      this.list.append(...items);
+    } else {
+      for (const item of items) this.#insert(item);
+    }
     this.#counts();
-    if (item.hidden) return;
+    if (shown === 0) return;
     if (following) this.list.scrollTop = this.list.scrollHeight;
-    else this.#missed();
+    else this.#missed(shown);
+  }
+
+  #insert(item) {
+    const seq = Number(item.dataset.seq);
+    const next = [...this.list.children].find((li) => Number(li.dataset.seq) > seq);
+    this.list.insertBefore(item, next ?? null);
   }
 
   /** Scrolls to the newest event and follows again. */
@@ -49,7 +77,8 @@ export class EventList {
 
   /** Scrolls to event `seq` (showing every type again if it is filtered out) and marks it. */
   reveal(seq) {
-    const item = this.list.querySelector(`li[data-seq="${seq}"]`);
+    this.flush();
+    const item = this.items.get(seq);
     if (!item) return;
     if (item.hidden) {
       this.filter.value = "";
@@ -113,8 +142,8 @@ export class EventList {
     this.jump.hidden = true;
   }
 
-  #missed() {
-    this.unseen += 1;
+  #missed(count) {
+    this.unseen += count;
     this.jump.textContent = `Jump to latest (${this.unseen} new)`;
     this.jump.hidden = false;
   }

@@ -36,6 +36,16 @@ export class Waterfall {
     this.endedAt = Number.isFinite(time) ? time : Date.now();
   }
 
+  /** Draws at the next frame (once, however many spans changed meanwhile). */
+  schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => {
+      this.scheduled = false;
+      this.draw();
+    });
+  }
+
   /** Places every bar for the time now. */
   draw(now = Date.now()) {
     const until = this.endedAt ?? now;
