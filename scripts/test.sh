@@ -6,7 +6,8 @@
 #      then the decoders fuzzed for a bounded time (fuzz/, exechub-fuzz);
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
 #      wasm-bindgen tests in headless Chromium against a real hub;
-#   3. the web demo in Chromium (playwright-core), against real hub and Redis;
+#   3. the viewer (web demo) in Chromium (playwright-core), against real hubs and
+#      Redis: live list, an execution ending, layout stability, keyboard, phone width;
 #   4. the npm package as users get it: the packed tarball installed offline
 #      into a fresh project, type-checked (tsc --strict, moduleResolution
 #      bundler and node16), imported by name in Chromium, and run by a Node
