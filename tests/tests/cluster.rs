@@ -47,8 +47,9 @@ async fn seqs(ws: &mut WsClient, count: u64) -> Result<Vec<u64>> {
 }
 
 /// Subscribers on one node get what the other node publishes, for
-/// executions on every shard; each shard holds the sharded subscriptions of
-/// its own executions only, and `/health` shows every shard.
+/// executions on every shard, up to the end (`ended`, and the summary on
+/// the other node); each shard holds the sharded subscriptions of its own
+/// executions only, and `/health` shows every shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_across_nodes_rides_each_executions_own_shard() -> Result<()> {
     let cluster = TestCluster::spawn().await?;
@@ -79,6 +80,25 @@ async fn fan_out_across_nodes_rides_each_executions_own_shard() -> Result<()> {
                 "{id}: subscribed on {master}, owner {owner}"
             );
         }
+    }
+    // The end travels the same way: the terminal event, then `ended`.
+    for (id, ws) in ids.iter().zip(&mut watchers) {
+        b.publish(id, "execution_completed", json!({})).await?;
+        assert_eq!(ws.next_event().await?.seq, 21);
+        match ws.next_msg().await? {
+            exechub_protocol::ServerMsg::Ended { status, seq, .. } => {
+                assert_eq!((status.as_str(), seq), ("completed", 21));
+            }
+            other => anyhow::bail!("expected ended, got {other:?}"),
+        }
+        let summary: Value = a
+            .http
+            .get(a.url(&format!("/api/v1/executions/{id}")))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(summary["status"], "completed", "{summary}");
     }
     let health = a.health().await?;
     assert_eq!(health["store"]["backend"], "redis-cluster", "{health}");
