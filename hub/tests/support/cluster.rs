@@ -40,6 +40,19 @@ impl TestCluster {
     /// Starts six nodes, creates the cluster and waits until every node says
     /// `cluster_state:ok` and every replica is in sync with its master.
     pub async fn spawn() -> Result<Self> {
+        // A port free when probed may be taken before redis binds it: a node
+        // that exits at start makes the nodes start again on other ports.
+        for _ in 0..5 {
+            if let Some(cluster) = Self::start().await? {
+                return Ok(cluster);
+            }
+        }
+        bail!("a redis-server exited at start five times in a row")
+    }
+
+    /// [`TestCluster::spawn`]'s attempt on one set of ports; `None` when a
+    /// node exited at start.
+    async fn start() -> Result<Option<Self>> {
         let dir = std::env::temp_dir().join(format!(
             "exechub-cluster-{}-{}",
             std::process::id(),
@@ -74,12 +87,21 @@ impl TestCluster {
                 child: Some(child),
             });
         }
-        for node in &cluster.nodes {
+        for node in &mut cluster.nodes {
             let port = node.port;
+            let mut exited = false;
             poll("redis-server to answer PING", || {
-                Ok(query(port, &["PING"]).is_ok())
+                exited = node
+                    .child
+                    .as_mut()
+                    .map_or(Ok(None), Child::try_wait)?
+                    .is_some();
+                Ok(exited || query(port, &["PING"]).is_ok())
             })
             .await?;
+            if exited {
+                return Ok(None);
+            }
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -100,7 +122,7 @@ impl TestCluster {
             String::from_utf8_lossy(&create.stdout)
         );
         cluster.wait_healthy().await?;
-        Ok(cluster)
+        Ok(Some(cluster))
     }
 
     /// The seed node URLs, comma-separated, for `--redis-cluster`.
