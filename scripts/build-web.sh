@@ -16,6 +16,6 @@ node wasm-client/npm/package.mjs
 say "building the demo (web-demo/dist)"
 rm -rf web-demo/dist
 mkdir -p web-demo/dist
-cp web-demo/index.html web-demo/app.js web-demo/style.css web-demo/dist/
-cp web-demo/status.html web-demo/status.js web-demo/status.css web-demo/dist/
+# Every page, module and stylesheet: plain files, no bundler.
+cp web-demo/*.html web-demo/*.js web-demo/*.css web-demo/dist/
 cp -r wasm-client/pkg web-demo/dist/pkg

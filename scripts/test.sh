@@ -7,7 +7,8 @@
 #      then the OpenAPI document checked against a live hub (schemathesis);
 #   2. the browser client: its TypeScript types under `tsc --strict`, and its
 #      wasm-bindgen tests in headless Chromium against a real hub;
-#   3. the web demo in Chromium (playwright-core), against real hub and Redis;
+#   3. the viewer (web demo) in Chromium (playwright-core), against real hubs and
+#      Redis: live list, an execution ending, layout stability, keyboard, phone width;
 #   4. the npm package as users get it: the packed tarball installed offline
 #      into a fresh project, type-checked (tsc --strict, moduleResolution
 #      bundler and node16), imported by name in Chromium, and run by a Node
@@ -23,7 +24,8 @@ scripts/test-setup.sh
 
 ensure_rust
 # The end-to-end tests start their own servers on free ports.
-ensure_apt redis-server nats-server
+# redis-server (Debian bookworm: 7.0) with redis-tools (redis-cli) for the Redis Cluster tests.
+ensure_apt redis-server redis-tools nats-server
 ensure_browser
 ensure_wasm_tools
 ensure_node_tools

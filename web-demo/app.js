@@ -1,6 +1,12 @@
-// The demo page: wiring between the DOM and the exechub-client package.
-// All protocol logic (reconnect, resume, dedup, validation) lives in the package.
+// The viewer: wiring between the DOM and the exechub-client package. All
+// protocol logic (reconnect, resume, dedup, lifecycle) lives in the package;
+// the views live in their modules (sidebar, header, waterfall, timeline).
 import init, { ExechubClient } from "./pkg/exechub_client.js";
+import { EventList } from "./timeline.js";
+import { ExecutionHeader } from "./header.js";
+import { Sidebar } from "./sidebar.js";
+import { Waterfall } from "./waterfall.js";
+import { publishForm, simulator } from "./publish.js";
 
 const $ = (id) => document.getElementById(id);
 const STATE_LABELS = { open: "connected", connecting: "connecting", reconnecting: "reconnecting", closed: "offline" };
@@ -24,161 +30,149 @@ const client = new ExechubClient(wsUrl, {
 });
 showState(client.state);
 
-let subscription = null;
-let executionId = new URLSearchParams(location.search).get("execution") || `demo-${Math.random().toString(36).slice(2, 8)}`;
-
 function showState(state) {
   const label = STATE_LABELS[state] ?? state;
   $("state").dataset.state = label;
   $("state").textContent = label;
 }
 
-function watch(id) {
-  subscription?.unsubscribe();
-  executionId = id;
-  $("execution-id").value = id;
+const header = new ExecutionHeader();
+const events = new EventList({ list: $("timeline"), empty: $("empty"), count: $("count"), filter: $("type-filter"), jump: $("jump") });
+const waterfall = new Waterfall({
+  container: $("waterfall"), count: $("span-count"), empty: $("spans-empty"), axis: $("axis"), onPick: (seq) => events.reveal(seq),
+});
+const sidebar = new Sidebar($("executions"), $("list-filter"), $("list-note"), (id) => open(id, true));
+
+/** The open execution: its id, subscription, and a number that tells stale answers apart. */
+let current = { id: null, subscription: null, generation: 0, reading: false, again: false };
+
+function notice(text) {
+  $("notice").textContent = text;
+}
+
+/** Opens execution `id`: replays its events, follows it live, shows its summary. */
+function open(id, push = false) {
+  if (!id || id === current.id) return;
+  current.subscription?.unsubscribe();
+  current = { id, subscription: null, generation: current.generation + 1, reading: false, again: false };
   const url = new URL(location.href);
   url.searchParams.set("execution", id);
-  history.replaceState(null, "", url);
-  $("timeline").replaceChildren();
-  $("notice").hidden = true;
-  updateCount();
+  if (push) history.pushState({ execution: id }, "", url);
+  else history.replaceState({ execution: id }, "", url);
+  $("execution-id").value = id;
+  document.title = `${id} — exechub`;
+  header.open(id);
+  sidebar.select(id);
+  waterfall.reset();
+  events.reset();
+  notice("Following live events.");
+  $("empty").textContent = "No events yet. Publish one, or simulate a worker.";
+  const generation = current.generation;
+  const mine = (f) => (...args) => generation === current.generation && f(...args);
   // after: 0 replays the stored history, then continues live; the client
-  // never hands the same seq twice, and the DOM is keyed by seq as well.
-  subscription = client.subscribe(id, render, {
+  // never hands the same seq twice, and the list is keyed by seq as well.
+  current.subscription = client.subscribe(id, mine(received), {
     after: 0,
-    onHistoryLost: historyLost,
-    onError: (error) => showNotice(`Subscription error: ${error.message}`),
+    onHistoryLost: mine(historyLost),
+    onError: mine((error) => notice(`Subscription error: ${error.message}`)),
+    onEnd: mine(ended),
   });
+  refresh(generation);
 }
 
-function kindOf(type) {
-  if (/status|started|completed|finished|failed/.test(type) && !type.startsWith("tool")) return "status";
-  if (type.startsWith("tool")) return "tool";
-  if (/error|fail/.test(type)) return "error";
-  return "other";
+function received(event) {
+  events.add(event);
+  if (waterfall.add(event)) waterfall.schedule();
+  // The hub knew nothing of the execution when it was opened: now it does.
+  if (!header.summary) refresh(current.generation);
 }
 
-function render(event) {
-  const timeline = $("timeline");
-  if (timeline.querySelector(`li[data-seq="${event.seq}"]`)) return;
-  const follow = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
-  const item = document.createElement("li");
-  item.dataset.seq = String(event.seq);
-  const seq = document.createElement("span");
-  seq.className = "seq";
-  seq.textContent = `#${event.seq}`;
-  const head = document.createElement("div");
-  head.className = "head";
-  const type = document.createElement("span");
-  type.className = "type";
-  type.dataset.kind = kindOf(event.eventType);
-  type.textContent = event.eventType;
-  const time = document.createElement("time");
-  time.className = "time";
-  time.dateTime = event.timestamp;
-  const when = new Date(event.timestamp);
-  time.textContent = Number.isNaN(when.getTime()) ? event.timestamp : when.toLocaleTimeString([], { hour12: false }) + `.${String(when.getMilliseconds()).padStart(3, "0")}`;
-  head.append(type, time);
-  const data = document.createElement("pre");
-  data.className = "data";
-  data.textContent = JSON.stringify(event.data, null, 2);
-  item.append(seq, head, data);
-  // Keep seq order even if a late replay arrives after a live event.
-  const next = [...timeline.children].find((li) => Number(li.dataset.seq) > event.seq);
-  timeline.insertBefore(item, next ?? null);
-  updateCount();
-  if (follow || !next) item.scrollIntoView({ block: "end", behavior: "instant" });
+/**
+ * Reads the open execution's summary for the header: one read at a time,
+ * and one more after it when asked meanwhile (a burst of events, then the end).
+ */
+async function refresh(generation) {
+  const open = current;
+  if (open.reading) {
+    open.again = true;
+    return;
+  }
+  open.reading = true;
+  do {
+    open.again = false;
+    try {
+      const summary = await client.getExecution(open.id);
+      if (generation === current.generation) summarize(summary);
+    } catch (error) {
+      if (generation === current.generation) notice(`Could not read the execution: ${error.message}`);
+    }
+  } while (open.again && generation === current.generation);
+  open.reading = false;
 }
 
-function updateCount() {
-  const count = $("timeline").children.length;
-  $("count").textContent = `${count} event${count === 1 ? "" : "s"}`;
-  $("empty").hidden = count > 0;
+function summarize(summary) {
+  if (!header.show(summary)) return;
+  if (!summary) return notice("Waiting for the execution's first event.");
+  if (!summary.ended) return;
+  waterfall.end(Date.parse(summary.endedAt ?? summary.updatedAt));
+  waterfall.schedule();
+  const expired = summary.events === 0 && summary.lastSeq > 0;
+  if (expired) $("empty").textContent = `Its ${summary.lastSeq} events expired; the result above is kept.`;
+  notice(expired
+    ? `Ended ${summary.status}. Its events expired; the final state is kept.`
+    : `Ended ${summary.status}: no more events will come.`);
+}
+
+function ended(status, finalEvent) {
+  if (finalEvent) waterfall.end(Date.parse(finalEvent.timestamp));
+  waterfall.schedule();
+  notice(`Ended ${status}: no more events will come.`);
+  refresh(current.generation);
 }
 
 // A new history (its events start again at #1) replaces the old one on
 // screen; trimmed events of the same history are only reported.
 function historyLost(lost) {
   if (lost.reason === "trimmed") {
-    showNotice(`Events #${lost.after + 1}–#${lost.resumeAfter} were trimmed before they could be shown.`);
+    notice(`Events #${lost.after + 1}–#${lost.resumeAfter} were trimmed before they could be shown.`);
     return;
   }
-  $("timeline").replaceChildren();
-  updateCount();
-  const why = lost.reason === "expired" ? "expired" : "was reset by the hub";
-  showNotice(`The execution's earlier history ${why}; showing its new history.`);
+  events.reset();
+  waterfall.reset();
+  notice(lost.reason === "expired" ? "The earlier events expired." : "The hub reset this execution's history; showing the new one.");
 }
 
-function showNotice(text) {
-  $("notice").textContent = text;
-  $("notice").hidden = false;
-}
-
-function showPublishError(text) {
-  $("publish-error").textContent = text;
-  $("publish-error").hidden = !text;
-}
-
-function describe(error) {
-  const detail = (error.detail ?? []).map((d) => `${d.loc.slice(1).join(".") || "body"}: ${d.msg}`);
-  return [error.message, ...detail].join("\n");
-}
-
-async function publishFromForm(event) {
-  event.preventDefault();
-  showPublishError("");
-  let data;
-  try {
-    data = JSON.parse($("event-data").value);
-  } catch (error) {
-    showPublishError(`Data is not valid JSON: ${error.message}`);
-    return;
-  }
-  try {
-    await client.publish(executionId, $("event-type").value, data);
-  } catch (error) {
-    showPublishError(describe(error));
-  }
-}
-
-const WORKER_SCRIPT = [
-  ["execution_started", { agent: "code-reviewer", trigger: "pull_request", repository: "acme/payments" }],
-  ["status_changed", { from: "queued", to: "running" }],
-  ["tool_started", { tool: "git_diff", args: { base: "main" } }],
-  ["tool_output", { tool: "git_diff", output: "3 files changed, 41 insertions(+), 7 deletions(-)" }],
-  ["tool_finished", { tool: "git_diff", duration_ms: 182, exit_code: 0 }],
-  ["log", { level: "info", message: "Reviewing src/refund.rs" }],
-  ["tool_started", { tool: "cargo_test", args: { package: "payments" } }],
-  ["tool_output", { tool: "cargo_test", output: "test result: ok. 128 passed; 0 failed" }],
-  ["tool_finished", { tool: "cargo_test", duration_ms: 5321, exit_code: 0 }],
-  ["message", { role: "assistant", content: "Looks good: refunds are now idempotent. One nit on error naming." }],
-  ["status_changed", { from: "running", to: "completed" }],
-  ["execution_completed", { result: "approved", comments: 1, duration_ms: 6120 }],
-];
-
-async function simulateWorker() {
-  const button = $("simulate");
-  button.disabled = true;
-  showPublishError("");
-  try {
-    for (const [type, data] of WORKER_SCRIPT) {
-      await client.publish(executionId, type, data);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  } catch (error) {
-    showPublishError(describe(error));
-  } finally {
-    button.disabled = false;
-  }
-}
+client.subscribeExecutions((summaries) => {
+  sidebar.snapshot(summaries);
+  if (!current.id) open(sidebar.newest());
+}, {
+  onChange: (summary) => {
+    sidebar.change(summary);
+    if (summary.executionId === current.id) summarize(summary);
+    if (!current.id) open(sidebar.newest());
+  },
+  onError: (error) => sidebar.say(`The hub cannot list executions: ${error.message}`),
+});
 
 $("watch-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const id = $("execution-id").value.trim();
-  if (id) watch(id);
+  open($("execution-id").value.trim(), true);
 });
-$("publish-form").addEventListener("submit", publishFromForm);
-$("simulate").addEventListener("click", simulateWorker);
+window.addEventListener("popstate", () => {
+  const id = new URLSearchParams(location.search).get("execution");
+  if (id) open(id);
+});
+publishForm(client, () => current.id);
+simulator(client, (id) => open(id, true));
 
-watch(executionId);
+setInterval(() => {
+  header.tick();
+  sidebar.tick();
+}, 1000);
+setInterval(() => {
+  if (!header.ended) waterfall.draw();
+}, 250);
+
+const initial = new URLSearchParams(location.search).get("execution");
+if (initial) open(initial);
+else header.open(null);

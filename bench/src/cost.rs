@@ -19,36 +19,44 @@ use crate::proc::{Process, Usage};
 /// The processes a run measures.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    /// The hub (`--hub-pid`); without it there are no cost figures.
-    hub: Option<Process>,
-    /// `redis-server` (`--redis-pid`), when the hub uses Redis.
-    redis: Option<Process>,
+    /// The hub nodes (`--hub-pid`, one or several); without one there are no
+    /// cost figures. Memory figures are the first one's.
+    hubs: Vec<Process>,
+    /// The `redis-server`s (`--redis-pid`: one, or a cluster's nodes), when
+    /// the hub uses Redis.
+    redis: Vec<Process>,
     /// This benchmark.
     bench: Process,
 }
 
 /// One reading of every measured process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// When it was taken.
     at: Instant,
-    /// The hub's usage.
+    /// The hubs' usage: CPU summed, RSS of the first.
     pub hub: Option<Usage>,
-    /// Redis's usage.
-    redis: Option<Usage>,
+    /// Each hub's CPU time, by pid.
+    hubs: Vec<(u32, Duration)>,
+    /// Each Redis server's CPU time, by pid.
+    redis: Vec<(u32, Duration)>,
     /// The bench's usage.
     bench: Usage,
 }
 
 /// CPU time spent between two snapshots.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Spent {
     /// Wall time between them.
     pub wall: Duration,
-    /// The hub's CPU time, when measured.
+    /// The hubs' CPU time, when measured.
     pub hub: Option<Duration>,
-    /// Redis's CPU time, when measured.
+    /// Each hub's CPU time, by pid (several hub nodes).
+    pub hub_each: Vec<(u32, Duration)>,
+    /// Redis's CPU time (all servers), when measured.
     pub redis: Option<Duration>,
+    /// Each Redis server's CPU time, by pid (a cluster: one per node).
+    pub redis_each: Vec<(u32, Duration)>,
     /// The bench's own CPU time.
     pub bench: Duration,
 }
@@ -63,31 +71,32 @@ pub struct Unit {
 }
 
 impl Meter {
-    /// Measures the hub `hub_pid` and Redis `redis_pid` where given.
+    /// Measures the hubs `hub_pids` and the Redis servers `redis_pids`.
     ///
     /// # Errors
     /// A given pid names no running process.
-    pub fn new(hub_pid: Option<u32>, redis_pid: Option<u32>) -> Result<Self> {
-        let open = |pid: Option<u32>, flag: &str| {
-            pid.map(|pid| {
-                Process::new(pid).with_context(|| format!("{flag} {pid}: cannot read /proc"))
-            })
-            .transpose()
+    pub fn new(hub_pids: &[u32], redis_pids: &[u32]) -> Result<Self> {
+        let open = |pids: &[u32], flag: &str| -> Result<Vec<Process>> {
+            pids.iter()
+                .map(|pid| {
+                    Process::new(*pid).with_context(|| format!("{flag} {pid}: cannot read /proc"))
+                })
+                .collect()
         };
-        let hub = open(hub_pid, "--hub-pid")?;
-        if hub.is_none() {
+        let hubs = open(hub_pids, "--hub-pid")?;
+        if hubs.is_empty() {
             eprintln!("warning: no --hub-pid: the hub's CPU and memory are not measured");
         }
         Ok(Self {
-            hub,
-            redis: open(redis_pid, "--redis-pid")?,
+            hubs,
+            redis: open(redis_pids, "--redis-pid")?,
             bench: Process::new(std::process::id())?,
         })
     }
 
-    /// The hub, if measured.
+    /// The (first) hub, if measured.
     pub fn hub(&self) -> Option<&Process> {
-        self.hub.as_ref()
+        self.hubs.first()
     }
 
     /// Reads every measured process now.
@@ -95,18 +104,36 @@ impl Meter {
     /// # Errors
     /// A measured process has exited.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let usage = |p: &Option<Process>| p.as_ref().map(Process::usage).transpose();
+        let mut hub: Option<Usage> = None;
+        let mut hubs = Vec::with_capacity(self.hubs.len());
+        for process in &self.hubs {
+            let usage = process.usage().context("the hub is gone")?;
+            hubs.push((process.pid(), usage.cpu));
+            hub = Some(match hub {
+                None => usage,
+                Some(sum) => Usage {
+                    rss: sum.rss,
+                    cpu: sum.cpu + usage.cpu,
+                },
+            });
+        }
+        let redis = self
+            .redis
+            .iter()
+            .map(|p| Ok((p.pid(), p.usage().context("redis-server is gone")?.cpu)))
+            .collect::<Result<_>>()?;
         Ok(Snapshot {
             at: Instant::now(),
-            hub: usage(&self.hub).context("the hub is gone")?,
-            redis: usage(&self.redis).context("redis-server is gone")?,
+            hub,
+            hubs,
+            redis,
             bench: self.bench.usage()?,
         })
     }
 
-    /// The hub's RSS now, if measured and readable.
+    /// The (first) hub's RSS now, if measured and readable.
     pub fn hub_rss(&self) -> Option<u64> {
-        self.hub.as_ref()?.usage().ok().map(|u| u.rss)
+        self.hubs.first()?.usage().ok().map(|u| u.rss)
     }
 }
 
@@ -114,10 +141,19 @@ impl Snapshot {
     /// What was spent from this snapshot until `end`.
     pub fn until(&self, end: &Snapshot) -> Spent {
         let cpu = |a: Option<Usage>, b: Option<Usage>| Some(b?.cpu.saturating_sub(a?.cpu));
+        let each = |a: &[(u32, Duration)], b: &[(u32, Duration)]| -> Vec<(u32, Duration)> {
+            a.iter()
+                .zip(b)
+                .map(|((pid, before), (_, after))| (*pid, after.saturating_sub(*before)))
+                .collect()
+        };
+        let redis_each = each(&self.redis, &end.redis);
         Spent {
             wall: end.at.saturating_duration_since(self.at),
             hub: cpu(self.hub, end.hub),
-            redis: cpu(self.redis, end.redis),
+            hub_each: each(&self.hubs, &end.hubs),
+            redis: (!redis_each.is_empty()).then(|| redis_each.iter().map(|(_, cpu)| *cpu).sum()),
+            redis_each,
             bench: end.bench.cpu.saturating_sub(self.bench.cpu),
         }
     }
@@ -150,6 +186,19 @@ impl Spent {
         if self.redis.is_some() {
             lines.extend(line("hub+redis", self.combined()));
         }
+        let each = |who: &str, each: &[(u32, Duration)]| {
+            let each: Vec<String> = each
+                .iter()
+                .map(|(pid, cpu)| format!("{pid}: {:.3} s", cpu.as_secs_f64()))
+                .collect();
+            format!("{who} CPU per process: {}", each.join(", "))
+        };
+        if self.hub_each.len() > 1 {
+            lines.push(each("hub", &self.hub_each));
+        }
+        if self.redis_each.len() > 1 {
+            lines.push(each("redis", &self.redis_each));
+        }
         lines
     }
 
@@ -179,9 +228,18 @@ impl Spent {
             "wall_s": round3(self.wall.as_secs_f64()),
             "hub_cpu_s": secs(self.hub),
             "redis_cpu_s": secs(self.redis),
+            "hub_cpu_s_by_pid": by_pid(&self.hub_each),
+            "redis_cpu_s_by_pid": by_pid(&self.redis_each),
             "bench_cpu_s": secs(Some(self.bench)),
         })
     }
+}
+
+/// `{"<pid>": cpu_s, …}`.
+fn by_pid(each: &[(u32, Duration)]) -> Map<String, Value> {
+    each.iter()
+        .map(|(pid, cpu)| (pid.to_string(), json!(round3(cpu.as_secs_f64()))))
+        .collect()
 }
 
 /// Units per CPU-second and CPU-µs per unit (infinite / 0 when no tick was spent).
@@ -233,6 +291,8 @@ mod tests {
             wall: Duration::from_secs(10),
             hub: Some(Duration::from_secs(2)),
             redis: Some(Duration::from_secs(1)),
+            hub_each: vec![(2, Duration::from_secs(2))],
+            redis_each: vec![(1, Duration::from_secs(1))],
             bench: Duration::from_secs(1),
         };
         let unit = Unit {

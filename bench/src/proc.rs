@@ -42,6 +42,11 @@ impl Process {
         Ok(process)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Its memory and CPU time now.
     ///
     /// # Errors

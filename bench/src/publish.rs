@@ -53,12 +53,14 @@ pub struct PublishArgs {
     /// Events per request: above 1, POST `…/events/batch`.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// The hub's process id, whose CPU and memory are measured.
-    #[arg(long)]
-    hub_pid: Option<u32>,
-    /// `redis-server`'s process id, when the hub uses Redis.
-    #[arg(long)]
-    redis_pid: Option<u32>,
+    /// The hub's process id, whose CPU and memory are measured; several
+    /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
+    #[arg(long, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
+    /// `redis-server`'s process id, when the hub uses Redis; a cluster's
+    /// nodes comma-separated: CPU summed and reported per server.
+    #[arg(long, value_delimiter = ',')]
+    redis_pid: Vec<u32>,
     /// Loopback source addresses (`A` or `A-B`), used round-robin.
     #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
     source_ips: SourceIps,
@@ -88,7 +90,7 @@ struct Shared {
 pub async fn run(args: PublishArgs) -> Result<()> {
     raise_fd_limit(args.connections)?;
     let hub = Hub::resolve(&args.url).await?;
-    let meter = Meter::new(args.hub_pid, args.redis_pid)?;
+    let meter = Meter::new(&args.hub_pid, &args.redis_pid)?;
     let shared = Arc::new(shared(&args, &hub));
     let mut conns = Vec::with_capacity(args.connections);
     for c in 0..args.connections.max(1) {
@@ -290,8 +292,8 @@ mod tests {
             executions: 3,
             payload: 100,
             batch,
-            hub_pid: None,
-            redis_pid: None,
+            hub_pid: Vec::new(),
+            redis_pid: Vec::new(),
             source_ips: "127.0.0.1".parse().unwrap(),
         }
     }

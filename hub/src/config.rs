@@ -206,6 +206,24 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster seed nodes, comma-separated (e.g.
+    /// `redis://10.0.0.1:7000,redis://10.0.0.2:7000`): store events in a
+    /// Redis Cluster (Redis ≥ 7) and fan out with sharded pub/sub. Not with
+    /// `--redis-url`.
+    #[arg(
+        long,
+        env = "EXECHUB_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster: Vec<String>,
+
+    /// Replicas that must acknowledge each append (Redis `WAIT`, up to 1 s)
+    /// before the publish is acknowledged, so an acknowledged event survives
+    /// a failover. 0 acknowledges once the master has it.
+    #[arg(long, env = "EXECHUB_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
     /// Seconds an idempotency key is remembered (a retry within it returns the original seq).
     #[arg(long, env = "EXECHUB_IDEMPOTENCY_WINDOW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_window: u64,
@@ -323,7 +341,7 @@ impl Config {
         let command = Cli::command().mut_args(|arg| arg.hide_env_values(true));
         let mut cli =
             Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit());
-        if cli.config.redis_url.is_none() {
+        if cli.config.redis_url.is_none() && cli.config.redis_cluster.is_empty() {
             cli.config.redis_url = std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty());
@@ -355,6 +373,20 @@ impl Config {
         self.static_dir.clone().or_else(|| {
             let built = PathBuf::from("web-demo/dist");
             built.join("index.html").is_file().then_some(built)
+        })
+    }
+
+    /// Where the Redis store connects, when Redis is configured.
+    pub fn redis(&self) -> Option<crate::store::redis::RedisSetup> {
+        use crate::store::redis::{RedisSetup, RedisTarget};
+        let target = match (&self.redis_url, self.redis_cluster.as_slice()) {
+            (Some(url), _) => RedisTarget::Single(url.clone()),
+            (None, []) => return None,
+            (None, nodes) => RedisTarget::Cluster(nodes.to_vec()),
+        };
+        Some(RedisSetup {
+            target,
+            wait_replicas: self.redis_wait_replicas,
         })
     }
 

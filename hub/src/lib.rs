@@ -200,9 +200,9 @@ impl AppState {
         let shutdown = CancellationToken::new();
         metrics::start(&config, &shutdown);
         let feeds = Feeds::new();
-        let store: Arc<dyn EventStore> = match &config.redis_url {
-            Some(url) => {
-                RedisStore::connect(url, config.store(), feeds.clone(), shutdown.clone()).await?
+        let store: Arc<dyn EventStore> = match config.redis() {
+            Some(redis) => {
+                RedisStore::open(&redis, config.store(), feeds.clone(), shutdown.clone()).await?
             }
             None => {
                 let memory = MemoryStore::new(config.store(), feeds.clone());

@@ -1,6 +1,8 @@
 //! One conformance suite for every `EventStore`: each case is written once and
-//! runs against the embedded `MemoryStore` (`memory::<case>`) and against
-//! `RedisStore` on a real `redis-server` started by the test (`redis::<case>`).
+//! runs against the embedded `MemoryStore` (`memory::<case>`), against
+//! `RedisStore` on a real `redis-server` started by the test (`redis::<case>`)
+//! and on a real 6-node Redis Cluster (`cluster::<case>`, sharded pub/sub,
+//! appends acknowledged by a replica).
 //! The cases pin down what the hub relies on: contiguous seqs per history,
 //! range reads, trimming, expiry into a new epoch, idempotent appends and a
 //! live feed in seq order. A few cases only one backend can express follow.
@@ -43,6 +45,18 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let fixture = Fixture::redis($config).await;
+                    super::$case(Arc::clone(&fixture.store), Arc::clone(&fixture.feeds)).await;
+                }
+            )+
+        }
+
+        mod cluster {
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let fixture = Fixture::cluster($config).await;
                     super::$case(Arc::clone(&fixture.store), Arc::clone(&fixture.feeds)).await;
                 }
             )+

@@ -154,7 +154,9 @@ pub enum ServerMsg {
         /// The request id of the `unsubscribe`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-        /// The execution unsubscribed from.
+        /// The execution unsubscribed from (absent in the answer to
+        /// `unsubscribe_executions`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         execution_id: String,
     },
     /// A publish was stored.

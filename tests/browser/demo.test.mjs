@@ -4,88 +4,16 @@
 // Run by scripts/test.sh after scripts/build-web.sh built web-demo/dist.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import net from "node:net";
-import { chromium } from "playwright-core";
-
-const ROOT = new URL("../../", import.meta.url).pathname;
-const HUB_BIN = process.env.EXECHUB_BIN ?? `${ROOT}target/debug/exechub`;
-const ARTIFACTS = `${ROOT}artifacts`;
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-  "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Polls `check` until it returns a truthy value, for at most `ms`. */
-async function waitFor(what, check, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // poll interval
-  }
-}
-
-/** A child process, killed when the tests end. */
-function start(command, args, readyLine) {
-  const child = spawn(command, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const ready = new Promise((resolve, reject) => {
-    const onData = (chunk) => {
-      output += chunk;
-      if (readyLine.test(output)) resolve(child);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("exit", (code) => reject(new Error(`${command} exited (${code}): ${output}`)));
-  });
-  return { child, ready };
-}
-
-async function startRedis(port) {
-  const redis = start("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], /Ready to accept connections/);
-  return redis.ready;
-}
-
-async function startHub(port, redisPort) {
-  const args = ["--listen", `127.0.0.1:${port}`, "--redis-url", `redis://127.0.0.1:${redisPort}`, "--static-dir", "web-demo/dist"];
-  const hub = start(HUB_BIN, args, /listening on http:\/\//);
-  return hub.ready;
-}
-
-function stop(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill("SIGKILL");
-  });
-}
+import {
+  ARTIFACTS, HUB_BIN, connected, freePort, launchBrowser, openPage as open, publish as publishTo, range, start, startHub,
+  startRedis, stop, waitFor,
+} from "./harness.mjs";
 
 let redisPort, hubPort, otherPort, redis, hub, other, browser, base;
 const executionId = `demo-test-${process.pid}`;
 
-async function publish(port, eventType, data) {
-  const response = await fetch(`http://127.0.0.1:${port}/api/v1/executions/${executionId}/events`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ event_type: eventType, data }),
-  });
-  const body = await response.text();
-  assert.equal(response.status, 202, body);
-  return JSON.parse(body).seq;
+function publish(port, eventType, data) {
+  return publishTo(`http://127.0.0.1:${port}`, executionId, eventType, data);
 }
 
 async function lastSeq() {
@@ -97,22 +25,14 @@ async function seqs(page) {
   return page.$$eval("#timeline li", (items) => items.map((li) => Number(li.dataset.seq)));
 }
 
-function range(from, to) {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+function openPage() {
+  return open(browser, `${base}/?execution=${encodeURIComponent(executionId)}`);
 }
 
-async function openPage() {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(error.message));
-  page.on("console", (message) => message.type() === "error" && problems.push(message.text()));
-  page.problems = problems;
-  await page.goto(`${base}/?execution=${encodeURIComponent(executionId)}`);
-  return page;
-}
-
-async function connected(page) {
-  await page.waitForSelector('#state[data-state="connected"]', { timeout: 20_000 });
+/** Opens the (collapsed) publish form. */
+async function publishForm(page) {
+  await page.click("#publish-panel summary");
+  await page.waitForSelector("#event-type", { state: "visible" });
 }
 
 async function timelineIs(page, expected) {
@@ -124,9 +44,8 @@ before(async () => {
   [redisPort, hubPort, otherPort] = await Promise.all([freePort(), freePort(), freePort()]);
   redis = await startRedis(redisPort);
   [hub, other] = await Promise.all([startHub(hubPort, redisPort), startHub(otherPort, redisPort)]);
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: CHROMIUM_ARGS });
+  browser = await launchBrowser();
   base = `http://127.0.0.1:${hubPort}`;
-  mkdirSync(ARTIFACTS, { recursive: true });
 });
 
 after(async () => {
@@ -166,6 +85,10 @@ test("after the hub is killed and restarted the page reconnects and shows what w
   await connected(page);
   await publish(hubPort, "log", { after: "restart" });
   await timelineIs(page, range(1, before + 4));
+  // The list of executions is followed again on the new connection.
+  const fresh = `${executionId}-after-restart`;
+  await publishTo(`http://127.0.0.1:${hubPort}`, fresh, "log", {});
+  await page.waitForSelector(`#executions li[data-execution="${fresh}"]`, { timeout: 20_000 });
   await page.close();
 });
 
@@ -173,6 +96,7 @@ test("an event published from the page's form appears in a second open page", as
   const [first, second] = [await openPage(), await openPage()];
   await Promise.all([connected(first), connected(second)]);
   const next = (await lastSeq()) + 1;
+  await publishForm(first);
   await first.fill("#event-type", "note");
   await first.fill("#event-data", '{"text": "from the form"}');
   await first.click('#publish-form button[type="submit"]');
@@ -186,6 +110,7 @@ test("invalid input in the form shows the validation error and publishes nothing
   const page = await openPage();
   await connected(page);
   const before = await lastSeq();
+  await publishForm(page);
   await page.fill("#event-data", "{not json");
   await page.click('#publish-form button[type="submit"]');
   await page.waitForSelector("#publish-error:not([hidden])");
@@ -214,19 +139,29 @@ test("with auth on, the demo connects with its development token and shows event
     assert.equal((await fetch(url, { method: "POST", headers, body })).status, 202);
     await page.waitForSelector('#timeline li[data-seq="1"]', { timeout: 20_000 });
     assert.equal(await page.textContent('#timeline li[data-seq="1"] .type'), "secured");
+    // The summary (HTTP, with the page's token) and the live list (WebSocket) work with auth on.
+    await page.waitForSelector('#execution-status[data-status="running"]', { timeout: 20_000 });
+    await page.waitForSelector(`#executions li[data-execution="${executionId}-auth"]`, { timeout: 20_000 });
     await page.close();
   } finally {
     await stop(secured);
   }
 });
 
-test("simulating a worker fills the timeline (screenshots kept as artifacts)", async () => {
+test("simulating a worker runs a new execution to its end: events, spans and result (screenshots kept as artifacts)", async () => {
   const page = await openPage();
   await connected(page);
-  const before = await lastSeq();
   await page.click("#simulate");
-  await timelineIs(page, range(1, before + 12));
-  assert.equal(await page.textContent(`#timeline li[data-seq="${before + 12}"] .type`), "execution_completed");
+  await waitFor("a new execution", async () => new URL(page.url()).searchParams.get("execution")?.startsWith("sim-"));
+  const simulated = new URL(page.url()).searchParams.get("execution");
+  assert.equal(await page.textContent("#execution-title"), simulated);
+  await page.waitForSelector('#execution-status[data-status="completed"]', { timeout: 20_000 });
+  assert.deepEqual(await seqs(page), range(1, 14));
+  assert.equal(await page.textContent('#timeline li[data-seq="14"] .type'), "execution_completed");
+  assert.match(await page.textContent("#final-text"), /approved/);
+  const spans = await page.$$eval(".span-row", (rows) => rows.map((r) => `${r.querySelector(".span-label").textContent}:${r.dataset.state}`));
+  assert.deepEqual(spans, ["execution:done", "git_diff:done", "ripgrep:done", "plan:done", "cargo_test:done"]);
+  await page.waitForSelector(`#executions li[data-execution="${simulated}"] .badge[data-status="completed"]`);
   await page.screenshot({ path: `${ARTIFACTS}/demo-timeline.png` });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: `${ARTIFACTS}/demo-phone.png` });

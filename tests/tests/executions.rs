@@ -3,7 +3,8 @@
 //! (409, WebSocket `execution_ended`), subscribers are told (`ended`, SSE
 //! `end` and 204 on reconnect), the summary and result long-poll answer on
 //! any node, and the list of executions (HTTP and `subscribe_executions`)
-//! follows changes made on other nodes, within the caller's grants.
+//! follows changes made on other nodes, within the caller's grants. The
+//! multi-node cases run on one Redis and on a Redis Cluster.
 
 mod helpers;
 
@@ -11,18 +12,65 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use exechub_protocol::{ErrorCode, ExecutionSummary, ServerMsg};
+use helpers::cluster::TestCluster;
 use helpers::{TestHub, TestRedis, execution_id, hub_binary, within};
 use serde_json::{Value, json};
 
 const SECRET: &str = "executions-test-secret";
 
-/// Two hub nodes sharing one Redis.
-async fn pair(redis: &TestRedis, extra: &[&str]) -> Result<(TestHub, TestHub)> {
-    let url = redis.url();
-    let mut args = vec!["--redis-url", url.as_str()];
-    args.extend_from_slice(extra);
+/// What two hub nodes share: one Redis, or a Redis Cluster.
+enum Shared {
+    Redis(TestRedis),
+    Cluster(TestCluster),
+}
+
+impl Shared {
+    async fn redis() -> Result<Self> {
+        Ok(Self::Redis(TestRedis::spawn().await?))
+    }
+
+    async fn cluster() -> Result<Self> {
+        Ok(Self::Cluster(TestCluster::spawn().await?))
+    }
+}
+
+/// Two hub nodes sharing `shared`.
+async fn pair(shared: &Shared) -> Result<(TestHub, TestHub)> {
+    let args = match shared {
+        Shared::Redis(redis) => vec!["--redis-url".to_owned(), redis.url()],
+        Shared::Cluster(cluster) => vec!["--redis-cluster".to_owned(), cluster.seeds()],
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Ok((TestHub::spawn(&args).await?, TestHub::spawn(&args).await?))
 }
+
+/// Each case on one Redis (`<case>_on_redis`) and on a cluster (`<case>_on_cluster`).
+macro_rules! on_both {
+    ($($case:ident),+) => {
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() -> anyhow::Result<()> {
+                    super::$case(super::Shared::redis().await?).await
+                }
+            )+
+        }
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() -> anyhow::Result<()> {
+                    super::$case(super::Shared::cluster().await?).await
+                }
+            )+
+        }
+    };
+}
+
+on_both!(
+    the_terminal_event_ends_the_execution_on_every_node,
+    a_result_request_waits_for_the_end_on_another_node,
+    the_list_of_executions_follows_changes_on_other_nodes
+);
 
 /// `POST …/events` answering anything; returns (status, body).
 async fn post(
@@ -56,10 +104,8 @@ fn summary(value: Value) -> Result<ExecutionSummary> {
     Ok(serde_json::from_value(value)?)
 }
 
-#[tokio::test]
-async fn the_terminal_event_ends_the_execution_on_every_node() -> Result<()> {
-    let redis = TestRedis::spawn().await?;
-    let (a, b) = pair(&redis, &[]).await?;
+async fn the_terminal_event_ends_the_execution_on_every_node(shared: Shared) -> Result<()> {
+    let (a, b) = pair(&shared).await?;
     let id = execution_id("ends");
     let mut ws = b.ws().await?;
     ws.subscribe(&id, Some(0)).await?;
@@ -148,10 +194,8 @@ async fn the_terminal_event_ends_the_execution_on_every_node() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_result_request_waits_for_the_end_on_another_node() -> Result<()> {
-    let redis = TestRedis::spawn().await?;
-    let (a, b) = pair(&redis, &[]).await?;
+async fn a_result_request_waits_for_the_end_on_another_node(shared: Shared) -> Result<()> {
+    let (a, b) = pair(&shared).await?;
     let id = execution_id("result");
     a.publish(&id, "step", json!({})).await?;
     // The wait runs out first: 200 with the running summary.
@@ -186,10 +230,8 @@ async fn a_result_request_waits_for_the_end_on_another_node() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn the_list_of_executions_follows_changes_on_other_nodes() -> Result<()> {
-    let redis = TestRedis::spawn().await?;
-    let (a, b) = pair(&redis, &[]).await?;
+async fn the_list_of_executions_follows_changes_on_other_nodes(shared: Shared) -> Result<()> {
+    let (a, b) = pair(&shared).await?;
     let done = execution_id("list-done");
     let running = execution_id("list-running");
     a.publish(&done, "step", json!({})).await?;

@@ -12,83 +12,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use exechub_protocol::backoff::Backoff;
 use exechub_protocol::{ServerMsg, close};
-use futures_util::StreamExt;
 use helpers::faults::{
-    CpuSampler, Delivered, Jitter, Progress, Published, Tally, Webhook, deliveries, figure,
-    kill_child_on_port, ms, one_at_a_time, quantile, spawn_paced_publisher, subscribe_from,
+    CpuSampler, Delivered, Jitter, Tally, Webhook, acknowledged, all_publishers, caught_up_after,
+    deliveries, figure, kill_child_on_port, ms, one_at_a_time, quantile, spawn_paced_publisher,
+    subscribe_from, subscribers, tally,
 };
 use helpers::ws::{Received, WsClient};
 use helpers::{SseClient, TestHub, TestNats, TestRedis, assert_contiguous, execution_id, within};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 async fn node(redis: &TestRedis) -> Result<TestHub> {
     TestHub::spawn(&["--redis-url", &redis.url()]).await
-}
-
-/// Opens `count` WebSocket subscribers from seq 0, subscriber `i` on
-/// `nodes[i % 2]` and execution `ids[(i / 2) % ids.len()]`, so every
-/// execution has subscribers on both nodes. Returns `(i, connection)`.
-async fn subscribers(
-    nodes: [&TestHub; 2],
-    ids: &[String],
-    count: usize,
-) -> Result<Vec<(usize, WsClient)>> {
-    let urls = nodes.map(|node| format!("ws://{}/ws", node.addr));
-    futures_util::stream::iter(0..count)
-        .map(|i| {
-            let (url, id) = (&urls[i % 2], &ids[(i / 2) % ids.len()]);
-            async move {
-                let mut ws = WsClient::connect(url).await?;
-                subscribe_from(&mut ws, id, 0, None).await?;
-                anyhow::Ok((i, ws))
-            }
-        })
-        .buffer_unordered(16) // a few handshakes at a time, as clients trickle in
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// Waits until every publisher's progress satisfies `done`.
-async fn all_publishers(
-    progress: &mut [watch::Receiver<Progress>],
-    what: &str,
-    done: impl Fn(&Progress) -> bool + Copy,
-) -> Result<()> {
-    for p in progress {
-        within(what, p.wait_for(done)).await??;
-    }
-    Ok(())
-}
-
-/// Awaits the publishers and checks each acknowledged `1..=total`, once each.
-async fn acknowledged(
-    publishers: Vec<JoinHandle<Result<Vec<Published>>>>,
-    total: u64,
-) -> Result<Vec<Vec<Published>>> {
-    let mut all = Vec::new();
-    for publisher in publishers {
-        let published = publisher.await??;
-        let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
-        assert_contiguous(&seqs, 1, total);
-        all.push(published);
-    }
-    Ok(all)
-}
-
-/// Sums the subscribers' loss, duplicates and disorder, and prints them.
-fn tally(scenario: &str, delivered: &[(usize, Delivered)], total: u64) -> Tally {
-    let sum = delivered
-        .iter()
-        .map(|(_, d)| Tally::of(&d.seqs, total))
-        .fold(Tally::default(), Tally::add);
-    figure(&format!("{scenario}_lost"), sum.lost);
-    figure(&format!("{scenario}_duplicated"), sum.duplicated);
-    figure(&format!("{scenario}_out_of_order"), sum.out_of_order);
-    sum
 }
 
 // ---------------------------------------------------------------- 1. Redis
@@ -156,28 +91,6 @@ async fn redis_killed_mid_stream_loses_and_duplicates_nothing_acknowledged() -> 
         "recovery took {caught_up:?}"
     );
     Ok(())
-}
-
-/// How long after `restarted` every subscriber had every event that was due
-/// by then (acknowledged before the kill, or queued by its publisher during
-/// the outage and acknowledged after the restart).
-fn caught_up_after(
-    published: &[Vec<Published>],
-    delivered: &[(usize, Delivered)],
-    restarted: Instant,
-) -> Result<Duration> {
-    let mut latest = restarted;
-    for (i, d) in delivered {
-        let execution = &published[(i / 2) % published.len()];
-        let last_due = execution
-            .iter()
-            .filter(|p| p.due <= restarted)
-            .map(|p| p.seq)
-            .max()
-            .context("events due before the restart")?;
-        latest = latest.max(d.arrival(last_due).context("the backlog arrived")?);
-    }
-    Ok(latest - restarted)
 }
 
 // ---------------------------------------------------------------- 2. a node

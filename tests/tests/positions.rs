@@ -2,7 +2,8 @@
 //! SSE id of another epoch, and items in Redis that are not the hub's — each
 //! ends with the subscriber getting everything that exists after its
 //! position, in order, or a typed `history_lost` and then what exists. In
-//! memory and Redis modes, over WebSocket and SSE.
+//! memory and Redis modes (and the restarted history on a Redis Cluster),
+//! over WebSocket and SSE.
 
 mod helpers;
 
@@ -108,6 +109,14 @@ async fn a_restarted_history_is_reported_not_skipped_in_memory() -> Result<()> {
 async fn a_restarted_history_is_reported_not_skipped_in_redis() -> Result<()> {
     let redis = TestRedis::spawn().await?;
     let hub = TestHub::spawn(&["--event-ttl", "1", "--redis-url", &redis.url()]).await?;
+    ws_restart(&hub).await?;
+    sse_restart(&hub).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_history_is_reported_not_skipped_on_a_redis_cluster() -> Result<()> {
+    let cluster = helpers::cluster::TestCluster::spawn().await?;
+    let hub = TestHub::spawn(&["--event-ttl", "1", "--redis-cluster", &cluster.seeds()]).await?;
     ws_restart(&hub).await?;
     sse_restart(&hub).await
 }

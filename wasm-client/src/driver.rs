@@ -114,7 +114,7 @@ impl Driver {
         if let Some(get_token) = self.tokens.getter() {
             match self.until_gone(auth::fetch(get_token)).await {
                 None => return Ended::ClientGone,
-                Some(token) => token.into_iter().for_each(|t| self.tokens.set(t)),
+                Some(token) => token.into_iter().for_each(|t| self.remember(t)),
             }
         }
         let url = self.tokens.url(&self.dialer.url);
@@ -192,7 +192,7 @@ impl Driver {
                 Wake::Incoming(Some(incoming)) => closed_with(incoming, &mut code),
                 Wake::Token(token) => {
                     if let Some(token) = token {
-                        self.tokens.set(token.clone());
+                        self.remember(token.clone());
                         self.decide(|machine| machine.token_refreshed(token));
                     }
                     refresh = self.refresh();
@@ -209,6 +209,14 @@ impl Driver {
             Sleep::new(delay).await;
             auth::fetch(get_token).await
         }))
+    }
+
+    /// Keeps a fresh token for the next connection and for HTTP calls.
+    fn remember(&mut self, token: String) {
+        if let Some(shared) = self.shared() {
+            shared.borrow_mut().token = Some(token.clone());
+        }
+        self.tokens.set(token);
     }
 
     fn received(&self, text: &str) {

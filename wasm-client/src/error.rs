@@ -41,6 +41,9 @@ pub enum ClientError {
     Http {
         /// The status code.
         status: u16,
+        /// The hub's error code when the body names one (e.g. a 409's
+        /// `execution_ended`); otherwise the status decides the code.
+        code: Option<ErrorCode>,
         /// The hub's `detail` text, or the status text.
         message: String,
         /// Field problems, for a 422: the body's `detail` list.
@@ -77,6 +80,9 @@ impl ClientError {
             Self::ConnectionLost => "connection_lost",
             Self::Closed => "closed",
             Self::Hub { code, .. } => code.as_str(),
+            Self::Http {
+                code: Some(code), ..
+            } => code.as_str(),
             Self::Http { status, .. } => http_code(*status),
             Self::Network(_) => "network_error",
             Self::InvalidArgument(_) => "invalid_argument",
@@ -135,6 +141,7 @@ mod tests {
     fn http_statuses_read_as_the_hubs_codes() {
         let http = |status| ClientError::Http {
             status,
+            code: None,
             message: String::new(),
             detail: None,
         };
@@ -153,5 +160,12 @@ mod tests {
             ]
         );
         assert_eq!(ClientError::invalid(Vec::new()).code(), "invalid_request");
+        let ended = ClientError::Http {
+            status: 409,
+            code: Some(ErrorCode::ExecutionEnded),
+            message: String::new(),
+            detail: None,
+        };
+        assert_eq!(ended.code(), "execution_ended");
     }
 }

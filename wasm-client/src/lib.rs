@@ -6,7 +6,10 @@
 //! resubscribes every subscription after the last position (epoch and seq)
 //! it delivered, so the application sees each event once and in order, and
 //! hears of a restarted history (`onHistoryLost`) before its new seq 1.
-//! [`history`], [`publish_http`] and [`publish_batch_http`] use plain HTTP.
+//! A subscription ends when its execution does (`onEnd`). The same socket
+//! follows the list of executions (`subscribeExecutions`); the client's
+//! `getExecution`, `result` and `listExecutions`, and [`history`],
+//! [`publish_http`] and [`publish_batch_http`] use plain HTTP.
 //!
 //! The layout:
 //! - [`connection`]: the connection's logic as a plain-Rust state machine
@@ -29,6 +32,7 @@ mod auth;
 pub mod connection;
 mod driver;
 pub mod error;
+mod executions;
 mod global;
 mod http;
 mod input;
@@ -52,6 +56,7 @@ use wasm_bindgen::prelude::*;
 use crate::auth::Tokens;
 use crate::connection::{Connection, Publish};
 pub use crate::error::ClientError;
+pub use crate::executions::ExecutionsSubscription;
 use crate::input::EventFields;
 use crate::shared::{Handlers, Settle, Shared, SharedRef, act, perform};
 use crate::socket::Dialer;
@@ -67,6 +72,10 @@ use crate::wire::to_js;
 #[wasm_bindgen]
 pub struct ExechubClient {
     shared: SharedRef,
+    /// The hub's HTTP base URL.
+    http_url: String,
+    /// `getToken`, for HTTP calls made before the socket fetched a token.
+    get_token: Option<Function>,
 }
 
 #[wasm_bindgen]
@@ -82,10 +91,17 @@ impl ExechubClient {
             max: Duration::from_millis(options.max_reconnect_delay_ms.unwrap_or(10_000)),
         };
         let machine = Connection::new(backoff);
-        let (shared, outbox) = Shared::new(machine, options.on_state_change);
+        let token = options.token.clone();
+        let (shared, outbox) = Shared::new(machine, options.on_state_change, token);
+        let get_token = options.get_token.clone();
         let tokens = Tokens::new(options.token, options.get_token);
         driver::spawn(Rc::downgrade(&shared), outbox, dialer, tokens);
-        Ok(Self { shared })
+        let http_url = options.http_url.unwrap_or_else(|| http::base_of(url));
+        Ok(Self {
+            shared,
+            http_url,
+            get_token,
+        })
     }
 
     /// Calls `onEvent` with each event of `executionId`, once each, in seq order.
@@ -100,11 +116,12 @@ impl ExechubClient {
         let on_event: Function = JsValue::from(on_event)
             .dyn_into()
             .map_err(|_| ClientError::InvalidArgument("onEvent must be a function".into()))?;
-        let handlers = Rc::new(Handlers {
+        let handlers = Rc::new(Handlers::new(
             on_event,
-            on_lost: options.on_history_lost,
-            on_error: options.on_error,
-        });
+            options.on_history_lost,
+            options.on_error,
+            options.on_end,
+        ));
         let subscribed = self.shared.borrow_mut().machine.subscribe(
             execution_id.clone(),
             options.after,
@@ -171,6 +188,20 @@ impl ExechubClient {
     pub fn close(&self) {
         let actions = self.shared.borrow_mut().close();
         perform(&self.shared, actions);
+    }
+
+    /// The token for an HTTP call: the socket's latest, else a fresh one
+    /// from `getToken`, else none.
+    fn http_token(&self) -> impl Future<Output = Option<String>> + 'static {
+        let current = self.shared.borrow().token.clone();
+        let get_token = self.get_token.clone();
+        async move {
+            match (current, get_token) {
+                (Some(token), _) => Some(token),
+                (None, Some(get_token)) => auth::fetch(get_token).await,
+                (None, None) => None,
+            }
+        }
     }
 
     /// A Promise settled by the hub's answer to `publish`, or at once when it

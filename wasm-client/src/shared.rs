@@ -8,7 +8,7 @@
 //! JavaScript frees the client, the state and every callback go with it and
 //! the driver, seeing its outbox end, closes the socket and stops.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use exechub_protocol::ClientMsg;
@@ -16,8 +16,9 @@ use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use js_sys::Function;
 use wasm_bindgen::JsValue;
 
-use crate::connection::{Action, Actions, Connection, Stored};
+use crate::connection::{Action, Actions, Connection, Ended, Stored};
 use crate::error::ClientError;
+use crate::types::executions::SummaryView;
 use crate::types::{BatchView, EventView};
 use crate::wire::to_js;
 
@@ -29,6 +30,59 @@ pub struct Handlers {
     pub on_lost: Option<Function>,
     /// `onError`.
     pub on_error: Option<Function>,
+    /// `onEnd`.
+    pub on_end: Option<Function>,
+    /// The last event delivered, with its seq, kept while there is an
+    /// `onEnd` to hand it to: the terminal event precedes `ended`.
+    pub last: RefCell<Option<(u64, JsValue)>>,
+}
+
+impl Handlers {
+    /// Handlers with nothing delivered yet.
+    pub fn new(
+        on_event: Function,
+        on_lost: Option<Function>,
+        on_error: Option<Function>,
+        on_end: Option<Function>,
+    ) -> Self {
+        Self {
+            on_event,
+            on_lost,
+            on_error,
+            on_end,
+            last: RefCell::new(None),
+        }
+    }
+
+    fn deliver(&self, seq: u64, event: JsValue) {
+        call(&self.on_event, &event);
+        if self.on_end.is_some() {
+            self.last.replace(Some((seq, event)));
+        }
+    }
+
+    /// `onEnd(status, finalEvent)`: the final event when it was the last one
+    /// delivered, else `null`.
+    fn end(&self, ended: &Ended) {
+        let Some(on_end) = &self.on_end else { return };
+        let last = self.last.take();
+        let last = last.filter(|(seq, _)| *seq == ended.seq);
+        let last = last.map_or(JsValue::NULL, |(_, event)| event);
+        let _ = on_end.call2(&JsValue::NULL, &ended.status.as_str().into(), &last);
+    }
+}
+
+/// A list subscription's callbacks.
+pub struct ListHandlers {
+    /// `onSnapshot`.
+    pub on_snapshot: Function,
+    /// `onChange`.
+    pub on_change: Option<Function>,
+    /// `onError`.
+    pub on_error: Option<Function>,
+    /// Whether `unsubscribe()` was called: nothing is delivered afterwards,
+    /// even of actions decided before.
+    pub stopped: Cell<bool>,
 }
 
 /// How to settle a publish's Promise.
@@ -42,10 +96,10 @@ pub struct Settle {
 }
 
 /// The machine as the browser runs it.
-pub type Machine = Connection<Rc<Handlers>, Settle>;
+pub type Machine = Connection<Rc<Handlers>, Settle, Rc<ListHandlers>>;
 
 /// What it decides.
-pub type MachineActions = Actions<Rc<Handlers>, Settle>;
+pub type MachineActions = Actions<Rc<Handlers>, Settle, Rc<ListHandlers>>;
 
 /// The shared state.
 pub struct Shared {
@@ -53,6 +107,9 @@ pub struct Shared {
     pub machine: Machine,
     /// `onStateChange`.
     on_state: Option<Function>,
+    /// The latest bearer token (fixed, or the last `getToken` gave), for
+    /// HTTP calls made through the client.
+    pub token: Option<String>,
     /// Frames for the socket driver; `None` once the client is closed, which
     /// tells the driver to close the socket and stop.
     outbox: Option<UnboundedSender<ClientMsg>>,
@@ -69,6 +126,7 @@ impl Shared {
     pub fn new(
         machine: Machine,
         on_state: Option<Function>,
+        token: Option<String>,
     ) -> (SharedRef, UnboundedReceiver<ClientMsg>) {
         // Unbounded, but only ever holding what the application just asked
         // for: the driver empties it into the socket on its next turn.
@@ -76,6 +134,7 @@ impl Shared {
         let shared = Self {
             machine,
             on_state,
+            token,
             outbox: Some(outbox),
         };
         (Rc::new(RefCell::new(shared)), frames)
@@ -107,10 +166,22 @@ pub fn perform(shared: &SharedRef, actions: MachineActions) {
                 }
             }
             Action::Deliver(handlers, event) => {
-                call(&handlers.on_event, &to_js(&EventView::from(&event)));
+                handlers.deliver(event.seq, to_js(&EventView::from(&event)));
             }
             Action::Lost(handlers, lost) => call_some(&handlers.on_lost, &to_js(&lost)),
             Action::Failed(handlers, error) => call_some(&handlers.on_error, &error.to_js()),
+            Action::Ended(handlers, ended) => handlers.end(&ended),
+            Action::Listed(list, summaries) if !list.stopped.get() => {
+                let views: Vec<SummaryView> = summaries.iter().map(SummaryView::from).collect();
+                call(&list.on_snapshot, &to_js(&views));
+            }
+            Action::Changed(list, summary) if !list.stopped.get() => {
+                call_some(&list.on_change, &to_js(&SummaryView::from(&summary)));
+            }
+            Action::ListFailed(list, error) if !list.stopped.get() => {
+                call_some(&list.on_error, &error.to_js());
+            }
+            Action::Listed(..) | Action::Changed(..) | Action::ListFailed(..) => {}
             Action::Settle(settle, outcome) => settled(settle, outcome),
             Action::State(state) => {
                 let on_state = shared.borrow().on_state.clone();

@@ -9,6 +9,11 @@ import init, {
   type ConnectionState,
   type ExechubError,
   type ExecutionEvent,
+  type ExecutionList,
+  type ExecutionStatus,
+  type ExecutionSummary,
+  type ExecutionsSubscription,
+  type StatusFilter,
   type HistoryLost,
   type HistoryPage,
   type LostReason,
@@ -90,12 +95,57 @@ export async function demo(): Promise<void> {
   client.close();
 }
 
+// Executions as wholes: how one ends, the final result, the list of recent ones.
+export async function lifecycle(client: ExechubClient): Promise<void> {
+  client.subscribe("exec-2", (event: ExecutionEvent) => void event.seq, {
+    after: 0,
+    onEnd: (status: ExecutionStatus, finalEvent: ExecutionEvent | null) => {
+      if (status === "failed") console.warn(finalEvent?.data);
+    },
+  });
+  const summary: ExecutionSummary | null = await client.getExecution("exec-2");
+  if (summary) {
+    const ended: boolean = summary.ended;
+    const final: ExecutionEvent | null = summary.final;
+    const times: (string | null)[] = [summary.startedAt, summary.updatedAt, summary.endedAt];
+    const seqs: number[] = [summary.firstSeq, summary.lastSeq, summary.events];
+    const epoch: string | null = summary.epoch;
+    void [ended, final, times, seqs, epoch];
+  }
+  const result: ExecutionSummary | null = await client.result("exec-2", { wait: 30 });
+  const status: ExecutionStatus | undefined = result?.status;
+  const filter: StatusFilter = "running";
+  const page: ExecutionList = await client.listExecutions({ status: filter, limit: 20 });
+  const next: ExecutionList | null = page.nextCursor
+    ? await client.listExecutions({ cursor: page.nextCursor })
+    : null;
+  const list: ExecutionsSubscription = client.subscribeExecutions(
+    (executions: ExecutionSummary[]) => void executions.length,
+    {
+      status: "all",
+      onChange: (execution: ExecutionSummary) => void execution.status,
+      onError: (error: ExechubError) => void error.code,
+    },
+  );
+  list.unsubscribe();
+  try {
+    await publishHttp("http://127.0.0.1:8080", "exec-2", "log", {});
+  } catch (caught) {
+    if ((caught as ExechubError).code === "execution_ended") void status;
+  }
+  const lost: HistoryPage = await history("http://127.0.0.1:8080", "exec-2");
+  void [next, lost.historyLost?.lastSeq, lost.historyLost?.reason];
+}
+
 // Node 20 has no global WebSocket: a constructor such as the `ws` package's is passed in.
 export function inNode(WebSocket: WebSocketConstructor): void {
   // Freed at the end of the block (Symbol.dispose): socket, timers and callbacks released.
   using client = new ExechubClient("ws://127.0.0.1:8080/ws", { websocket: WebSocket });
   void client.state;
 }
+
+// @ts-expect-error: a list's filter is all, running or ended
+void new ExechubClient("ws://x/ws").listExecutions({ status: "done" });
 
 // @ts-expect-error: a lost position's reason is one of three strings
 const unknownReason: LostReason = "gone";

@@ -51,6 +51,15 @@ pub struct FanoutArgs {
     /// The hub's base URL (`ws://host:port/ws` is accepted too).
     #[arg(long, default_value = "http://127.0.0.1:8099")]
     url: String,
+    /// Another hub node for the publishers (subscribers stay on `--url`),
+    /// so every delivery crosses Redis from one node to the other.
+    #[arg(long)]
+    publish_url: Option<String>,
+    /// More hub nodes for subscribers (comma-separated): each execution's
+    /// subscribers take turns over `--url` and these, so every event goes
+    /// from Redis to each of them.
+    #[arg(long, value_delimiter = ',')]
+    subscribe_url: Vec<String>,
     /// A preset scenario; flags given explicitly override its numbers.
     #[arg(long, value_enum, default_value_t = Shape::Issue)]
     shape: Shape,
@@ -83,12 +92,14 @@ pub struct FanoutArgs {
     /// Unacknowledged publishes per WebSocket publisher.
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// The hub's process id, whose CPU and memory are measured.
-    #[arg(long)]
-    hub_pid: Option<u32>,
-    /// `redis-server`'s process id, when the hub uses Redis.
-    #[arg(long)]
-    redis_pid: Option<u32>,
+    /// The hub's process id, whose CPU and memory are measured; several
+    /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
+    #[arg(long, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
+    /// `redis-server`'s process id, when the hub uses Redis; a cluster's
+    /// nodes comma-separated: CPU summed and reported per server.
+    #[arg(long, value_delimiter = ',')]
+    redis_pid: Vec<u32>,
     /// Loopback source addresses (`A` or `A-B`), used round-robin.
     #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
     source_ips: SourceIps,
@@ -142,7 +153,15 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let sockets = plan.preset.subscribers + plan.publishers;
     raise_fd_limit(sockets)?;
     let hub = Hub::resolve(&args.url).await?;
-    let meter = Meter::new(args.hub_pid, args.redis_pid)?;
+    let mut subscriber_hubs = vec![hub.clone()];
+    for url in &args.subscribe_url {
+        subscriber_hubs.push(Hub::resolve(url).await?);
+    }
+    let publish_hub = match &args.publish_url {
+        Some(url) => Hub::resolve(url).await?,
+        None => hub.clone(),
+    };
+    let meter = Meter::new(&args.hub_pid, &args.redis_pid)?;
     if let Some(process) = meter.hub() {
         warn_if_hub_fd_limit_low(process, sockets);
     }
@@ -159,13 +178,20 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let connecting = Instant::now();
     let subscribers = tokio::time::timeout(
         Duration::from_secs(args.timeout),
-        connect_subscribers(&args, &plan, &hub, &executions, &latencies, &stopped),
+        connect_subscribers(
+            &args,
+            &plan,
+            &subscriber_hubs,
+            &executions,
+            &latencies,
+            &stopped,
+        ),
     )
     .await
     .context("connecting subscribers timed out")??;
     let connect_time = connecting.elapsed();
     memory.subscribed = meter.hub_rss();
-    let publishers = connect_publishers(&args, &plan, &hub).await?;
+    let publishers = connect_publishers(&args, &plan, &publish_hub).await?;
     eprintln!(
         "{} subscribers and {} publishers connected in {:.2} s; publishing",
         subscribers.len(),
@@ -178,7 +204,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let acks = Latencies::new();
     let start = meter.snapshot()?;
     let started = Instant::now();
-    let published = publish(&args, &plan, &hub, &executions, publishers, &acks).await;
+    let published = publish(&args, &plan, &publish_hub, &executions, publishers, &acks).await;
     let publish_time = started.elapsed();
     let published = match published {
         Ok(published) => published,
@@ -229,7 +255,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
 async fn connect_subscribers(
     args: &FanoutArgs,
     plan: &Plan,
-    hub: &Hub,
+    hubs: &[Hub],
     executions: &[String],
     latencies: &Latencies,
     stopped: &watch::Receiver<bool>,
@@ -237,6 +263,8 @@ async fn connect_subscribers(
     let mut attempts = stream::iter(0..plan.preset.subscribers)
         .map(|i| {
             let execution = &executions[i % executions.len()];
+            // An execution's subscribers take turns over the hubs.
+            let hub = &hubs[(i / executions.len()) % hubs.len()];
             subscriber::open(hub, args.source_ips.pick(i), execution)
         })
         .buffer_unordered(args.concurrency.max(1));

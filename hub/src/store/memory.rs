@@ -598,6 +598,7 @@ impl EventStore for MemoryStore {
             backend: "memory",
             ok: true,
             detail: None,
+            shards: None,
         }
     }
 }

@@ -169,6 +169,36 @@ pub struct StoreHealth {
     /// Why it is not ok, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// On a Redis Cluster: each shard's state. A shard that is down fails
+    /// only its executions, so the node keeps serving the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ShardHealth>>,
+}
+
+impl StoreHealth {
+    /// Whether some executions can be served: the store is ok, or at least
+    /// one shard of a cluster is.
+    pub fn serves_some(&self) -> bool {
+        self.ok
+            || self
+                .shards
+                .as_ref()
+                .is_some_and(|shards| shards.iter().any(|shard| shard.ok))
+    }
+}
+
+/// One Redis Cluster shard's state, for `/health`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardHealth {
+    /// The shard's master, `host:port`.
+    pub master: String,
+    /// The hash slots it holds, e.g. `0-5460`.
+    pub slots: String,
+    /// `true` when its master answers.
+    pub ok: bool,
+    /// Why it is not ok, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Where events live. Implementations must assign seq 1, 2, 3… per execution

@@ -280,7 +280,9 @@ pub async fn history(
 pub async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.health().await;
     let (websockets, sse) = app.stats.open();
-    let status = if store.ok {
+    // A cluster with a shard down still serves the other shards' executions:
+    // the node stays in the load balancer, and `store.shards` says which.
+    let status = if store.serves_some() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

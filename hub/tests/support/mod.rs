@@ -11,10 +11,12 @@ use std::time::Duration;
 use exechub::event::{Epoch, NewEvent};
 use exechub::feeds::{Feeds, Live, Membership, Subscriber};
 use exechub::store::memory::MemoryStore;
-use exechub::store::redis::RedisStore;
+use exechub::store::redis::{RedisSetup, RedisStore, RedisTarget};
 use exechub::store::{EventStore, Page, Receipt, StoreConfig, Watch};
 use exechub_protocol::PublishRequest;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub mod cluster;
 
 /// The longest any wait in the suite may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -49,6 +51,8 @@ pub struct Fixture {
     _shutdown: Option<DropGuard>,
     /// The server behind a Redis store; dropped last.
     pub redis: Option<TestRedis>,
+    /// The cluster behind a Redis Cluster store; dropped last.
+    _cluster: Option<cluster::TestCluster>,
 }
 
 impl Fixture {
@@ -60,6 +64,7 @@ impl Fixture {
             feeds,
             _shutdown: None,
             redis: None,
+            _cluster: None,
         }
     }
 
@@ -76,6 +81,32 @@ impl Fixture {
             feeds,
             _shutdown: Some(shutdown.drop_guard()),
             redis: Some(redis),
+            _cluster: None,
+        }
+    }
+
+    /// The Redis store on a Redis Cluster of its own (3 masters, 3
+    /// replicas): like a server per case, so cluster-wide keys (the list of
+    /// executions) hold only the case's executions.
+    pub async fn cluster(config: StoreConfig) -> Self {
+        let cluster = cluster::TestCluster::spawn()
+            .await
+            .expect("a Redis Cluster starts (redis-server and redis-cli ≥ 7)");
+        let feeds = Feeds::new();
+        let shutdown = CancellationToken::new();
+        let setup = RedisSetup {
+            target: RedisTarget::Cluster(cluster.urls()),
+            wait_replicas: 1,
+        };
+        let store = RedisStore::open(&setup, config, feeds.clone(), shutdown.clone())
+            .await
+            .expect("RedisStore connects to the test cluster");
+        Self {
+            store,
+            feeds,
+            _shutdown: Some(shutdown.drop_guard()),
+            redis: None,
+            _cluster: Some(cluster),
         }
     }
 }

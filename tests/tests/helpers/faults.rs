@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use exechub_protocol::ServerMsg;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 pub use super::redis::{Progress, publish_until_accepted};
@@ -20,8 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::redis::free_port;
-use super::within;
 use super::ws::WsClient;
+use super::{TestHub, assert_contiguous, within};
 
 /// Prints one figure as `FIGURE <name>: <value>`, the line the README's table is built from.
 pub fn figure(name: &str, value: impl std::fmt::Display) {
@@ -355,6 +356,92 @@ pub fn spawn_paced_publisher(
 }
 
 // ---------------------------------------------------------------- subscribing
+
+/// Opens `count` WebSocket subscribers from seq 0, subscriber `i` on
+/// `nodes[i % 2]` and execution `ids[(i / 2) % ids.len()]`, so every
+/// execution has subscribers on both nodes. Returns `(i, connection)`.
+pub async fn subscribers(
+    nodes: [&TestHub; 2],
+    ids: &[String],
+    count: usize,
+) -> Result<Vec<(usize, WsClient)>> {
+    let urls = nodes.map(|node| format!("ws://{}/ws", node.addr));
+    futures_util::stream::iter(0..count)
+        .map(|i| {
+            let (url, id) = (&urls[i % 2], &ids[(i / 2) % ids.len()]);
+            async move {
+                let mut ws = WsClient::connect(url).await?;
+                subscribe_from(&mut ws, id, 0, None).await?;
+                anyhow::Ok((i, ws))
+            }
+        })
+        .buffer_unordered(16) // a few handshakes at a time, as clients trickle in
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Waits until every publisher's progress satisfies `done`.
+pub async fn all_publishers(
+    progress: &mut [watch::Receiver<Progress>],
+    what: &str,
+    done: impl Fn(&Progress) -> bool + Copy,
+) -> Result<()> {
+    for p in progress {
+        within(what, p.wait_for(done)).await??;
+    }
+    Ok(())
+}
+
+/// Awaits the publishers and checks each acknowledged `1..=total`, once each.
+pub async fn acknowledged(
+    publishers: Vec<JoinHandle<Result<Vec<Published>>>>,
+    total: u64,
+) -> Result<Vec<Vec<Published>>> {
+    let mut all = Vec::new();
+    for publisher in publishers {
+        let published = publisher.await??;
+        let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
+        assert_contiguous(&seqs, 1, total);
+        all.push(published);
+    }
+    Ok(all)
+}
+
+/// Sums the subscribers' loss, duplicates and disorder, and prints them.
+pub fn tally(scenario: &str, delivered: &[(usize, Delivered)], total: u64) -> Tally {
+    let sum = delivered
+        .iter()
+        .map(|(_, d)| Tally::of(&d.seqs, total))
+        .fold(Tally::default(), Tally::add);
+    figure(&format!("{scenario}_lost"), sum.lost);
+    figure(&format!("{scenario}_duplicated"), sum.duplicated);
+    figure(&format!("{scenario}_out_of_order"), sum.out_of_order);
+    sum
+}
+
+/// How long after `restarted` every subscriber had every event that was due
+/// by then (acknowledged before the kill, or queued by its publisher during
+/// the outage and acknowledged after the restart).
+pub fn caught_up_after(
+    published: &[Vec<Published>],
+    delivered: &[(usize, Delivered)],
+    restarted: Instant,
+) -> Result<Duration> {
+    let mut latest = restarted;
+    for (i, d) in delivered {
+        let execution = &published[(i / 2) % published.len()];
+        let last_due = execution
+            .iter()
+            .filter(|p| p.due <= restarted)
+            .map(|p| p.seq)
+            .max()
+            .context("events due before the restart")?;
+        latest = latest.max(d.arrival(last_due).context("the backlog arrived")?);
+    }
+    Ok(latest - restarted)
+}
 
 /// What one subscriber received: each event's seq and arrival, in order.
 #[derive(Debug, Default, Clone)]

@@ -8,6 +8,9 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code, unused_imports, missing_docs)]
 
+// The Redis Cluster harness is shared with the hub's store conformance suite.
+#[path = "../../../hub/tests/support/cluster.rs"]
+pub mod cluster;
 pub mod faults;
 pub mod nats;
 pub mod redis;

@@ -1,7 +1,7 @@
 //! What the state machine deals in: the connection's state, what a publish
 //! carries and got, and the [`Action`]s it answers every input with.
 
-use exechub_protocol::{ClientMsg, Event, LostReason, PublishRequest};
+use exechub_protocol::{ClientMsg, Event, ExecutionSummary, LostReason, PublishRequest};
 use serde::Serialize;
 
 use crate::error::ClientError;
@@ -55,10 +55,22 @@ pub struct HistoryLost {
     pub epoch: Option<String>,
 }
 
+/// A subscription's execution ended (`onEnd`): its terminal event, `seq`,
+/// was the last one, and the subscription is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The execution that ended.
+    pub execution_id: String,
+    /// How it ended (`completed`, `failed`, …).
+    pub status: String,
+    /// The seq of its terminal event.
+    pub seq: u64,
+}
+
 /// What the driver must do, in order. `S` is a subscription's handlers, `P`
-/// a publish's promise.
+/// a publish's promise, `L` a list subscription's handlers.
 #[derive(Debug, PartialEq)]
-pub enum Action<S, P> {
+pub enum Action<S, P, L = S> {
     /// Send this frame on the open socket.
     Send(ClientMsg),
     /// Hand an event to a subscription.
@@ -67,6 +79,15 @@ pub enum Action<S, P> {
     Lost(S, HistoryLost),
     /// Tell a subscription the hub reported an error for it.
     Failed(S, ClientError),
+    /// Tell a subscription its execution ended; nothing follows.
+    Ended(S, Ended),
+    /// Hand a list subscription the executions now (its first answer, and
+    /// again after every reconnect).
+    Listed(L, Vec<ExecutionSummary>),
+    /// Hand a list subscription one execution's new summary.
+    Changed(L, ExecutionSummary),
+    /// Tell a list subscription the hub refused to follow the list.
+    ListFailed(L, ClientError),
     /// Settle a publish.
     Settle(P, Result<Stored, ClientError>),
     /// Report the new connection state.
@@ -74,4 +95,4 @@ pub enum Action<S, P> {
 }
 
 /// The actions one input leads to.
-pub type Actions<S, P> = Vec<Action<S, P>>;
+pub type Actions<S, P, L = S> = Vec<Action<S, P, L>>;

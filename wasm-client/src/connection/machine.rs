@@ -3,7 +3,8 @@
 //! It is told what happened — the application subscribed or published, the
 //! socket opened, a frame arrived, the socket dropped — and answers with
 //! [`Action`]s: frames to send, events to deliver, promises to settle, the
-//! state to report, how long to wait before reconnecting. The socket driver
+//! state to report, how long to wait before reconnecting. A subscription
+//! ends for good when the hub says its execution `ended`. The socket driver
 //! (`crate::driver`) carries them out. Handlers and promises are type
 //! parameters, so host tests use plain values where the browser has
 //! JavaScript functions.
@@ -11,9 +12,13 @@
 use std::time::Duration;
 
 use exechub_protocol::backoff::{Attempts, Backoff};
-use exechub_protocol::{ClientMsg, Event, RequestId, ServerMsg, close, validate_execution_id};
+use exechub_protocol::{
+    ClientMsg, Event, ExecutionSummary, RequestId, ServerMsg, StatusFilter, close,
+    validate_execution_id,
+};
 
-use super::action::{Action, Actions, ConnectionState, HistoryLost, Publish, Stored};
+use super::action::{Action, Actions, ConnectionState, Ended, HistoryLost, Publish, Stored};
+use super::lists::Lists;
 use super::position::{Position, Verdict};
 use crate::error::ClientError;
 
@@ -29,27 +34,32 @@ struct Pending<P> {
 }
 
 /// One client's connection: its subscriptions, publishes awaiting their
-/// `ack`, and reconnect attempts.
-pub struct Connection<S, P> {
+/// `ack`, list subscriptions, and reconnect attempts. `S` is a
+/// subscription's handlers, `P` a publish's promise, `L` a list
+/// subscription's handlers.
+pub struct Connection<S, P, L = S> {
     /// `None` until the first attempt starts (reported as connecting).
     state: Option<ConnectionState>,
     /// A client has a few subscriptions: a list is smaller than a map and as fast.
     subscriptions: Vec<Subscription<S>>,
     /// Publishes sent on the open socket and not answered yet.
     pending: Vec<Pending<P>>,
+    /// Subscriptions to the list of executions.
+    lists: Lists<L>,
     /// The last request id used (ids are this client's, 1, 2, …).
     last_id: u64,
     /// Consecutive failed attempts, for the reconnect delay.
     attempts: Attempts,
 }
 
-impl<S: Clone, P> Connection<S, P> {
+impl<S: Clone, P, L: Clone> Connection<S, P, L> {
     /// A connection that waits as `backoff` says between reconnect attempts.
     pub fn new(backoff: Backoff) -> Self {
         Self {
             state: None,
             subscriptions: Vec::new(),
             pending: Vec::new(),
+            lists: Lists::default(),
             last_id: 0,
             attempts: backoff.attempts(),
         }
@@ -81,7 +91,7 @@ impl<S: Clone, P> Connection<S, P> {
         execution_id: String,
         after: Option<u64>,
         handler: S,
-    ) -> Result<Actions<S, P>, ClientError> {
+    ) -> Result<Actions<S, P, L>, ClientError> {
         validate_execution_id(&execution_id).map_err(|e| ClientError::invalid(vec![e]))?;
         if self.is_closed() {
             return Err(ClientError::Closed);
@@ -99,7 +109,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// Removes a subscription; none of its events is delivered afterwards.
-    pub fn unsubscribe(&mut self, execution_id: &str) -> Actions<S, P> {
+    pub fn unsubscribe(&mut self, execution_id: &str) -> Actions<S, P, L> {
         let Some(index) = self.index(execution_id) else {
             return Vec::new();
         };
@@ -119,7 +129,7 @@ impl<S: Clone, P> Connection<S, P> {
         publish: Publish,
         idempotency_key: Option<String>,
         promise: P,
-    ) -> Actions<S, P> {
+    ) -> Actions<S, P, L> {
         let refusal = match self.state() {
             ConnectionState::Open => None,
             ConnectionState::Closed => Some(ClientError::Closed),
@@ -145,7 +155,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// Closes for good: pending publishes fail with `closed`.
-    pub fn close(&mut self) -> Actions<S, P> {
+    pub fn close(&mut self) -> Actions<S, P, L> {
         if self.is_closed() {
             return Vec::new();
         }
@@ -155,7 +165,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// A connection attempt starts.
-    pub fn connecting(&mut self) -> Actions<S, P> {
+    pub fn connecting(&mut self) -> Actions<S, P, L> {
         match self.state {
             None => self.set_state(ConnectionState::Connecting),
             Some(_) => Vec::new(),
@@ -163,7 +173,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// The socket opened: every subscription is sent again from its position.
-    pub fn opened(&mut self) -> Actions<S, P> {
+    pub fn opened(&mut self) -> Actions<S, P, L> {
         if self.is_closed() {
             return Vec::new();
         }
@@ -172,12 +182,46 @@ impl<S: Clone, P> Connection<S, P> {
         for index in 0..self.subscriptions.len() {
             actions.push(Action::Send(self.subscribe_msg(index)));
         }
+        if !self.lists.is_empty() {
+            actions.push(Action::Send(self.list_msg()));
+        }
         actions
+    }
+
+    /// Follows the list of executions that match `status`: the handler gets
+    /// a snapshot when the socket is open (and after each reconnect), then
+    /// every change. Returns the subscription's key.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub fn subscribe_executions(
+        &mut self,
+        status: StatusFilter,
+        handler: L,
+    ) -> Result<(u64, Actions<S, P, L>), ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let key = self.lists.add(status, handler);
+        // Asked again, the hub answers with a fresh snapshot for every list
+        // subscription, the new one included (a snapshot replaces a list).
+        Ok((key, self.when_open(Self::list_msg)))
+    }
+
+    /// Stops the list subscription `key`; the hub stops following the list
+    /// when it was the last one.
+    pub fn unsubscribe_executions(&mut self, key: u64) -> Actions<S, P, L> {
+        if !self.lists.remove(key) {
+            return Vec::new();
+        }
+        self.when_open(|this| ClientMsg::UnsubscribeExecutions {
+            id: Some(this.next_id()),
+        })
     }
 
     /// Sends a fresh token on the open socket (`auth`), so the hub does not
     /// close the connection when the old one expires.
-    pub fn token_refreshed(&mut self, token: String) -> Actions<S, P> {
+    pub fn token_refreshed(&mut self, token: String) -> Actions<S, P, L> {
         self.when_open(|this| ClientMsg::Auth {
             id: Some(this.next_id()),
             token,
@@ -188,7 +232,7 @@ impl<S: Clone, P> Connection<S, P> {
     /// flight fail with `connection_lost`; returns how long to wait before
     /// the next attempt, or `None` when the client stops (it was closed, or
     /// the hub said not to reconnect). `random` is uniform in `[0, 1)`.
-    pub fn dropped(&mut self, code: u16, random: f64) -> (Actions<S, P>, Option<Duration>) {
+    pub fn dropped(&mut self, code: u16, random: f64) -> (Actions<S, P, L>, Option<Duration>) {
         if self.is_closed() {
             return (Vec::new(), None);
         }
@@ -202,7 +246,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// Applies one server frame.
-    pub fn received(&mut self, msg: ServerMsg) -> Actions<S, P> {
+    pub fn received(&mut self, msg: ServerMsg) -> Actions<S, P, L> {
         if self.is_closed() {
             return Vec::new();
         }
@@ -240,6 +284,17 @@ impl<S: Clone, P> Connection<S, P> {
                     last: seq,
                 })
             }),
+            ServerMsg::Ended {
+                execution_id,
+                status,
+                seq,
+            } => self.ended(Ended {
+                execution_id,
+                status,
+                seq,
+            }),
+            ServerMsg::Executions { executions, .. } => self.listed(&executions),
+            ServerMsg::Execution { execution } => self.changed(*execution),
             ServerMsg::Error {
                 id,
                 code,
@@ -259,7 +314,7 @@ impl<S: Clone, P> Connection<S, P> {
         }
     }
 
-    fn event(&mut self, epoch: Option<&str>, event: Event) -> Actions<S, P> {
+    fn event(&mut self, epoch: Option<&str>, event: Event) -> Actions<S, P, L> {
         let Some(sub) = self.find_mut(&event.execution_id) else {
             return Vec::new();
         };
@@ -269,7 +324,7 @@ impl<S: Clone, P> Connection<S, P> {
         }
     }
 
-    fn lost(&mut self, lost: HistoryLost) -> Actions<S, P> {
+    fn lost(&mut self, lost: HistoryLost) -> Actions<S, P, L> {
         let Some(sub) = self.find_mut(&lost.execution_id) else {
             return Vec::new();
         };
@@ -277,15 +332,47 @@ impl<S: Clone, P> Connection<S, P> {
         vec![Action::Lost(sub.handler.clone(), lost)]
     }
 
+    /// The execution ended: the subscription is over, and is not sent again
+    /// after a reconnect.
+    fn ended(&mut self, ended: Ended) -> Actions<S, P, L> {
+        let Some(index) = self.index(&ended.execution_id) else {
+            return Vec::new();
+        };
+        let sub = self.subscriptions.swap_remove(index);
+        vec![Action::Ended(sub.handler, ended)]
+    }
+
+    fn listed(&self, executions: &[ExecutionSummary]) -> Actions<S, P, L> {
+        let snapshot = self.lists.snapshot(executions).into_iter();
+        snapshot
+            .map(|(list, part)| Action::Listed(list, part))
+            .collect()
+    }
+
+    fn changed(&self, execution: ExecutionSummary) -> Actions<S, P, L> {
+        let lists = self.lists.changed(&execution).into_iter();
+        lists
+            .map(|list| Action::Changed(list, execution.clone()))
+            .collect()
+    }
+
     fn error(
         &mut self,
         id: Option<RequestId>,
         execution_id: Option<String>,
         error: ClientError,
-    ) -> Actions<S, P> {
+    ) -> Actions<S, P, L> {
         if let Some(index) = self.pending_index(id.as_ref()) {
             let pending = self.pending.swap_remove(index);
             return vec![Action::Settle(pending.promise, Err(error))];
+        }
+        if let Some(RequestId::Num(id)) = id
+            && self.lists.is_request(id)
+        {
+            let lists = self.lists.handlers();
+            return lists
+                .map(|list| Action::ListFailed(list, error.clone()))
+                .collect();
         }
         match execution_id.and_then(|id| self.find(&id)) {
             Some(sub) => vec![Action::Failed(sub.handler.clone(), error)],
@@ -297,7 +384,7 @@ impl<S: Clone, P> Connection<S, P> {
         &mut self,
         id: Option<RequestId>,
         outcome: impl FnOnce() -> Result<Stored, ClientError>,
-    ) -> Actions<S, P> {
+    ) -> Actions<S, P, L> {
         match self.pending_index(id.as_ref()) {
             Some(index) => {
                 let pending = self.pending.swap_remove(index);
@@ -314,13 +401,13 @@ impl<S: Clone, P> Connection<S, P> {
         self.pending.iter().position(|p| p.id == *id)
     }
 
-    fn fail_pending(&mut self, error: &ClientError) -> Actions<S, P> {
+    fn fail_pending(&mut self, error: &ClientError) -> Actions<S, P, L> {
         let pending = std::mem::take(&mut self.pending);
         let fail = |p: Pending<P>| Action::Settle(p.promise, Err(error.clone()));
         pending.into_iter().map(fail).collect()
     }
 
-    fn set_state(&mut self, state: ConnectionState) -> Actions<S, P> {
+    fn set_state(&mut self, state: ConnectionState) -> Actions<S, P, L> {
         if self.state == Some(state) {
             return Vec::new();
         }
@@ -329,7 +416,7 @@ impl<S: Clone, P> Connection<S, P> {
     }
 
     /// The frame `make` builds, as an action, when the socket is open.
-    fn when_open(&mut self, make: impl FnOnce(&mut Self) -> ClientMsg) -> Actions<S, P> {
+    fn when_open(&mut self, make: impl FnOnce(&mut Self) -> ClientMsg) -> Actions<S, P, L> {
         match self.state {
             Some(ConnectionState::Open) => vec![Action::Send(make(self))],
             _ => Vec::new(),
@@ -344,6 +431,16 @@ impl<S: Clone, P> Connection<S, P> {
             execution_id: sub.execution_id.clone(),
             after: sub.position.resume_after(),
             epoch: sub.position.epoch().map(Into::into),
+        }
+    }
+
+    /// `subscribe_executions` for what the list subscriptions need.
+    fn list_msg(&mut self) -> ClientMsg {
+        self.last_id += 1;
+        self.lists.requested(self.last_id);
+        ClientMsg::SubscribeExecutions {
+            id: Some(RequestId::Num(self.last_id)),
+            status: self.lists.filter(),
         }
     }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{AsyncCommands, Msg};
@@ -24,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{channel, epoch_key, execution_of_channel, seq_key};
-use crate::event::{Epoch, SharedEvent, seq_of};
+use super::relay::Relay;
 use crate::feeds::LiveSink;
 use crate::retry::Backoff;
 use crate::store::Watch;
@@ -63,11 +62,10 @@ impl Bridge {
         let task = Task {
             client,
             connection,
-            sink,
+            relay: Relay::new(sink),
             commands: receiver,
             connected: Arc::clone(&connected),
             watchers: HashMap::new(),
-            epochs: HashMap::new(),
         };
         tokio::spawn(task.run(shutdown));
         Self {
@@ -98,14 +96,11 @@ impl Bridge {
 struct Task {
     client: redis::Client,
     connection: ConnectionManager,
-    sink: Arc<dyn LiveSink>,
+    relay: Relay,
     commands: mpsc::UnboundedReceiver<Command>,
     connected: Arc<AtomicBool>,
     /// Local watches per execution; subscribed upstream while connected.
     watchers: HashMap<Arc<str>, usize>,
-    /// The last epoch seen per watched execution, so relaying a message
-    /// usually clones an epoch instead of allocating one.
-    epochs: HashMap<Arc<str>, Epoch>,
 }
 
 impl Task {
@@ -155,10 +150,7 @@ impl Task {
             let head: Result<(Option<u64>, Option<String>), _> =
                 connection.mget(&[seq_key(id), epoch_key(id)]).await;
             match head {
-                Ok((seq, epoch)) => {
-                    let epoch = epoch.as_deref().and_then(Epoch::parse);
-                    self.sink.head(id, epoch.as_ref(), seq.unwrap_or(0));
-                }
+                Ok((seq, epoch)) => self.relay.head(id, epoch.as_deref(), seq),
                 Err(error) => {
                     tracing::warn!(%error, execution_id = %id, "cannot read head after reconnect")
                 }
@@ -217,7 +209,7 @@ impl Task {
                     return true;
                 }
                 self.watchers.remove(&id);
-                self.epochs.remove(&id);
+                self.relay.forget(&id);
                 match sink {
                     Some(sink) => sink.unsubscribe(channel(&id)).await.is_ok(),
                     None => true,
@@ -226,46 +218,14 @@ impl Task {
         }
     }
 
-    /// Hands one pub/sub message (`<epoch> <json>`, or a batch's
-    /// `<epoch> <json>\n<json>…`) to the live feeds, event by event.
+    /// Hands one pub/sub message of a watched execution to the live feeds.
     fn relay(&mut self, message: &Msg) {
         let Some(id) = execution_of_channel(message.get_channel_name()) else {
             return;
         };
-        let payload = message.get_payload_bytes();
-        let Some(split) = payload.iter().position(|b| *b == b' ') else {
-            tracing::warn!(execution_id = %id, "ignoring a pub/sub message without epoch");
-            return;
-        };
-        let (epoch, events) = (&payload[..split], &payload[split + 1..]);
-        let Some(epoch) = self.epoch(id, epoch) else {
-            tracing::warn!(execution_id = %id, "ignoring a pub/sub message with a malformed epoch");
-            return;
-        };
-        // One event, or a batch: events separated by newlines (JSON escapes its own).
-        for json in events.split(|b| *b == b'\n') {
-            match seq_of(json) {
-                Some(seq) => {
-                    let event = SharedEvent::new(epoch.clone(), seq, Bytes::copy_from_slice(json));
-                    self.sink.event(id, &event);
-                }
-                None => tracing::warn!(execution_id = %id, "ignoring a malformed pub/sub event"),
-            }
+        if let Some((id, _)) = self.watchers.get_key_value(id) {
+            self.relay.message(id, message.get_payload_bytes());
         }
-    }
-
-    /// The epoch named by `text`, reusing the last one seen for `id`.
-    fn epoch(&mut self, id: &str, text: &[u8]) -> Option<Epoch> {
-        if let Some(known) = self.epochs.get(id)
-            && known.as_str().as_bytes() == text
-        {
-            return Some(known.clone());
-        }
-        let epoch = Epoch::parse(std::str::from_utf8(text).ok()?)?;
-        if let Some((key, _)) = self.watchers.get_key_value(id) {
-            self.epochs.insert(Arc::clone(key), epoch.clone());
-        }
-        Some(epoch)
     }
 
     /// While disconnected: track commands (confirming watches at once) until

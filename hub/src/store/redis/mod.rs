@@ -12,7 +12,11 @@
 //! logged once per execution; they never make a read fail.
 
 pub mod bridge;
+pub mod connection;
 pub mod keys;
+mod relay;
+pub mod sharded;
+mod shards;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RetryMethod, Script};
+use redis::cluster::ClusterClientBuilder;
+use redis::{ProtocolVersion, RedisError, RetryMethod, Script};
 use tokio_util::sync::CancellationToken;
 
 use exechub_protocol::execution::RUNNING;
@@ -35,10 +40,13 @@ use super::{
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
 use crate::feeds::LiveSink;
 use bridge::Bridge;
+use connection::RedisConnection;
 use keys::{
     EXECUTIONS_INDEX, batch_idempotency_key, channel, epoch_key, events_key, idempotency_key,
     seq_key, summary_key,
 };
+use sharded::ShardedBridge;
+use shards::Replicas;
 
 /// Appends one event: idempotency check, the end check, INCR, the epoch of a
 /// new history, RPUSH, trim, TTLs, the summary, PUBLISH of `<epoch> <json>`.
@@ -199,10 +207,37 @@ return {last, oldest, epoch, out, status, end_seq}
 /// Executions whose foreign items were already logged (bounded).
 const FOREIGN_LOGGED: usize = 1024;
 
-/// [`EventStore`] on Redis, with live events from the pub/sub [`Bridge`].
+/// Where the Redis store keeps its events.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis server, by URL; classic pub/sub.
+    Single(String),
+    /// A Redis Cluster, by seed node URLs; sharded pub/sub (Redis ≥ 7).
+    Cluster(Vec<String>),
+}
+
+/// How the Redis store connects.
+#[derive(Debug, Clone)]
+pub struct RedisSetup {
+    /// One Redis or a cluster.
+    pub target: RedisTarget,
+    /// Replicas that must acknowledge an append before it is acknowledged
+    /// (`WAIT`), so it survives a failover; 0 for none.
+    pub wait_replicas: u32,
+}
+
+/// The live side: classic pub/sub on one Redis, sharded on a cluster.
+enum LiveBridge {
+    Classic(Bridge),
+    Sharded(ShardedBridge),
+}
+
+/// [`EventStore`] on Redis, with live events from the pub/sub [`Bridge`]
+/// (one Redis) or the [`ShardedBridge`] (Redis Cluster).
 pub struct RedisStore {
-    connection: ConnectionManager,
-    bridge: Bridge,
+    connection: RedisConnection,
+    bridge: LiveBridge,
+    wait_replicas: u32,
     config: StoreConfig,
     append: Script,
     append_batch: Script,
@@ -225,6 +260,57 @@ impl RedisStore {
         sink: Arc<dyn LiveSink>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
+        let setup = RedisSetup {
+            target: RedisTarget::Single(url.to_owned()),
+            wait_replicas: 0,
+        };
+        Self::open(&setup, config, sink, shutdown).await
+    }
+
+    /// Connects to one Redis or a cluster as `setup` says, and starts the
+    /// live bridge feeding `sink`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached at start-up,
+    /// [`StoreError::Rejected`] when a URL is invalid.
+    pub async fn open(
+        setup: &RedisSetup,
+        config: StoreConfig,
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (connection, bridge) = match &setup.target {
+            RedisTarget::Single(url) => Self::single(url, sink, shutdown).await?,
+            RedisTarget::Cluster(nodes) => Self::cluster(nodes, sink, shutdown).await?,
+        };
+        // On a cluster the scripts announce with SPUBLISH: the message goes
+        // only to the shard that owns the execution's slot.
+        let script = |text: &str| match bridge {
+            LiveBridge::Classic(_) => Script::new(text),
+            LiveBridge::Sharded(_) => {
+                Script::new(&text.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', "))
+            }
+        };
+        Ok(Arc::new(Self {
+            append: script(&format!("{SUMMARIZE}{APPEND}")),
+            append_batch: script(&format!("{SUMMARIZE}{APPEND_BATCH}")),
+            range: Script::new(RANGE),
+            summary: Script::new(SUMMARY),
+            connection,
+            bridge,
+            wait_replicas: setup.wait_replicas,
+            config,
+            foreign: AtomicU64::new(0),
+            foreign_logged: Mutex::default(),
+        }))
+    }
+
+    /// One Redis: a reconnecting connection and the classic pub/sub bridge.
+    async fn single(
+        url: &str,
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<(RedisConnection, LiveBridge), StoreError> {
         let client = redis::Client::open(url).map_err(store_error)?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -238,17 +324,40 @@ impl RedisStore {
             .await
             .map_err(store_error)?;
         let bridge = Bridge::spawn(client, connection.clone(), sink, shutdown);
-        Ok(Arc::new(Self {
-            connection,
-            bridge,
-            config,
-            append: Script::new(&format!("{SUMMARIZE}{APPEND}")),
-            append_batch: Script::new(&format!("{SUMMARIZE}{APPEND_BATCH}")),
-            range: Script::new(RANGE),
-            summary: Script::new(SUMMARY),
-            foreign: AtomicU64::new(0),
-            foreign_logged: Mutex::default(),
-        }))
+        Ok((
+            RedisConnection::Single(connection),
+            LiveBridge::Classic(bridge),
+        ))
+    }
+
+    /// A Redis Cluster: a connection that follows the topology, speaking
+    /// RESP3 so sharded pub/sub messages arrive as pushes, and the sharded
+    /// bridge.
+    async fn cluster(
+        nodes: &[String],
+        sink: Arc<dyn LiveSink>,
+        shutdown: CancellationToken,
+    ) -> Result<(RedisConnection, LiveBridge), StoreError> {
+        let (pushes_to, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(pushes_to)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            // Enough to follow MOVED/ASK during a slot migration; a shard
+            // that is down should answer 503 soon, not after a retry ladder.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500)
+            .build()
+            .map_err(store_error)?;
+        let connection = client.get_async_connection().await.map_err(store_error)?;
+        let replicas = Replicas::track(connection.clone(), shutdown.clone()).await;
+        let bridge = ShardedBridge::spawn(connection.clone(), pushes, sink, shutdown);
+        Ok((
+            RedisConnection::Cluster(connection, replicas),
+            LiveBridge::Sharded(bridge),
+        ))
     }
 
     /// Puts an execution the script says changed (`change`: 0 none, 1
@@ -336,6 +445,9 @@ impl EventStore for RedisStore {
         if outcome == 2 {
             return Err(StoreError::Ended { status: receipt });
         }
+        connection
+            .wait_replicas(&events_key(id), self.wait_replicas)
+            .await?;
         let change = self.announce(id, change, now).await;
         let mut receipt = parse_receipt(&receipt, &epoch, outcome == 1)?;
         receipt.change = change;
@@ -379,6 +491,9 @@ impl EventStore for RedisStore {
         if outcome == 2 {
             return Err(StoreError::Ended { status: receipt });
         }
+        connection
+            .wait_replicas(&events_key(id), self.wait_replicas)
+            .await?;
         let change = self.announce(id, change, now).await;
         let mut receipt = parse_batch_receipt(&receipt, &epoch, outcome == 1)?;
         receipt.change = change;
@@ -524,15 +639,22 @@ impl EventStore for RedisStore {
     }
 
     fn watch(&self, execution_id: &str) -> Watch {
-        self.bridge.watch(execution_id)
+        match &self.bridge {
+            LiveBridge::Classic(bridge) => bridge.watch(execution_id),
+            LiveBridge::Sharded(bridge) => bridge.watch(execution_id),
+        }
     }
 
     async fn health(&self) -> StoreHealth {
+        let bridge = match &self.bridge {
+            LiveBridge::Classic(bridge) => bridge,
+            LiveBridge::Sharded(bridge) => return bridge.health().await,
+        };
         let mut connection = self.connection.clone();
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut connection);
         let detail = match tokio::time::timeout(Duration::from_secs(1), ping).await {
-            Ok(Ok(_)) if self.bridge.is_connected() => None,
+            Ok(Ok(_)) if bridge.is_connected() => None,
             Ok(Ok(_)) => Some("pub/sub connection is down; reconnecting".to_owned()),
             Ok(Err(error)) => Some(format!("redis: {error}")),
             Err(_) => Some("redis did not answer PING within 1s".to_owned()),
@@ -541,6 +663,7 @@ impl EventStore for RedisStore {
             backend: "redis",
             ok: detail.is_none(),
             detail,
+            shards: None,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! describe: options read from JavaScript objects and results handed back,
 //! all moved with serde-wasm-bindgen ([`crate::wire`]). The names here are
 //! the JavaScript API's (camelCase); the wire's names live in
-//! `exechub-protocol` only.
+//! `exechub-protocol` only. [`executions`] has those of executions as wholes.
 
-use exechub_protocol::{BatchAccepted, Event, EventData, HistoryPage};
+pub mod executions;
+
+use exechub_protocol::{BatchAccepted, Event, EventData, HistoryPage, LostReason, StatusFilter};
 use js_sys::Function;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -60,6 +62,12 @@ export interface ClientOptions {
    * has none: pass the `ws` package's (`import { WebSocket } from "ws"`).
    */
   websocket?: WebSocketConstructor;
+  /**
+   * The hub's HTTP base URL for {@link ExechubClient.getExecution},
+   * {@link ExechubClient.result} and {@link ExechubClient.listExecutions};
+   * default: the socket's URL with `http(s)` for `ws(s)` and without its `/ws`.
+   */
+  httpUrl?: string;
 }
 
 /** Options of {@link ExechubClient.subscribe}. */
@@ -70,29 +78,14 @@ export interface SubscribeOptions {
   onHistoryLost?: (lost: HistoryLost) => void;
   /** The hub reported an error for this subscription. */
   onError?: (error: ExechubError) => void;
-}
-
-/** Why a subscription's position could not be continued. */
-export type LostReason =
-  /** The execution's history expired (TTL); a new one starts at seq 1. */
-  | "expired"
-  /** Events after the position were trimmed; same history. */
-  | "trimmed"
-  /** The history was dropped otherwise (hub restarted or evicted it); a new one starts. */
-  | "reset";
-
-/**
- * The position `after` cannot be continued: for `"trimmed"`, events
- * `after + 1 ..= resumeAfter` are gone; otherwise the history `after` belonged
- * to is gone. Delivery continues after `resumeAfter` of history `epoch`.
- */
-export interface HistoryLost {
-  executionId: string;
-  after: number;
-  resumeAfter: number;
-  reason: LostReason;
-  /** The history delivery continues in; absent while the execution has none. */
-  epoch?: string;
+  /**
+   * The execution ended: called once, after its terminal event was
+   * delivered, and the subscription is over (it is not resumed after a
+   * reconnect). `finalEvent` is the terminal event, or `null` when this
+   * subscription did not receive it (it started after it, or the events
+   * expired): {@link ExechubClient.getExecution} has it as `final`.
+   */
+  onEnd?: (status: ExecutionStatus, finalEvent: ExecutionEvent | null) => void;
 }
 
 /** Options of every HTTP call. */
@@ -119,6 +112,11 @@ export interface HistoryPage {
   oldestSeq: number | null;
   /** The history these seqs belong to; absent when the execution has none. */
   epoch?: string;
+  /**
+   * Present when the events are gone but the execution is known (it ended
+   * and its events expired; its summary keeps the final result).
+   */
+  historyLost?: { reason: LostReason; lastSeq: number };
 }
 
 /** Options of {@link ExechubClient.publish} and {@link publishHttp}. */
@@ -155,7 +153,9 @@ export type ErrorCode =
   | "invalid_argument" | "protocol_error" | "already_subscribed"
   | "bad_frame" | "unknown_op" | "invalid_request" | "not_subscribed"
   | "too_many_subscriptions" | "unavailable" | "internal"
-  | "unauthorized" | "forbidden" | "rate_limited";
+  | "unauthorized" | "forbidden" | "rate_limited"
+  /** A publish after the execution's terminal event (HTTP 409 or over the socket). */
+  | "execution_ended";
 
 /** Every failure of the client is an `ExechubError`. */
 export interface ExechubError extends Error {
@@ -233,6 +233,8 @@ pub struct ClientOptions {
     /// The WebSocket constructor, when not the global one.
     #[serde(default, deserialize_with = "callback")]
     pub websocket: Option<Function>,
+    /// The HTTP base URL, when not derived from the socket's.
+    pub http_url: Option<String>,
 }
 
 /// `SubscribeOptions`.
@@ -247,6 +249,9 @@ pub struct SubscribeOptions {
     /// Told of the hub's errors for the subscription.
     #[serde(default, deserialize_with = "callback")]
     pub on_error: Option<Function>,
+    /// Told of the execution's end.
+    #[serde(default, deserialize_with = "callback")]
+    pub on_end: Option<Function>,
 }
 
 /// `HistoryOptions`, `PublishOptions`, `BatchOptions` and `HttpOptions`:
@@ -264,10 +269,16 @@ pub struct CallOptions {
     pub timestamp: Option<String>,
     /// Publishes: the retry key.
     pub idempotency_key: Option<String>,
+    /// `listExecutions`: which executions.
+    pub status: Option<StatusFilter>,
+    /// `listExecutions`: the page after this cursor.
+    pub cursor: Option<String>,
+    /// `result`: seconds to wait for the end.
+    pub wait: Option<u64>,
 }
 
 /// A function-valued option: absent, `undefined` and `null` read as `None`.
-fn callback<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Function>, D::Error> {
+pub(crate) fn callback<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Function>, D::Error> {
     let value: JsValue = serde_wasm_bindgen::preserve::deserialize(de)?;
     if value.is_undefined() || value.is_null() {
         return Ok(None);
@@ -311,6 +322,16 @@ pub struct PageView<'a> {
     oldest_seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_lost: Option<PageLostView>,
+}
+
+/// A page's `historyLost`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageLostView {
+    reason: LostReason,
+    last_seq: u64,
 }
 
 impl<'a> From<&'a HistoryPage> for PageView<'a> {
@@ -321,6 +342,10 @@ impl<'a> From<&'a HistoryPage> for PageView<'a> {
             last_seq: page.last_seq,
             oldest_seq: page.oldest_seq,
             epoch: page.epoch.as_deref(),
+            history_lost: page.history_lost.as_ref().map(|lost| PageLostView {
+                reason: lost.reason,
+                last_seq: lost.last_seq,
+            }),
         }
     }
 }

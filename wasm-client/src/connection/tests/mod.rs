@@ -12,6 +12,8 @@ use super::machine::reconnects_after;
 use super::*;
 use crate::error::ClientError;
 
+mod lifecycle;
+
 type Machine = Connection<&'static str, u32>;
 type Act = Action<&'static str, u32>;
 
