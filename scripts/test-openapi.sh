@@ -31,7 +31,9 @@ done
 token=$("$hub" token --secret "$secret" --scope publish --scope subscribe)
 # ASCII strings: execution ids are limited in bytes, which JSON Schema's
 # maxLength (characters) cannot say. One worker: hypothesis is not thread-safe
-# on every Python.
+# on every Python. Run from the temporary directory: schemathesis and
+# hypothesis leave their caches in the working directory.
+cd "$static"
 "$SCHEMATHESIS" run "$url/openapi.json" --checks all --max-examples "${OPENAPI_EXAMPLES:-50}" \
   --generation-codec ascii --workers 1 --request-timeout 5 --no-color \
   --exclude-path /ws --exclude-path '/api/v1/executions/{execution_id}/stream' \
