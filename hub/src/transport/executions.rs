@@ -45,9 +45,7 @@ pub async fn summary(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<ExecutionSummary>, ApiError> {
-    let token = query.get("access_token");
-    let (_, execution_id) =
-        authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
+    let execution_id = readable(&app, path, &query, &headers)?;
     match app.store.summary(&execution_id).await? {
         Some(summary) => Ok(Json(summary)),
         None => Err(ApiError::NotFound),
@@ -77,9 +75,7 @@ pub async fn result(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<ExecutionSummary>, ApiError> {
-    let token = query.get("access_token");
-    let (_, execution_id) =
-        authorize(&app, &headers, token, execution_id(path), Action::Subscribe)?;
+    let execution_id = readable(&app, path, &query, &headers)?;
     let wait = Duration::from_secs(query_u64(&query, "wait", 0, MAX_RESULT_WAIT)?);
     let shutdown = app.shutdown.clone();
     let summary = tokio::select! {
@@ -183,6 +179,18 @@ pub async fn list(
         executions,
         next_cursor,
     }))
+}
+
+/// The execution of the path, if the caller may subscribe to it.
+fn readable(
+    app: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    let token = query.get("access_token");
+    let (_, id) = authorize(app, headers, token, execution_id(path), Action::Subscribe)?;
+    Ok(id)
 }
 
 /// `<updated_ms>.<execution id in hex>`: opaque to clients, safe in a URL.

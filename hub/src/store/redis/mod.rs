@@ -395,6 +395,31 @@ impl RedisStore {
         self.foreign.load(Ordering::Relaxed)
     }
 
+    /// Runs an append script (single or batch) for execution `id`: a refusal
+    /// after the end is [`StoreError::Ended`]; otherwise it waits for
+    /// replicas as configured and announces the change. Returns the
+    /// script's receipt text, the epoch, whether it was a replay, and the change.
+    async fn run_append(
+        &self,
+        id: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+        now: u64,
+    ) -> Result<(String, String, bool, Change), StoreError> {
+        let mut connection = self.connection.clone();
+        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        if outcome == 2 {
+            return Err(StoreError::Ended { status: receipt });
+        }
+        connection
+            .wait_replicas(&events_key(id), self.wait_replicas)
+            .await?;
+        let change = self.announce(id, change, now).await;
+        Ok((receipt, epoch, outcome == 1, change))
+    }
+
     /// Counts a foreign item, and logs the first one of each execution.
     fn skip_foreign(&self, execution_id: &str) {
         self.foreign.fetch_add(1, Ordering::Relaxed);
@@ -437,19 +462,8 @@ impl EventStore for RedisStore {
             .arg(event.ending().unwrap_or_default())
             .arg(u8::from(self.config.allow_publish_after_end))
             .arg(self.config.final_state_ttl.as_secs());
-        let mut connection = self.connection.clone();
-        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        if outcome == 2 {
-            return Err(StoreError::Ended { status: receipt });
-        }
-        connection
-            .wait_replicas(&events_key(id), self.wait_replicas)
-            .await?;
-        let change = self.announce(id, change, now).await;
-        let mut receipt = parse_receipt(&receipt, &epoch, outcome == 1)?;
+        let (receipt, epoch, duplicate, change) = self.run_append(id, &invocation, now).await?;
+        let mut receipt = parse_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
         Ok(receipt)
     }
@@ -483,19 +497,8 @@ impl EventStore for RedisStore {
         for event in batch.events() {
             invocation.arg(event.tail().as_ref());
         }
-        let mut connection = self.connection.clone();
-        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        if outcome == 2 {
-            return Err(StoreError::Ended { status: receipt });
-        }
-        connection
-            .wait_replicas(&events_key(id), self.wait_replicas)
-            .await?;
-        let change = self.announce(id, change, now).await;
-        let mut receipt = parse_batch_receipt(&receipt, &epoch, outcome == 1)?;
+        let (receipt, epoch, duplicate, change) = self.run_append(id, &invocation, now).await?;
+        let mut receipt = parse_batch_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
         Ok(receipt)
     }
