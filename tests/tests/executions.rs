@@ -100,6 +100,16 @@ async fn get(hub: &TestHub, path: &str, token: Option<&str>) -> Result<(u16, Val
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// The execution ids of a list answer, in order.
+fn ids_of(body: &Value) -> Result<Vec<&str>> {
+    Ok(body["executions"]
+        .as_array()
+        .context("executions")?
+        .iter()
+        .filter_map(|s| s["execution_id"].as_str())
+        .collect())
+}
+
 fn summary(value: Value) -> Result<ExecutionSummary> {
     Ok(serde_json::from_value(value)?)
 }
@@ -240,12 +250,7 @@ async fn the_list_of_executions_follows_changes_on_other_nodes(shared: Shared) -
 
     let (status, body) = get(&b, "/api/v1/executions?status=running", None).await?;
     assert_eq!(status, 200);
-    let ids: Vec<&str> = body["executions"]
-        .as_array()
-        .context("executions")?
-        .iter()
-        .filter_map(|s| s["execution_id"].as_str())
-        .collect();
+    let ids = ids_of(&body)?;
     assert!(
         ids.contains(&running.as_str()) && !ids.contains(&done.as_str()),
         "{ids:?}"
@@ -332,12 +337,7 @@ async fn lists_and_summaries_respect_grants() -> Result<()> {
         assert_eq!(response.status().as_u16(), 202);
     }
     let (_, body) = get(&hub, "/api/v1/executions", Some(&team_a)).await?;
-    let ids: Vec<&str> = body["executions"]
-        .as_array()
-        .context("executions")?
-        .iter()
-        .filter_map(|s| s["execution_id"].as_str())
-        .collect();
+    let ids = ids_of(&body)?;
     assert_eq!(ids, vec!["team-a-1"]);
     let (status, _) = get(&hub, "/api/v1/executions/team-b-1", Some(&team_a)).await?;
     assert_eq!(status, 403);

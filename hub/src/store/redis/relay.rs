@@ -7,8 +7,29 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::event::{Epoch, SharedEvent, seq_of};
 use crate::feeds::LiveSink;
+use crate::store::Watch;
+
+/// A [`Watch`] through a bridge's command queue: `watch` asks the bridge's
+/// task to follow `execution_id` (it answers once subscribed), and dropping
+/// the watch sends `unwatch`. Shared by both bridges.
+pub fn watch_through<C: Send + 'static>(
+    commands: &mpsc::UnboundedSender<C>,
+    execution_id: &str,
+    watch: fn(Arc<str>, oneshot::Sender<()>) -> C,
+    unwatch: fn(Arc<str>) -> C,
+) -> Watch {
+    let id: Arc<str> = Arc::from(execution_id);
+    let (done, confirmed) = oneshot::channel();
+    let _ = commands.send(watch(Arc::clone(&id), done));
+    let commands = commands.clone();
+    Watch::new(confirmed, move || {
+        let _ = commands.send(unwatch(id));
+    })
+}
 
 /// Hands announced appends to the node's live feeds.
 pub struct Relay {

@@ -99,13 +99,12 @@ impl ShardedBridge {
     /// subscription, or at once when the shard cannot be reached (the
     /// resubscription will announce its head, so nothing is missed).
     pub fn watch(&self, execution_id: &str) -> Watch {
-        let id: Arc<str> = Arc::from(execution_id);
-        let (done, confirmed) = oneshot::channel();
-        let _ = self.commands.send(Command::Watch(Arc::clone(&id), done));
-        let commands = self.commands.clone();
-        Watch::new(confirmed, move || {
-            let _ = commands.send(Command::Unwatch(id));
-        })
+        super::relay::watch_through(
+            &self.commands,
+            execution_id,
+            Command::Watch,
+            Command::Unwatch,
+        )
     }
 
     /// Each shard's state, and whether watched executions wait to be
