@@ -131,7 +131,8 @@ pub async fn sanitize<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// The span of one HTTP request: method, path (never the query: it may
-/// hold an `access_token`) and request id.
+/// hold an `access_token`), request id, and the execution once the handler
+/// has read it (`execution_id`, recorded when the path is read).
 pub fn http_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
@@ -140,7 +141,15 @@ pub fn http_span<B>(request: &Request<B>) -> tracing::Span {
         .unwrap_or("");
     let traceparent = TraceParent::from_headers(request.headers());
     let traceparent = traceparent.as_ref().map(TraceParent::as_str);
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, traceparent)
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, traceparent, execution_id = tracing::field::Empty)
+}
+
+/// A WebSocket connection's span: its `conn_id` (numbered from 1 per
+/// process) on every line the connection logs.
+pub fn connection_span() -> tracing::Span {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let conn_id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info_span!("ws", conn_id)
 }
 
 /// A W3C `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.

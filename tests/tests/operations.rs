@@ -285,6 +285,48 @@ async fn every_response_carries_a_request_id_that_json_logs_carry_too() -> Resul
         .and_then(|spans| spans.iter().find(|s| s["name"] == "request"))
         .context("the request span")?;
     assert_eq!(span["request_id"], "req-given-42");
+    // The request's last line (written after the handler read the path)
+    // names the execution too.
+    let last = hub
+        .logs()
+        .lines()
+        .filter(|l| l.contains("req-given-42"))
+        .last()
+        .map(str::to_owned)
+        .context("the request's lines")?;
+    let last: Value = serde_json::from_str(&last)?;
+    let span = last["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "request"))
+        .context("the request span")?;
+    assert_eq!(span["execution_id"], json!(id), "{last}");
+    // A WebSocket connection's lines carry its conn_id: one closed for an
+    // oversized frame (over the 4 MiB batch limit) logs the close.
+    let mut ws = hub.ws().await?;
+    let _ = ws.send_text(&"x".repeat(5 << 20)).await;
+    let closing = within("the connection's close line", async {
+        loop {
+            let found = hub
+                .logs()
+                .lines()
+                .find(|l| l.contains("closing WebSocket"))
+                .map(str::to_owned);
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    let closing: Value = serde_json::from_str(&closing)?;
+    let conn = closing["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "ws"))
+        .context("the connection span")?;
+    assert!(
+        conn["conn_id"].as_u64().is_some_and(|n| n >= 1),
+        "{closing}"
+    );
     for line in hub.logs().lines() {
         serde_json::from_str::<Value>(line).with_context(|| format!("not JSON: {line}"))?;
     }

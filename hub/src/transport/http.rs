@@ -395,6 +395,8 @@ pub(crate) fn execution_id(
         )
     })?;
     validate_execution_id(&id)?;
+    // The request's log lines name the execution from here on.
+    tracing::Span::current().record("execution_id", id.as_str());
     Ok(id)
 }
 

@@ -346,8 +346,8 @@ pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: supe
     {
         return Box::pin(write_refusal(&socket, refusal, &request_id)).await;
     }
-    let span =
-        tracing::info_span!("request", method = "GET", path = "stream", request_id = %request_id);
+    let execution_id = request.execution_id.as_deref().unwrap_or_default();
+    let span = tracing::info_span!("request", method = "GET", path = "stream", request_id = %request_id, execution_id);
     let opened =
         span.in_scope(|| open(&app, request.execution_id, &request.query, &request.headers));
     let (stream, expires_at) = match opened {

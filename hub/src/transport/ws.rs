@@ -78,7 +78,9 @@ pub async fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let sessions = app.sessions.clone();
     let caller = session::Caller { grant, client };
-    tokio::spawn(sessions.track_future(connection(app, caller, counted, on_upgrade)));
+    let session = connection(app, caller, counted, on_upgrade);
+    let span = crate::telemetry::connection_span();
+    tokio::spawn(sessions.track_future(tracing::Instrument::instrument(session, span)));
     switching_protocols(accept)
 }
 
