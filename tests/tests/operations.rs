@@ -290,8 +290,7 @@ async fn every_response_carries_a_request_id_that_json_logs_carry_too() -> Resul
     let last = hub
         .logs()
         .lines()
-        .filter(|l| l.contains("req-given-42"))
-        .last()
+        .rfind(|l| l.contains("req-given-42"))
         .map(str::to_owned)
         .context("the request's lines")?;
     let last: Value = serde_json::from_str(&last)?;
