@@ -72,7 +72,7 @@ where
     // Subscriptions end before anything else: nothing more is queued.
     drop(session);
     // Boxed: only a closing connection needs the handshake's state.
-    Box::pin(finish(socket, ending)).await;
+    Box::pin(finish(socket, ending, caller.conn_id)).await;
 }
 
 /// A subscription and, with auth on, its place in the token's count.
@@ -136,6 +136,8 @@ pub struct Caller {
     pub grant: Grant,
     /// Who the per-client limits count against (the token, or this connection).
     pub client: ClientKey,
+    /// The connection's id in log lines.
+    pub conn_id: u64,
 }
 
 struct Session {

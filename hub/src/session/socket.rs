@@ -129,7 +129,7 @@ where
 
 /// Sends the close decision (bounded by [`CLOSE_GRACE`]) and waits briefly
 /// for the client's answer, so the close handshake completes when it can.
-pub(super) async fn finish<W, E>(mut socket: W, ending: Ending)
+pub(super) async fn finish<W, E>(mut socket: W, ending: Ending, conn_id: u64)
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -148,7 +148,7 @@ where
                 return;
             }
             Ending::Close(code, reason) => {
-                tracing::info!(code, reason, "closing WebSocket");
+                tracing::info!(conn_id, code, reason, "closing WebSocket");
                 let frame = CloseFrame {
                     code: code.into(),
                     reason: Utf8Bytes::from_static(reason),

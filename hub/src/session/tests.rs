@@ -123,6 +123,7 @@ fn caller() -> Caller {
     Caller {
         grant: Grant::unrestricted(),
         client: ClientKey::connection(),
+        conn_id: 1,
     }
 }
 
@@ -253,5 +254,6 @@ async fn an_idle_connection_task_is_small() {
     let (socket, _to_hub, _from_hub) = duplex();
     let task = run(app, caller(), socket);
     let size = std::mem::size_of_val(&task);
-    assert!(size < 1024, "the session future is {size} bytes");
+    // 1 KiB, and 8 bytes of `conn_id` for the close's log line.
+    assert!(size <= 1032, "the session future is {size} bytes");
 }
