@@ -394,3 +394,43 @@ async fn an_ended_executions_final_state_outlives_its_events() -> Result<()> {
     );
     Ok(())
 }
+
+/// Followers of the list leave nothing behind, however their connections
+/// end: killed (reset), closed cleanly, or silent until the ping timeout.
+#[tokio::test]
+async fn followers_of_the_list_are_released_when_clients_leave() -> Result<()> {
+    let hub = TestHub::spawn(&["--ping-interval", "1s", "--ping-timeout", "1s"]).await?;
+    hub.publish(&execution_id("followed"), "step", json!({}))
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut ws = hub.ws().await?;
+        ws.request(json!({ "op": "subscribe_executions" })).await?;
+        match ws.next_msg().await? {
+            ServerMsg::Executions { .. } => clients.push(ws),
+            other => bail!("expected the snapshot, got {other:?}"),
+        }
+    }
+    hub.health_until("30 followers", |h| h["executions_followers"] == 30)
+        .await?;
+    let mut silent = Vec::new();
+    for (i, ws) in clients.into_iter().enumerate() {
+        match i % 3 {
+            0 => ws.abandon(true)?,
+            1 => ws.close().await?,
+            // Neither read nor answer pings: closed by the ping timeout.
+            _ => silent.push(ws),
+        }
+    }
+    let health = hub
+        .health_until("every follower released", |h| {
+            h["executions_followers"] == 0 && h["connections"]["websocket"] == 0
+        })
+        .await?;
+    assert_eq!(health["subscriptions"], 0, "{health}");
+    // A change after they left reaches nobody and costs nothing.
+    hub.publish(&execution_id("after"), "step", json!({}))
+        .await?;
+    drop(silent);
+    Ok(())
+}

@@ -104,6 +104,11 @@ impl Directory {
         self.interested.load(Ordering::Relaxed) > 0
     }
 
+    /// Connections following the list on this node, for `/health`.
+    pub fn followers(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Reports a change of `execution_id` made on this node.
     pub fn changed(&self, execution_id: &str, change: Change) {
         if change == Change::Ended {

@@ -303,6 +303,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
             "subscriptions_over_token_limit": app.token_subscriptions.refused(),
         },
         "subscribed_executions": app.feeds.active(),
+        "executions_followers": app.directory.followers(),
         "auth": if app.auth.enabled() { "jwt" } else { "off" },
         "dev_token": app.config.dev_token,
         "providers": app.publisher.providers().health(),
