@@ -442,14 +442,8 @@ impl EventStore for RedisStore {
         let id = event.execution_id();
         let now = now_ms();
         let mut invocation = self.append.prepare_invoke();
-        invocation
-            .key(events_key(id))
-            .key(seq_key(id))
-            .key(epoch_key(id))
-            .key(summary_key(id));
-        if let Some(key) = event.idempotency_key() {
-            invocation.key(idempotency_key(id, key));
-        }
+        let idem = event.idempotency_key().map(|key| idempotency_key(id, key));
+        append_keys(&mut invocation, id, idem);
         invocation
             .arg(event.tail().as_ref())
             .arg(self.config.ttl.as_secs().max(1))
@@ -472,14 +466,10 @@ impl EventStore for RedisStore {
         let id = batch.execution_id();
         let now = now_ms();
         let mut invocation = self.append_batch.prepare_invoke();
-        invocation
-            .key(events_key(id))
-            .key(seq_key(id))
-            .key(epoch_key(id))
-            .key(summary_key(id));
-        if let Some(key) = batch.idempotency_key() {
-            invocation.key(batch_idempotency_key(id, key));
-        }
+        let idem = batch
+            .idempotency_key()
+            .map(|key| batch_idempotency_key(id, key));
+        append_keys(&mut invocation, id, idem);
         let first_timestamp = batch.events().first().map_or("", |e| e.timestamp());
         // Only the last event of a batch may end the execution (the publisher checks).
         let ending = batch.events().last().and_then(NewEvent::ending);
@@ -668,6 +658,19 @@ impl EventStore for RedisStore {
             detail,
             shards: None,
         }
+    }
+}
+
+/// The keys both append scripts take, all in the execution's slot: the list,
+/// seq, epoch and summary, then the idempotency record when there is one.
+fn append_keys(invocation: &mut redis::ScriptInvocation<'_>, id: &str, idem: Option<String>) {
+    invocation
+        .key(events_key(id))
+        .key(seq_key(id))
+        .key(epoch_key(id))
+        .key(summary_key(id));
+    if let Some(idem) = idem {
+        invocation.key(idem);
     }
 }
 
