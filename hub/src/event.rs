@@ -170,9 +170,10 @@ impl SharedEvent {
     }
 }
 
-/// The `event_type` of a stored event's JSON: found by its key (the hub
-/// writes it before `data`, and a key cannot occur unescaped inside a
-/// string), decoded by serde only when it holds escapes.
+/// The `event_type` of an event's JSON (stored, or a publish's encoded
+/// tail): found by its key (the hub writes it before `data`, and a key
+/// cannot occur unescaped inside a string); only a value with escapes is
+/// decoded, and only that string.
 pub fn event_type_of(json: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     const KEY: &[u8] = br#""event_type":""#;
     let start = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
@@ -181,20 +182,20 @@ pub fn event_type_of(json: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if rest[end] == b'"' {
         return std::str::from_utf8(&rest[..end]).ok().map(Into::into);
     }
-    #[derive(serde::Deserialize)]
-    struct Typed {
-        event_type: String,
-    }
-    serde_json::from_slice::<Typed>(json)
+    // From the value's opening quote: the first value of a stream is read
+    // without looking at what follows it.
+    let value = &json[start - 1..];
+    serde_json::Deserializer::from_slice(value)
+        .into_iter::<String>()
+        .next()?
         .ok()
-        .map(|t| t.event_type.into())
+        .map(Into::into)
 }
 
 /// A validated publish, encoded but not yet numbered.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     execution_id: String,
-    event_type: String,
     /// Set when this event ends its execution: the status it ends it with.
     ending: Option<Arc<str>>,
     timestamp: String,
@@ -228,7 +229,6 @@ impl NewEvent {
         tail[0] = b',';
         Self {
             execution_id,
-            event_type: request.event_type.clone(),
             ending: None,
             timestamp,
             idempotency_key: None,
@@ -238,8 +238,9 @@ impl NewEvent {
     }
 
     /// The event's type.
-    pub fn event_type(&self) -> &str {
-        &self.event_type
+    pub fn event_type(&self) -> std::borrow::Cow<'_, str> {
+        // Read back from the encoded tail rather than kept twice.
+        event_type_of(&self.tail).unwrap_or_default()
     }
 
     /// Marks the event as its execution's terminal event, ending it with `status`.
@@ -433,6 +434,12 @@ mod tests {
             br#"{"seq":1,"execution_id":"a\"event_type\":\"x","event_type":"t\u00e9","data":{}}"#;
         assert_eq!(event_type_of(escaped).as_deref(), Some("t\u{e9}"));
         assert_eq!(event_type_of(br#"{"seq":1}"#), None);
+        // A publish's tail (not a JSON document by itself) reads back too.
+        let quoted =
+            PublishRequest::from_slice(br#"{"event_type":"say \"hi\"","data":{}}"#).expect("valid");
+        let quoted = NewEvent::encode("exec-1".into(), &quoted);
+        assert_eq!(quoted.event_type(), "say \"hi\"");
+        assert_eq!(NewEvent::encode("e".into(), &request).event_type(), "log");
         assert_eq!(seq_of(b"{\"seq\":x}"), None);
     }
 }

@@ -72,7 +72,7 @@ impl Publisher {
     /// # Errors
     /// [`StoreError`] when the store cannot take the event; providers are then not fed.
     pub async fn publish(&self, event: NewEvent) -> Result<Receipt, StoreError> {
-        let ending = self.lifecycle.ending(event.event_type());
+        let ending = self.lifecycle.ending(&event.event_type());
         let event = event.ending_with(ending);
         // The id is copied only when someone follows the list of executions.
         let followed = self
@@ -127,7 +127,7 @@ impl Publisher {
     pub async fn publish_batch(&self, mut batch: NewBatch) -> Result<BatchReceipt, StoreError> {
         let count = batch.events().len();
         for (i, event) in batch.events_mut().iter_mut().enumerate() {
-            let Some(status) = self.lifecycle.ending(event.event_type()) else {
+            let Some(status) = self.lifecycle.ending(&event.event_type()) else {
                 continue;
             };
             // Events after the terminal one would be publishes after the end.
