@@ -245,38 +245,33 @@ impl Task {
         }
     }
 
+    /// The watched execution whose channel `name` is, if any.
+    fn watched(&self, name: &Value) -> Option<Arc<str>> {
+        let Value::BulkString(name) = name else {
+            return None;
+        };
+        let id = execution_of_channel(std::str::from_utf8(name).ok()?)?;
+        self.watchers
+            .get_key_value(id)
+            .map(|(id, _)| Arc::clone(id))
+    }
+
     /// One push message: an event to relay, or a lost subscription.
     fn push(&mut self, push: PushInfo) {
         match push.kind {
             PushKind::SMessage => {
-                let [Value::BulkString(name), Value::BulkString(payload)] = push.data.as_slice()
-                else {
+                let [name, Value::BulkString(payload)] = push.data.as_slice() else {
                     return;
                 };
-                let Some(id) = std::str::from_utf8(name)
-                    .ok()
-                    .and_then(execution_of_channel)
-                else {
-                    return;
-                };
-                if let Some((id, _)) = self.watchers.get_key_value(id) {
-                    self.relay.message(id, payload);
+                if let Some(id) = self.watched(name) {
+                    self.relay.message(&id, payload);
                 }
             }
             // Redis unsubscribes a shard channel whose slot moved away.
             PushKind::SUnsubscribe => {
-                let Some(Value::BulkString(name)) = push.data.first() else {
-                    return;
-                };
-                let Some(id) = std::str::from_utf8(name)
-                    .ok()
-                    .and_then(execution_of_channel)
-                else {
-                    return;
-                };
-                if let Some((id, _)) = self.watchers.get_key_value(id) {
+                if let Some(id) = push.data.first().and_then(|name| self.watched(name)) {
                     tracing::info!(execution_id = %id, "sharded subscription ended by redis (slot moved); subscribing again");
-                    self.stale.insert(Arc::clone(id));
+                    self.stale.insert(id);
                 }
             }
             // A node's connection dropped: its subscriptions are gone (the
