@@ -6,6 +6,13 @@
 //! drains the receiving ends (a single-threaded tokio runtime, one task per
 //! socket). Only the writer thread's CPU time counts (from
 //! `/proc/thread-self/stat`), so the reader's cost is not charged to a write.
+//!
+//! By default the writer writes as fast as it can, so every socket always
+//! has data in flight. `--rate` and `--burst` pace it like a fan-out
+//! instead — bursts of `--burst` writes (one event to its subscribers),
+//! `--rate` writes per second — so each write finds its socket idle, as a
+//! hub's deliveries do; that costs the kernel more per write (timers armed
+//! and cleared, a reader woken), and is the floor for that traffic.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -33,6 +40,12 @@ pub struct FloorArgs {
     /// Writes in total, round-robin over the sockets.
     #[arg(long, default_value_t = 2_000_000)]
     writes: u64,
+    /// Writes per second (0: as fast as the writer can).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// With `--rate`: writes per burst, to consecutive sockets.
+    #[arg(long, default_value_t = 100)]
+    burst: u64,
 }
 
 /// What the writer thread measured.
@@ -102,8 +115,18 @@ fn expected_bytes(args: &FloorArgs, sockets: usize) -> Vec<u64> {
 fn write_all(mut sockets: Vec<TcpStream>, args: &FloorArgs) -> Result<Written> {
     let frame = vec![b'x'; args.frame];
     let n = sockets.len();
+    let burst = args.burst.max(1);
+    // The pause between bursts when paced.
+    let interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(burst as f64 / args.rate as f64));
     let (cpu_before, started) = (thread_cpu()?, Instant::now());
     for k in 0..args.writes {
+        if let Some(interval) = interval
+            && k % burst == 0
+        {
+            let due = started + interval.mul_f64((k / burst) as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         sockets[(k % n as u64) as usize].write_all(&frame)?;
     }
     let wall = started.elapsed();
@@ -147,9 +170,13 @@ fn drain(sockets: Vec<TcpStream>, expected: &[u64]) -> Result<u64> {
 fn report(args: &FloorArgs, sockets: usize, written: Written) {
     let (per_s, us) = per_cpu(args.writes, written.cpu);
     let wall = written.wall.as_secs_f64();
+    let paced = match args.rate {
+        0 => String::from("as fast as possible"),
+        rate => format!("paced: {rate} writes/s in bursts of {}", args.burst.max(1)),
+    };
     println!(
-        "floor: {} writes of {} B round-robin over {sockets} loopback TCP sockets (TCP_NODELAY) \
-         in {wall:.2} s ({}/s wall)",
+        "floor: {} writes of {} B round-robin over {sockets} loopback TCP sockets (TCP_NODELAY), \
+         {paced}, in {wall:.2} s ({}/s wall)",
         args.writes,
         args.frame,
         thousands(args.writes as f64 / wall)
@@ -166,6 +193,8 @@ fn report(args: &FloorArgs, sockets: usize, written: Written) {
             "sockets": sockets,
             "frame": args.frame,
             "writes": args.writes,
+            "rate": args.rate,
+            "burst": args.burst,
             "wall_s": round3(wall),
             "writer_cpu_s": round3(written.cpu.as_secs_f64()),
             "us_per_write": round3(us),
@@ -184,6 +213,8 @@ mod tests {
             sockets: 3,
             frame: 10,
             writes: 7,
+            rate: 0,
+            burst: 1,
         };
         assert_eq!(expected_bytes(&args, 3), vec![30, 20, 20]);
     }
@@ -194,7 +225,15 @@ mod tests {
             sockets: 4,
             frame: 160,
             writes: 1000,
+            rate: 0,
+            burst: 1,
         };
         run(&args).unwrap();
+        let paced = FloorArgs {
+            rate: 20_000,
+            burst: 4,
+            ..args
+        };
+        run(&paced).unwrap();
     }
 }

@@ -8,17 +8,29 @@
 //! released once a burst has drained, so an idle connection holds a few words.
 //! Closing the outbox (slow consumer, end of stream) wakes the writer with the
 //! reason.
+//!
+//! An outbox that owns its connection's socket ([`Outbox::on_socket`])
+//! writes a frame straight to it when nothing is ahead of it, and queues
+//! only what the socket cannot take at once ([`direct`]).
+
+pub mod direct;
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+use direct::{Unsent, Wire};
 
 /// Something that can be queued; its weight counts against the byte bound.
 pub trait Frame: Send + 'static {
     /// Bytes this frame will take on the wire (about).
     fn weight(&self) -> usize;
+    /// The frame's bytes on the wire, for an outbox that writes its socket.
+    fn wire(&self) -> Wire<'_>;
 }
 
 /// Why the hub ends a connection from the outbound side.
@@ -28,6 +40,8 @@ pub enum Closing {
     SlowConsumer,
     /// The stream is complete (an SSE subscription ended); flush, then end.
     Done,
+    /// Writing to the socket failed: the client is gone.
+    Gone,
 }
 
 /// How much a connection may have queued.
@@ -53,6 +67,8 @@ pub struct Outbox<F> {
     inner: Mutex<Inner<F>>,
     room: Notify,
     limits: Limits,
+    /// The connection's socket, when the outbox writes to it itself.
+    socket: Option<Arc<TcpStream>>,
 }
 
 struct Inner<F> {
@@ -69,6 +85,8 @@ struct Inner<F> {
     probe_at: u32,
     /// Its event's acceptance ([`crate::metrics::clock`]); 0: none timed.
     probe_since: u64,
+    /// Bytes given to the socket that it has not taken yet (direct mode).
+    unsent: Unsent,
 }
 
 /// One frame in this many is timed from its event's acceptance to the
@@ -81,8 +99,20 @@ const PROBE_EVERY: u32 = 64;
 const KEEP_SLOTS: usize = 1;
 
 impl<F: Frame> Outbox<F> {
-    /// An empty queue with `limits`.
+    /// An empty queue with `limits`, drained by its connection's task
+    /// ([`Outbox::poll_pop`]).
     pub fn new(limits: Limits) -> Self {
+        Self::with_socket(limits, None)
+    }
+
+    /// An empty queue with `limits` that writes frames to `socket` itself
+    /// (see [`direct`]); its connection's task finishes what the socket
+    /// could not take at once ([`Outbox::poll_send`]).
+    pub fn on_socket(limits: Limits, socket: Arc<TcpStream>) -> Self {
+        Self::with_socket(limits, Some(socket))
+    }
+
+    fn with_socket(limits: Limits, socket: Option<Arc<TcpStream>>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 frames: VecDeque::new(),
@@ -93,12 +123,14 @@ impl<F: Frame> Outbox<F> {
                 popped: 0,
                 probe_at: 0,
                 probe_since: 0,
+                unsent: Unsent::default(),
             }),
             room: Notify::new(),
             limits: Limits {
                 frames: limits.frames.max(1),
                 bytes: limits.bytes.max(1),
             },
+            socket,
         }
     }
 
@@ -125,6 +157,17 @@ impl<F: Frame> Outbox<F> {
         if !self.has_room(&inner, frame.weight()) {
             return Err((PushError::Full, frame));
         }
+        if self.idle_socket(&inner).is_some() {
+            inner.popped = inner.popped.wrapping_add(1);
+            if accepted != 0 && inner.popped.is_multiple_of(PROBE_EVERY) {
+                record_send(accepted);
+            }
+            return match self.write_now(&mut inner, &frame) {
+                Ok(()) => Ok(()),
+                Err(PushError::Closed) => Err((PushError::Closed, frame)),
+                Err(PushError::Full) => Err((PushError::Full, frame)),
+            };
+        }
         Self::enqueue(&mut inner, frame);
         let number = inner.popped.wrapping_add(inner.frames.len() as u32);
         if accepted != 0 && inner.probe_since == 0 && number.is_multiple_of(PROBE_EVERY) {
@@ -149,8 +192,116 @@ impl<F: Frame> Outbox<F> {
             Self::close_locked(&mut inner, Closing::SlowConsumer);
             return Err(PushError::Closed);
         }
+        if self.idle_socket(&inner).is_some() {
+            return self.write_now(&mut inner, &frame);
+        }
         Self::enqueue(&mut inner, frame);
         Ok(())
+    }
+
+    /// The socket, when a frame may be written to it right now: nothing is
+    /// queued or part-written ahead of it.
+    fn idle_socket(&self, inner: &Inner<F>) -> Option<&TcpStream> {
+        let socket = self.socket.as_deref()?;
+        (inner.frames.is_empty() && inner.unsent.is_empty()).then_some(socket)
+    }
+
+    /// Writes `frame` to the idle socket from the caller's context; the
+    /// connection's task is woken only for what the socket did not take.
+    fn write_now(&self, inner: &mut Inner<F>, frame: &F) -> Result<(), PushError> {
+        let Some(socket) = self.socket.as_deref() else {
+            return Err(PushError::Closed);
+        };
+        match inner.unsent.write(socket, &frame.wire()) {
+            Ok(()) if inner.unsent.is_empty() => Ok(()),
+            Ok(()) => {
+                if let Some(writer) = inner.writer.take() {
+                    writer.wake();
+                }
+                Ok(())
+            }
+            Err(_) => {
+                Self::close_locked(inner, Closing::Gone);
+                Err(PushError::Closed)
+            }
+        }
+    }
+
+    /// Writes `bytes` (a whole frame of the WebSocket layer's own: a pong,
+    /// a close) in order with the outbox's frames; what the socket does not
+    /// take now waits for [`Outbox::poll_flush_unsent`].
+    ///
+    /// # Errors
+    /// The socket's error, or `Other` when the client has left more than
+    /// twice the byte bound unread.
+    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let Some(socket) = self.socket.as_deref() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut inner = self.lock();
+        if inner.unsent.bytes() > 2 * self.limits.bytes {
+            return Err(io::Error::other("the client does not read"));
+        }
+        inner.unsent.write(socket, &Wire::raw(bytes))
+    }
+
+    /// Writes what waits unsent until it is out, or registers for the
+    /// socket's next room.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn poll_flush_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(socket) = self.socket.as_deref() else {
+            return Poll::Ready(Ok(()));
+        };
+        self.lock().unsent.poll_flush(socket, cx)
+    }
+
+    /// The connection task's side of an outbox on its socket: writes what
+    /// the socket did not take and what was queued behind it, and is
+    /// `Ready` only when the connection must end — the socket failed, the
+    /// client is too slow, or (after draining) the stream is done.
+    pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<Closing> {
+        let Some(socket) = self.socket.as_deref() else {
+            return Poll::Ready(Closing::Gone);
+        };
+        let mut inner = self.lock();
+        let mut freed = false;
+        let ready = loop {
+            if let Some(reason @ (Closing::SlowConsumer | Closing::Gone)) = inner.closing {
+                break Poll::Ready(reason);
+            }
+            match inner.unsent.poll_flush(socket, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    Self::close_locked(&mut inner, Closing::Gone);
+                    break Poll::Ready(Closing::Gone);
+                }
+                // The socket is full: only a slow-consumer verdict changes that.
+                Poll::Pending => {
+                    Self::register_writer(&mut inner, cx);
+                    break Poll::Pending;
+                }
+            }
+            let Some(frame) = self.take_front(&mut inner) else {
+                if let Some(reason) = inner.closing {
+                    break Poll::Ready(reason);
+                }
+                Self::register_writer(&mut inner, cx);
+                break Poll::Pending;
+            };
+            freed = true;
+            if inner.unsent.write(socket, &frame.wire()).is_err() {
+                Self::close_locked(&mut inner, Closing::Gone);
+                break Poll::Ready(Closing::Gone);
+            }
+        };
+        let wanted = freed && std::mem::take(&mut inner.room_wanted);
+        drop(inner);
+        if wanted {
+            self.room.notify_waiters();
+        }
+        ready
     }
 
     /// Completes when a frame of `weight` bytes would fit (or the outbox is closing).
@@ -183,27 +334,14 @@ impl<F: Frame> Outbox<F> {
     /// for [`Closing::Done`], drained. Registers the writer's waker when empty.
     pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<F, Closing>> {
         let mut inner = self.lock();
-        if inner.closing == Some(Closing::SlowConsumer) {
-            return Poll::Ready(Err(Closing::SlowConsumer));
+        if let Some(reason @ (Closing::SlowConsumer | Closing::Gone)) = inner.closing {
+            return Poll::Ready(Err(reason));
         }
-        if let Some(frame) = inner.frames.pop_front() {
-            inner.bytes -= frame.weight();
-            inner.popped = inner.popped.wrapping_add(1);
-            let timed = (inner.probe_since != 0 && inner.popped == inner.probe_at)
-                .then(|| std::mem::take(&mut inner.probe_since));
-            if inner.frames.is_empty() && inner.frames.capacity() > KEEP_SLOTS {
-                inner.frames = VecDeque::new();
-            }
+        if let Some(frame) = self.take_front(&mut inner) {
             let wanted = std::mem::take(&mut inner.room_wanted);
             drop(inner);
             if wanted {
                 self.room.notify_waiters();
-            }
-            if let Some(accepted) = timed {
-                let handles = crate::metrics::handles();
-                handles
-                    .publish_to_send
-                    .record(crate::metrics::clock::since(accepted).as_secs_f64());
             }
             return Poll::Ready(Ok(frame));
         }
@@ -214,11 +352,26 @@ impl<F: Frame> Outbox<F> {
         Poll::Pending
     }
 
+    /// Takes the oldest queued frame, accounting for it (and timing it when
+    /// it is the probe).
+    fn take_front(&self, inner: &mut Inner<F>) -> Option<F> {
+        let frame = inner.frames.pop_front()?;
+        inner.bytes -= frame.weight();
+        inner.popped = inner.popped.wrapping_add(1);
+        if inner.probe_since != 0 && inner.popped == inner.probe_at {
+            record_send(std::mem::take(&mut inner.probe_since));
+        }
+        if inner.frames.is_empty() && inner.frames.capacity() > KEEP_SLOTS {
+            inner.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+
     /// `Ready` once the connection was found too slow; otherwise registers
     /// the writer's waker (for a writer blocked on a full socket).
     pub fn poll_slow(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if inner.closing == Some(Closing::SlowConsumer) {
+        if matches!(inner.closing, Some(Closing::SlowConsumer | Closing::Gone)) {
             return Poll::Ready(());
         }
         Self::register_writer(&mut inner, cx);
@@ -234,6 +387,11 @@ impl<F: Frame> Outbox<F> {
         {
             inner.writer = Some(cx.waker().clone());
         }
+    }
+
+    /// Whether the outbox writes its connection's socket itself.
+    pub fn writes_socket(&self) -> bool {
+        self.socket.is_some()
     }
 
     /// Whether a frame is waiting.
@@ -262,8 +420,9 @@ impl<F: Frame> Outbox<F> {
         if inner.closing.is_none() {
             inner.closing = Some(reason);
         }
-        if reason == Closing::SlowConsumer {
-            // Nothing queued will be written; free it now.
+        if reason != Closing::Done {
+            // Nothing queued will be written; free it now. (A part-written
+            // frame stays: the close frame, if any, goes after it.)
             inner.frames = VecDeque::new();
             inner.bytes = 0;
         }
@@ -280,17 +439,13 @@ impl<F: Frame> Outbox<F> {
     }
 }
 
-impl Frame for bytes::Bytes {
-    fn weight(&self) -> usize {
-        self.len()
-    }
-}
-
-impl Frame for tokio_tungstenite::tungstenite::Message {
-    fn weight(&self) -> usize {
-        // Frame header included; control frames are small but not free.
-        14 + self.len()
-    }
+/// Times a sampled frame from its event's acceptance to the socket
+/// (`exechub_publish_to_send_seconds`).
+fn record_send(accepted: u64) {
+    let handles = crate::metrics::handles();
+    handles
+        .publish_to_send
+        .record(crate::metrics::clock::since(accepted).as_secs_f64());
 }
 
 #[cfg(test)]

@@ -4,8 +4,11 @@
 //! The task waits on everything the connection can do at once: a client
 //! frame, frames in the connection's [`Outbox`] to write, the heartbeat, the
 //! token's expiry and hub shutdown. Subscriptions push into the outbox from
-//! the publisher's context (see [`crate::subscription`]); nothing else runs
-//! per connection, so an idle connection is this one task and its socket.
+//! the publisher's context (see [`crate::subscription`]), and the outbox
+//! writes a frame straight to the socket when nothing is ahead of it
+//! ([`crate::outbox::direct`]): a live event costs its connection a `write`,
+//! not a wake-up of this task. Nothing else runs per connection, so an idle
+//! connection is this one task and its socket.
 //!
 //! Every way a connection can end ends it, and frees everything it holds:
 //! the client closes (its close frame is echoed, RFC 6455 §5.5.1), resets or
@@ -38,7 +41,7 @@ use crate::event::{Epoch, NewBatch, NewEvent};
 use crate::lifecycle::directory::Following;
 use crate::limits::{ClientKey, TokenSlot};
 use crate::metrics::{self, PublishResult, Transport};
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Closing, Outbox, PushError};
 use crate::store::StoreError;
 use crate::subscription::{Start, Subscription};
 
@@ -52,14 +55,15 @@ use socket::{Io, finish, poll_socket};
 use timers::Heartbeat;
 
 /// Runs a connection until it ends (see the module doc), then closes it.
-/// `socket` is both halves of the WebSocket: one task reads and writes it,
-/// so nothing is shared or locked between a reader and a writer.
-pub async fn run<W, E>(app: AppState, caller: Caller, mut socket: W)
+/// `socket` is both halves of the WebSocket, read and written by this one
+/// task; `outbox` is the connection's queue. When the outbox writes the
+/// socket itself ([`Outbox::on_socket`]), frames go out from whoever pushes
+/// them, and this task only finishes what the socket could not take.
+pub async fn run<W, E>(app: AppState, caller: Caller, mut socket: W, outbox: Arc<Outbox<Message>>)
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: ReadError,
 {
-    let outbox = Arc::new(Outbox::new(app.config.outbox_limits()));
     let mut session = Session {
         app,
         grant: caller.grant,
@@ -69,8 +73,12 @@ where
         executions: None,
     };
     let ending = session.serve(&mut socket).await;
-    // Subscriptions end before anything else: nothing more is queued.
+    // Subscriptions end before anything else, and the outbox takes nothing
+    // more: no frame may follow the close frame.
+    let outbox = Arc::clone(&session.outbox);
     drop(session);
+    outbox.close(Closing::Done);
+    drop(outbox);
     // Boxed: only a closing connection needs the handshake's state.
     Box::pin(finish(socket, ending, caller.conn_id)).await;
 }

@@ -79,7 +79,12 @@ pub(super) fn poll_socket<W, E>(
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
-    if let Poll::Ready(ending) = poll_drain(socket, outbox, cx) {
+    let drained = match outbox.writes_socket() {
+        // The outbox writes the socket itself (the WebSocket layer only reads).
+        true => outbox.poll_send(cx).map(ending_of),
+        false => poll_drain(socket, outbox, cx),
+    };
+    if let Poll::Ready(ending) = drained {
         return Poll::Ready(Io::End(ending));
     }
     socket.poll_next_unpin(cx).map(Io::Frame)
@@ -109,13 +114,7 @@ where
                     return Poll::Ready(Ending::Gone);
                 }
             }
-            Poll::Ready(Err(Closing::SlowConsumer)) => {
-                let reason = "slow consumer: resume from your last seq";
-                return Poll::Ready(Ending::Close(close::SLOW_CONSUMER, reason));
-            }
-            Poll::Ready(Err(Closing::Done)) => {
-                return Poll::Ready(Ending::Close(close::GOING_AWAY, "done"));
-            }
+            Poll::Ready(Err(closing)) => return Poll::Ready(ending_of(closing)),
             // Nothing queued: push out what was started, then wait.
             Poll::Pending => {
                 return match sink.poll_flush_unpin(cx) {
@@ -124,6 +123,18 @@ where
                 };
             }
         }
+    }
+}
+
+/// How the connection ends when its outbox closes for `closing`.
+fn ending_of(closing: Closing) -> Ending {
+    match closing {
+        Closing::SlowConsumer => Ending::Close(
+            close::SLOW_CONSUMER,
+            "slow consumer: resume from your last seq",
+        ),
+        Closing::Done => Ending::Close(close::GOING_AWAY, "done"),
+        Closing::Gone => Ending::Gone,
     }
 }
 

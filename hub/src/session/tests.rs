@@ -127,9 +127,14 @@ fn caller() -> Caller {
     }
 }
 
+/// A queue the session drains through its socket (these sockets are channels).
+fn outbox(app: &AppState) -> Arc<Outbox<Message>> {
+    Arc::new(Outbox::new(app.config.outbox_limits()))
+}
+
 fn connect(app: &AppState) -> Client {
     let (socket, to_hub, from_hub) = duplex();
-    let session = tokio::spawn(run(app.clone(), caller(), socket));
+    let session = tokio::spawn(run(app.clone(), caller(), socket, outbox(app)));
     Client {
         to_hub,
         from_hub,
@@ -252,7 +257,8 @@ async fn an_answering_client_is_kept() {
 async fn an_idle_connection_task_is_small() {
     let app = app(&[]).await;
     let (socket, _to_hub, _from_hub) = duplex();
-    let task = run(app, caller(), socket);
+    let outbox = outbox(&app);
+    let task = run(app, caller(), socket, outbox);
     let size = std::mem::size_of_val(&task);
     // 1 KiB, and 8 bytes of `conn_id` for the close's log line.
     assert!(size <= 1032, "the session future is {size} bytes");

@@ -307,6 +307,10 @@ impl Pump {
                     self.stream.ending = "done";
                     Next::End
                 }
+                Err(Closing::Gone) => {
+                    self.stream.ending = "client_gone";
+                    Next::End
+                }
             },
             _ = self.keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),
         }
