@@ -8,7 +8,7 @@
 //! socket ([`Outbox::on_socket`](super::Outbox::on_socket)) writes a frame
 //! at once, in the pusher's context, whenever nothing is ahead of it: the
 //! queue is empty and no earlier frame is part-written. Only what the socket
-//! does not take right away is kept ([`Unsent`]) for the connection's task,
+//! does not take right away is kept (`Unsent`) for the connection's task,
 //! which finishes it when the socket has room again.
 //!
 //! Everything written to the socket goes through the outbox's lock, in

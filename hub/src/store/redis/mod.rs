@@ -5,12 +5,14 @@
 //! epoch, list order, trimming and the pub/sub announcement are one atomic
 //! step, and a read sees a consistent (epoch, oldest, last) triple. The key
 //! layout is in [`keys`]; the pub/sub side, which brings other nodes' appends
-//! to this node's live feeds, is the [`bridge`].
+//! to this node's live feeds, is the [`bridge`]. On one Redis, concurrent
+//! appends go out grouped, one script call for many (`appender`).
 //!
 //! Items in the list that are not the hub's (no leading `{"seq":N`, e.g.
 //! written by the replaced service or by hand) are skipped, counted and
 //! logged once per execution; they never make a read fail.
 
+mod appender;
 pub mod bridge;
 pub mod connection;
 pub mod keys;
@@ -39,6 +41,7 @@ use super::{
 };
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
 use crate::feeds::LiveSink;
+use appender::{APPEND_MANY, AppendArgs, Appender, Outcome};
 use bridge::Bridge;
 use connection::RedisConnection;
 use keys::{
@@ -49,34 +52,41 @@ use sharded::ShardedBridge;
 use shards::Replicas;
 
 /// Appends one event: idempotency check, the end check, INCR, the epoch of a
-/// new history, RPUSH, trim, TTLs, the summary, PUBLISH of `<epoch> <json>`.
-const APPEND: &str = r#"
-local idem = KEYS[5]
-if idem then
-  local prior = redis.call('GET', idem)
-  if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
+/// new history, RPUSH, trim, the summary (and, with it, the TTLs), PUBLISH of
+/// `<epoch> <json>`. `keys`: the list, seq, epoch, summary and (optional)
+/// idempotency record; `argv`: the 11 arguments [`AppendArgs`] lists. Both
+/// the one-event script and the grouped one ([`appender`]) call it.
+const APPEND_FN: &str = r#"
+local function append(keys, argv)
+  local idem = keys[5]
+  if idem then
+    local prior = redis.call('GET', idem)
+    if prior then return {1, prior, redis.call('GET', keys[3]) or '', 0} end
+  end
+  local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
+  if state[1] and argv[10] ~= '1' then return {2, state[3] or '', '', 0} end
+  local seq = redis.call('INCR', keys[2])
+  local epoch = redis.call('GET', keys[3])
+  local fresh = seq == 1 or not epoch
+  if fresh then
+    epoch = argv[7]
+    redis.call('SET', keys[3], epoch)
+  end
+  local json = '{"seq":' .. string.format('%d', seq) .. argv[1]
+  local len = redis.call('RPUSH', keys[1], json)
+  local max = tonumber(argv[3])
+  if len > max then redis.call('LTRIM', keys[1], -max, -1) end
+  local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. argv[5]
+  if idem then redis.call('SET', idem, receipt, 'EX', argv[6]) end
+  local change = summarize(keys[4], state, seq, json, argv[8], argv[9], tonumber(argv[2]), tonumber(argv[11]))
+  if change ~= 0 or fresh or len == 1 then keep_history(keys, argv[2]) end
+  redis.call('PUBLISH', argv[4], epoch .. ' ' .. json)
+  return {0, receipt, epoch, change}
 end
-local state = redis.call('HMGET', KEYS[4], 'ended_ms', 'announced_ms', 'status')
-if state[1] and ARGV[10] ~= '1' then return {2, state[3] or '', '', 0} end
-local seq = redis.call('INCR', KEYS[2])
-local epoch = redis.call('GET', KEYS[3])
-if seq == 1 or not epoch then
-  epoch = ARGV[7]
-  redis.call('SET', KEYS[3], epoch)
-end
-local json = '{"seq":' .. string.format('%d', seq) .. ARGV[1]
-local len = redis.call('RPUSH', KEYS[1], json)
-local max = tonumber(ARGV[3])
-if len > max then redis.call('LTRIM', KEYS[1], -max, -1) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. ARGV[5]
-if idem then redis.call('SET', idem, receipt, 'EX', ARGV[6]) end
-local change = summarize(KEYS[4], state, seq, json, ARGV[8], ARGV[9], tonumber(ARGV[2]), tonumber(ARGV[11]))
-redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. json)
-return {0, receipt, epoch, change}
 "#;
+
+/// One event (KEYS and ARGV as [`APPEND_FN`] takes them).
+const APPEND: &str = "return append(KEYS, ARGV)";
 
 /// Appends a batch (ARGV[7..]: the events' tails) with consecutive seqs:
 /// idempotency check, INCRBY, epoch, RPUSH, trim, TTLs, and one PUBLISH of
@@ -93,7 +103,8 @@ local n = #ARGV - 10
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n + 1
 local epoch = redis.call('GET', KEYS[3])
-if first == 1 or not epoch then
+local fresh = first == 1 or not epoch
+if fresh then
   epoch = ARGV[5]
   redis.call('SET', KEYS[3], epoch)
 end
@@ -107,18 +118,16 @@ for i = 1, n, 256 do
 end
 local max = tonumber(ARGV[2])
 if len > max then redis.call('LTRIM', KEYS[1], -max, -1) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[1])
 local receipt = string.format('%d-%d', first, last) .. '|' .. epoch .. '|' .. ARGV[6]
 if idem then redis.call('SET', idem, receipt, 'EX', ARGV[4]) end
 local change = summarize(KEYS[4], state, last, items[n], ARGV[7], ARGV[8], tonumber(ARGV[1]), tonumber(ARGV[10]))
+if change ~= 0 or fresh or len == n then keep_history(KEYS, ARGV[1]) end
 redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
 return {0, receipt, epoch, change}
 "#;
 
-/// Updates an execution's summary hash after an append (prepended to both
-/// append scripts). `state`: its `ended_ms` and `announced_ms` as read before
+/// Updates an execution's summary hash after an append, and keeps a history
+/// alive (both prepended to every append script). `state`: its `ended_ms` and `announced_ms` as read before
 /// the append; `ending`: the status the last appended event ends the
 /// execution with (`''`: none). Returns what the list of executions should
 /// hear: 0 nothing, 1 started, 2 activity (at most once a second), 3 ended.
@@ -148,6 +157,16 @@ local function summarize(key, state, seq, json, now, ending, ttl, final_ttl)
   if ended or change == 3 then keep = keep + final_ttl end
   redis.call('EXPIRE', key, keep)
   return change
+end
+-- The list, seq and epoch live `ttl` seconds after the last event. Their
+-- TTLs are set with each announcement (at least once a second while events
+-- flow, see summarize) rather than three EXPIREs per event, so they get one
+-- second of slack: never less than `ttl` after the last event.
+local function keep_history(keys, ttl)
+  local keep = tonumber(ttl) + 1
+  redis.call('EXPIRE', keys[1], keep)
+  redis.call('EXPIRE', keys[2], keep)
+  redis.call('EXPIRE', keys[3], keep)
 end
 "#;
 
@@ -240,6 +259,8 @@ pub struct RedisStore {
     wait_replicas: u32,
     config: StoreConfig,
     append: Script,
+    /// Groups concurrent appends into one call (one Redis; `None` on a cluster).
+    appender: Option<Appender>,
     append_batch: Script,
     range: Script,
     summary: Script,
@@ -291,8 +312,19 @@ impl RedisStore {
                 Script::new(&text.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', "))
             }
         };
+        let append = script(&format!("{SUMMARIZE}{APPEND_FN}{APPEND}"));
+        let appender = match bridge {
+            LiveBridge::Classic(_) => Some(Appender::spawn(
+                connection.clone(),
+                append.clone(),
+                Script::new(&format!("{SUMMARIZE}{APPEND_FN}{APPEND_MANY}")),
+                config,
+            )),
+            LiveBridge::Sharded(_) => None,
+        };
         Ok(Arc::new(Self {
-            append: script(&format!("{SUMMARIZE}{APPEND}")),
+            append,
+            appender,
             append_batch: script(&format!("{SUMMARIZE}{APPEND_BATCH}")),
             range: Script::new(RANGE),
             summary: Script::new(SUMMARY),
@@ -395,25 +427,22 @@ impl RedisStore {
         self.foreign.load(Ordering::Relaxed)
     }
 
-    /// Runs an append script (single or batch) for execution `id`: a refusal
+    /// Finishes an append of execution `id` the script answered: a refusal
     /// after the end is [`StoreError::Ended`]; otherwise it waits for
     /// replicas as configured and announces the change. Returns the
     /// script's receipt text, the epoch, whether it was a replay, and the change.
-    async fn run_append(
+    async fn finish_append(
         &self,
         id: &str,
-        invocation: &redis::ScriptInvocation<'_>,
+        (outcome, receipt, epoch, change): Outcome,
         now: u64,
     ) -> Result<(String, String, bool, Change), StoreError> {
-        let mut connection = self.connection.clone();
-        let (outcome, receipt, epoch, change): (u8, String, String, u8) = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        if outcome == 2 {
-            return Err(StoreError::Ended { status: receipt });
+        match outcome {
+            2 => return Err(StoreError::Ended { status: receipt }),
+            3 => return Err(StoreError::Rejected(receipt)),
+            _ => {}
         }
-        connection
+        self.connection
             .wait_replicas(&events_key(id), self.wait_replicas)
             .await?;
         let change = self.announce(id, change, now).await;
@@ -441,22 +470,29 @@ impl EventStore for RedisStore {
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         let id = event.execution_id();
         let now = now_ms();
-        let mut invocation = self.append.prepare_invoke();
-        let idem = event.idempotency_key().map(|key| idempotency_key(id, key));
-        append_keys(&mut invocation, id, idem);
-        invocation
-            .arg(event.tail().as_ref())
-            .arg(self.config.ttl.as_secs().max(1))
-            .arg(self.config.max_events)
-            .arg(channel(id))
-            .arg(event.timestamp())
-            .arg(self.config.idempotency_window.as_secs().max(1))
-            .arg(Epoch::random().as_str())
-            .arg(now)
-            .arg(event.ending().unwrap_or_default())
-            .arg(u8::from(self.config.allow_publish_after_end))
-            .arg(self.config.final_state_ttl.as_secs());
-        let (receipt, epoch, duplicate, change) = self.run_append(id, &invocation, now).await?;
+        let args = AppendArgs {
+            keys: [events_key(id), seq_key(id), epoch_key(id), summary_key(id)],
+            idem: event.idempotency_key().map(|key| idempotency_key(id, key)),
+            tail: event.tail().clone(),
+            channel: channel(id),
+            timestamp: event.timestamp().to_owned(),
+            epoch: Epoch::random().as_str().to_owned(),
+            now,
+            ending: event.ending().unwrap_or_default().to_owned(),
+        };
+        let outcome = match &self.appender {
+            Some(appender) => appender.append(args).await?,
+            None => {
+                let mut invocation = self.append.prepare_invoke();
+                args.add_to(&mut invocation, &self.config, false);
+                let mut connection = self.connection.clone();
+                invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(store_error)?
+            }
+        };
+        let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
         let mut receipt = parse_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
         Ok(receipt)
@@ -487,7 +523,12 @@ impl EventStore for RedisStore {
         for event in batch.events() {
             invocation.arg(event.tail().as_ref());
         }
-        let (receipt, epoch, duplicate, change) = self.run_append(id, &invocation, now).await?;
+        let mut connection = self.connection.clone();
+        let outcome = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
         let mut receipt = parse_batch_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
         Ok(receipt)
