@@ -4,21 +4,22 @@
 //!
 //! - Every HTTP response carries `x-request-id`: the request's own when it
 //!   sent a sensible one, otherwise a fresh one; the request's log span
-//!   carries it as `request_id` ([`request_id_layers`], [`http_span`]).
+//!   carries it as `request_id` ([`RequestLayer`], [`http_span`]).
 //! - A publish's `traceparent` header (W3C Trace Context) is kept with the
 //!   event's log lines and handed on to webhooks and NATS as a header
 //!   ([`TraceParent`]).
+
+mod request;
 
 use std::io::IsTerminal;
 
 use axum::http::{HeaderValue, Request};
 use clap::{Args, ValueEnum};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tracing_subscriber::EnvFilter;
 
 use crate::secret::Secret;
+
+pub use request::RequestLayer;
 
 /// The `x-request-id` header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -66,68 +67,24 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Request ids: 16 random hex digits.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeId;
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, request: &Request<B>) -> Option<RequestId> {
-        // A client's id is kept when it is short visible ASCII (it is logged
-        // and echoed); anything else is replaced.
-        let given = request
-            .headers()
-            .get(REQUEST_ID)
-            .filter(|v| is_request_id(v.as_bytes()));
-        let value = match given {
-            Some(value) => value.clone(),
-            None => HeaderValue::from_str(&format!("{:016x}", crate::event::random_u64())).ok()?,
-        };
-        Some(RequestId::new(value))
-    }
-}
-
 /// The request id of a request served outside the router (a direct SSE
-/// stream): the client's when [`MakeId`] would keep it, else a fresh one.
+/// stream): the client's when it is usable ([`is_request_id`]), else a fresh one.
 pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .filter(|v| is_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
-        .map_or_else(
-            || format!("{:016x}", crate::event::random_u64()),
-            str::to_owned,
-        )
+        .map_or_else(fresh_request_id, str::to_owned)
+}
+
+/// A new request id: 16 random hex digits.
+pub fn fresh_request_id() -> String {
+    format!("{:016x}", crate::event::random_u64())
 }
 
 /// Whether a client's request id may be kept: 1–128 visible ASCII characters.
 pub fn is_request_id(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
-}
-
-/// The layers that give every request an id and echo it on the response.
-/// The id is set before the trace layer makes the request's span (so the
-/// span carries it) and copied onto the response after it.
-pub fn request_id_layers() -> (SetRequestIdLayer<MakeId>, PropagateRequestIdLayer) {
-    let name = axum::http::HeaderName::from_static(REQUEST_ID);
-    (
-        // Always replaces an unusable client id: the layer itself keeps any
-        // header present, so an invalid one is removed first (see `sanitize`).
-        SetRequestIdLayer::new(name.clone(), MakeId),
-        PropagateRequestIdLayer::new(name),
-    )
-}
-
-/// Drops a client's `x-request-id` that [`MakeId`] would not keep, so the
-/// set layer (which keeps any header present) generates one instead.
-pub async fn sanitize<B>(mut request: Request<B>) -> Request<B> {
-    let bad = request
-        .headers()
-        .get(REQUEST_ID)
-        .is_some_and(|v| !is_request_id(v.as_bytes()));
-    if bad {
-        request.headers_mut().remove(REQUEST_ID);
-    }
-    request
 }
 
 /// The span of one HTTP request: method, path (never the query: it may

@@ -231,7 +231,7 @@ async fn metrics_json_lists_the_busiest_executions_first() -> Result<()> {
 #[tokio::test]
 async fn every_response_carries_a_request_id_that_json_logs_carry_too() -> Result<()> {
     let args = ["--log-format", "json"];
-    let hub = TestHub::spawn_with_log_level(&args, "info,tower_http=debug").await?;
+    let hub = TestHub::spawn_with_log_level(&args, "info,exechub::request=debug").await?;
     let id = execution_id("request-ids");
     let given = hub
         .http

@@ -21,7 +21,6 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 
@@ -77,13 +76,7 @@ pub fn router(state: AppState) -> Router {
         None => api,
     };
     // Spans carry the path only (a query may hold an `access_token`) and the request id.
-    let trace = TraceLayer::new_for_http().make_span_with(crate::telemetry::http_span);
-    let (set_id, propagate_id) = crate::telemetry::request_id_layers();
-    api.layer(trace)
-        .layer(propagate_id)
-        .layer(set_id)
-        .layer(axum::middleware::map_request(crate::telemetry::sanitize))
-        .with_state(state)
+    api.layer(crate::telemetry::RequestLayer).with_state(state)
 }
 
 /// Browser pages on the listed origins (`--cors-origin`; `*` for any) may
