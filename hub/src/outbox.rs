@@ -17,7 +17,7 @@ pub mod direct;
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use tokio::net::TcpStream;
@@ -67,8 +67,8 @@ pub struct Outbox<F> {
     inner: Mutex<Inner<F>>,
     room: Notify,
     limits: Limits,
-    /// The connection's socket, when the outbox writes to it itself.
-    socket: Option<Arc<TcpStream>>,
+    /// The connection's socket, once the outbox writes to it itself.
+    socket: OnceLock<Arc<TcpStream>>,
 }
 
 struct Inner<F> {
@@ -102,17 +102,27 @@ impl<F: Frame> Outbox<F> {
     /// An empty queue with `limits`, drained by its connection's task
     /// ([`Outbox::poll_pop`]).
     pub fn new(limits: Limits) -> Self {
-        Self::with_socket(limits, None)
+        Self::with_socket(limits, OnceLock::new())
     }
 
     /// An empty queue with `limits` that writes frames to `socket` itself
     /// (see [`direct`]); its connection's task finishes what the socket
     /// could not take at once ([`Outbox::poll_send`]).
     pub fn on_socket(limits: Limits, socket: Arc<TcpStream>) -> Self {
-        Self::with_socket(limits, Some(socket))
+        Self::with_socket(limits, OnceLock::from(socket))
     }
 
-    fn with_socket(limits: Limits, socket: Option<Arc<TcpStream>>) -> Self {
+    /// From now on, writes frames to `socket` itself (as [`Outbox::on_socket`]);
+    /// frames already queued go first. Once only: a later socket is ignored.
+    pub fn attach(&self, socket: Arc<TcpStream>) {
+        let _ = self.socket.set(socket);
+        // The writer may be waiting for frames that now go out another way.
+        if let Some(writer) = self.lock().writer.take() {
+            writer.wake();
+        }
+    }
+
+    fn with_socket(limits: Limits, socket: OnceLock<Arc<TcpStream>>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 frames: VecDeque::new(),
@@ -202,14 +212,14 @@ impl<F: Frame> Outbox<F> {
     /// The socket, when a frame may be written to it right now: nothing is
     /// queued or part-written ahead of it.
     fn idle_socket(&self, inner: &Inner<F>) -> Option<&TcpStream> {
-        let socket = self.socket.as_deref()?;
+        let socket = self.socket.get().map(Arc::as_ref)?;
         (inner.frames.is_empty() && inner.unsent.is_empty()).then_some(socket)
     }
 
     /// Writes `frame` to the idle socket from the caller's context; the
     /// connection's task is woken only for what the socket did not take.
     fn write_now(&self, inner: &mut Inner<F>, frame: &F) -> Result<(), PushError> {
-        let Some(socket) = self.socket.as_deref() else {
+        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
             return Err(PushError::Closed);
         };
         match inner.unsent.write(socket, &frame.wire()) {
@@ -235,7 +245,7 @@ impl<F: Frame> Outbox<F> {
     /// The socket's error, or `Other` when the client has left more than
     /// twice the byte bound unread.
     pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let Some(socket) = self.socket.as_deref() else {
+        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let mut inner = self.lock();
@@ -251,7 +261,7 @@ impl<F: Frame> Outbox<F> {
     /// # Errors
     /// The socket's error.
     pub fn poll_flush_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(socket) = self.socket.as_deref() else {
+        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
             return Poll::Ready(Ok(()));
         };
         self.lock().unsent.poll_flush(socket, cx)
@@ -262,7 +272,7 @@ impl<F: Frame> Outbox<F> {
     /// `Ready` only when the connection must end — the socket failed, the
     /// client is too slow, or (after draining) the stream is done.
     pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<Closing> {
-        let Some(socket) = self.socket.as_deref() else {
+        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
             return Poll::Ready(Closing::Gone);
         };
         let mut inner = self.lock();
@@ -391,7 +401,7 @@ impl<F: Frame> Outbox<F> {
 
     /// Whether the outbox writes its connection's socket itself.
     pub fn writes_socket(&self) -> bool {
-        self.socket.is_some()
+        self.socket.get().is_some()
     }
 
     /// Whether a frame is waiting.

@@ -3,7 +3,7 @@
 mod helpers;
 
 use anyhow::Result;
-use helpers::{TestHub, execution_id};
+use helpers::{SseClient, TestHub, execution_id};
 use serde_json::json;
 
 #[tokio::test]
@@ -80,5 +80,48 @@ async fn sse_rejects_a_bad_last_event_id() -> Result<()> {
     assert_eq!(response.status(), 422);
     let body: serde_json::Value = response.json().await?;
     assert_eq!(body["detail"][0]["loc"], json!(["header", "last-event-id"]));
+    Ok(())
+}
+
+/// Streams that open their connection are written straight to their sockets:
+/// one whose client stops reading fills its byte bound and is closed as a
+/// slow consumer, while one that reads gets every event in order.
+#[tokio::test]
+async fn a_stalled_stream_is_closed_while_a_reading_one_gets_everything() -> Result<()> {
+    let hub = TestHub::spawn(&[
+        "--client-queue",
+        "100000",
+        "--client-queue-bytes",
+        "65536",
+        "--slow-client-timeout-ms",
+        "300",
+    ])
+    .await?;
+    let id = execution_id("sse-stalled");
+    let url = hub.url(&format!("/api/v1/executions/{id}/stream"));
+    // A client each, so each stream opens its own connection.
+    let stalled = SseClient::connect(&reqwest::Client::new(), &url, None::<u64>).await?;
+    let mut reader = SseClient::connect(&reqwest::Client::new(), &url, None::<u64>).await?;
+    const EVENTS: u64 = 1000;
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while (seqs.len() as u64) < EVENTS {
+            seqs.push(reader.next_event().await?.seq);
+        }
+        anyhow::Ok((reader, seqs))
+    });
+    // Enough to fill both kernel socket buffers, then the byte bound.
+    let padding = "y".repeat(32 * 1024);
+    for n in 0..EVENTS {
+        hub.publish(&id, "big", json!({ "n": n, "pad": padding }))
+            .await?;
+    }
+    let (_reader, seqs) = reading.await??;
+    helpers::assert_contiguous(&seqs, 1, EVENTS);
+    hub.health_until("the stalled stream to be closed", |h| {
+        h["connections"]["sse"] == 1
+    })
+    .await?;
+    drop(stalled);
     Ok(())
 }

@@ -237,7 +237,7 @@ impl AsyncRead for SharedSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(socket) = this.outbox.socket.as_deref() else {
+        let Some(socket) = this.outbox.socket.get().map(Arc::as_ref) else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
         if !this.read_ahead.is_empty() {

@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -184,6 +185,36 @@ pub(crate) struct Stream {
     _slot: Option<TokenSlot>,
 }
 
+impl Stream {
+    /// The outbox's next step. Drained by this stream, it gives the next
+    /// frame to write; writing its socket itself (a direct stream), it gives
+    /// nothing until it closes. Either way, its closing ends the stream.
+    fn poll_outbox(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        let closing = if self.outbox.writes_socket() {
+            ready!(self.outbox.poll_send(cx))
+        } else {
+            match ready!(self.outbox.poll_pop(cx)) {
+                Ok(frame) => return Poll::Ready(Next::Frame(frame)),
+                Err(closing) => closing,
+            }
+        };
+        Poll::Ready(match closing {
+            Closing::SlowConsumer => {
+                self.ending = "slow_consumer";
+                Next::Last(error_frame("slow_consumer"))
+            }
+            Closing::Done => {
+                self.ending = "done";
+                Next::End
+            }
+            Closing::Gone => {
+                self.ending = "client_gone";
+                Next::End
+            }
+        })
+    }
+}
+
 impl Drop for Stream {
     fn drop(&mut self) {
         crate::metrics::closed(Transport::Sse, self.ending);
@@ -297,21 +328,7 @@ impl Pump {
                 self.stream.ending = "token_expired";
                 Next::Last(error_frame("token_expired"))
             }
-            popped = poll_fn(|cx| self.stream.outbox.poll_pop(cx)) => match popped {
-                Ok(frame) => Next::Frame(frame),
-                Err(Closing::SlowConsumer) => {
-                    self.stream.ending = "slow_consumer";
-                    Next::Last(error_frame("slow_consumer"))
-                }
-                Err(Closing::Done) => {
-                    self.stream.ending = "done";
-                    Next::End
-                }
-                Err(Closing::Gone) => {
-                    self.stream.ending = "client_gone";
-                    Next::End
-                }
-            },
+            next = poll_fn(|cx| self.stream.poll_outbox(cx)) => next,
             _ = self.keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),
         }
     }
@@ -381,33 +398,36 @@ pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: supe
     app.sessions.spawn(pump_direct(socket, pump));
 }
 
-/// Writes a direct stream's frames until it ends or the client is gone.
+/// Runs a direct stream until it ends or the client is gone. Its outbox
+/// writes the subscription's frames to the socket itself (`outbox::direct`),
+/// from the publisher's context; this task adds keep-alives and the last
+/// frame, and finishes writes the socket could not take at once.
 async fn pump_direct(socket: TcpStream, mut pump: Pump) {
+    let socket = Arc::new(socket);
+    pump.stream.outbox.attach(Arc::clone(&socket));
     loop {
         let next = tokio::select! {
             next = pump.next() => next,
             () = client_gone(&socket) => return,
         };
-        let (frame, last) = match next {
-            Next::Frame(frame) => (frame, false),
-            Next::Last(frame) => (frame, true),
+        match next {
+            // A keep-alive, in order with the events.
+            Next::Frame(frame) => {
+                if pump.stream.outbox.push_reply(frame).is_err() {
+                    return;
+                }
+            }
+            Next::Last(frame) => {
+                // Written if there is room (a slow client's outbox takes nothing
+                // more), then flushed for at most the close grace.
+                let outbox = &pump.stream.outbox;
+                let _ = outbox.push_reply(frame);
+                outbox.close(Closing::Done);
+                let flushed = poll_fn(|cx| outbox.poll_send(cx));
+                let _ = tokio::time::timeout(crate::session::CLOSE_GRACE, flushed).await;
+                return;
+            }
             Next::End => return,
-        };
-        // A write blocked on a client that stopped reading still yields to
-        // a slow-consumer verdict and to shutdown.
-        let written = tokio::select! {
-            written = write_all(&socket, &frame) => written.is_ok(),
-            () = poll_fn(|cx| pump.stream.outbox.poll_slow(cx)) => {
-                pump.stream.ending = "slow_consumer";
-                false
-            }
-            () = pump.shutdown.as_mut() => {
-                pump.stream.ending = "shutdown";
-                false
-            }
-        };
-        if !written || last {
-            return;
         }
     }
 }
