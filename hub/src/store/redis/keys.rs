@@ -21,32 +21,42 @@
 
 /// The list holding an execution's events (the replaced service's key).
 pub fn events_key(execution_id: &str) -> String {
-    format!("execution:{execution_id}:events")
+    join(&["execution:", execution_id, ":events"])
 }
 
 /// The seq counter, in the list's hash slot.
 pub fn seq_key(execution_id: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:seq")
+    join(&["{execution:", execution_id, ":events}:seq"])
 }
 
 /// The current history's epoch, in the list's hash slot.
 pub fn epoch_key(execution_id: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:epoch")
+    join(&["{execution:", execution_id, ":events}:epoch"])
 }
 
 /// The record of an idempotent publish, in the list's hash slot.
 pub fn idempotency_key(execution_id: &str, key: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:idem:{key}")
+    join(&["{execution:", execution_id, ":events}:idem:", key])
 }
 
 /// The record of an idempotent batch publish (apart from single publishes').
 pub fn batch_idempotency_key(execution_id: &str, key: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:idem-batch:{key}")
+    join(&["{execution:", execution_id, ":events}:idem-batch:", key])
 }
 
 /// An execution's summary hash, in the list's hash slot.
 pub fn summary_key(execution_id: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:summary")
+    join(&["{execution:", execution_id, ":events}:summary"])
+}
+
+/// `parts` in one allocation (keys are built on every append; `format!`
+/// costs several times this).
+fn join(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        key.push_str(part);
+    }
+    key
 }
 
 /// The sorted set of executions by last update: the list of executions.
@@ -54,7 +64,7 @@ pub const EXECUTIONS_INDEX: &str = "executions:index";
 
 /// The pub/sub channel announcing an execution's appends.
 pub fn channel(execution_id: &str) -> String {
-    format!("{{execution:{execution_id}:events}}:live")
+    join(&["{execution:", execution_id, ":events}:live"])
 }
 
 /// The execution id of a channel name made by [`channel`].
