@@ -33,10 +33,19 @@ pub enum Live<'a> {
     },
 }
 
+/// The first this many subscribers of an event may have it written to their
+/// sockets in the offering context (`outbox::direct`); the others' frames
+/// are queued for their connections' tasks, which the runtime spreads over
+/// its workers. This bounds how long a publisher (or a store's bridge)
+/// spends on one event, and lets a large fan-out use every core.
+pub const WRITE_IN_PLACE: usize = 128;
+
 /// A local subscription, as the registry sees it.
 pub trait Subscriber: Send + Sync {
-    /// Takes a live item. Must not block, await or call back into [`Feeds`].
-    fn offer(&self, live: Live<'_>);
+    /// Takes a live item; `in_place`: its frame may be written to the socket
+    /// now, from the caller's context. Must not block, await or call back
+    /// into [`Feeds`].
+    fn offer(&self, live: Live<'_>, in_place: bool);
 }
 
 /// Where stores announce what they append. Implemented by [`Feeds`].
@@ -123,8 +132,8 @@ impl Feeds {
         // The registry lock is held only for the lookup; the feed's own lock
         // keeps this execution's offers in the order the store made them.
         if let Some(feed) = self.feed(execution_id) {
-            for subscriber in lock(&feed.subscribers).iter() {
-                subscriber.offer(live);
+            for (i, subscriber) in lock(&feed.subscribers).iter().enumerate() {
+                subscriber.offer(live, i < WRITE_IN_PLACE);
             }
         }
     }
@@ -198,7 +207,7 @@ mod tests {
     struct Seen(Mutex<Vec<u64>>);
 
     impl Subscriber for Seen {
-        fn offer(&self, live: Live<'_>) {
+        fn offer(&self, live: Live<'_>, _: bool) {
             if let Live::Event(event) = live {
                 lock(&self.0).push(event.seq());
             }

@@ -150,16 +150,22 @@ impl<F: Frame> Outbox<F> {
     /// [`PushError::Full`] at a bound, [`PushError::Closed`] once closing;
     /// the frame comes back with the refusal.
     pub fn try_push(&self, frame: F) -> Result<(), (PushError, F)> {
-        self.try_push_live(frame, 0)
+        self.try_push_live(frame, 0, true)
     }
 
     /// [`Outbox::try_push`] for a live event's frame, `accepted` at that
     /// [`crate::metrics::clock`] time: now and then the frame is timed until
-    /// it leaves for the socket.
+    /// it leaves for the socket. Unless `in_place`, the frame is queued for
+    /// the connection's task even when it could be written at once.
     ///
     /// # Errors
     /// As [`Outbox::try_push`].
-    pub fn try_push_live(&self, frame: F, accepted: u64) -> Result<(), (PushError, F)> {
+    pub fn try_push_live(
+        &self,
+        frame: F,
+        accepted: u64,
+        in_place: bool,
+    ) -> Result<(), (PushError, F)> {
         let mut inner = self.lock();
         if inner.closing.is_some() {
             return Err((PushError::Closed, frame));
@@ -167,7 +173,7 @@ impl<F: Frame> Outbox<F> {
         if !self.has_room(&inner, frame.weight()) {
             return Err((PushError::Full, frame));
         }
-        if self.idle_socket(&inner).is_some() {
+        if in_place && self.idle_socket(&inner).is_some() {
             inner.popped = inner.popped.wrapping_add(1);
             if accepted != 0 && inner.popped.is_multiple_of(PROBE_EVERY) {
                 record_send(accepted);

@@ -223,7 +223,7 @@ impl<E: Encoder> Drop for Subscription<E> {
 }
 
 impl<E: Encoder> Subscriber for Inner<E> {
-    fn offer(&self, live: Live<'_>) {
+    fn offer(&self, live: Live<'_>, in_place: bool) {
         let mut state = self.lock();
         if state.ended {
             return;
@@ -238,7 +238,7 @@ impl<E: Encoder> Subscriber for Inner<E> {
         match live {
             Live::Event(event) if continues(&state, event) => {
                 let frame = self.encoder.encode(Item::Event(event));
-                match self.outbox.try_push_live(frame, event.accepted()) {
+                match self.outbox.try_push_live(frame, event.accepted(), in_place) {
                     Ok(()) => {
                         self.encoder.queued(Item::Event(event));
                         state.epoch = Some(event.epoch().clone());

@@ -285,7 +285,7 @@ impl Seen {
 pub struct Recorder(Mutex<Vec<Seen>>);
 
 impl Subscriber for Recorder {
-    fn offer(&self, live: Live<'_>) {
+    fn offer(&self, live: Live<'_>, _: bool) {
         let seen = match live {
             Live::Event(event) => Seen::event(event.epoch(), event.seq()),
             Live::Head { epoch, seq } => Seen::Head {
