@@ -197,15 +197,7 @@ async fn memory_bound_evicts_and_the_subscriber_is_told() -> Result<()> {
 /// and is closed as a slow consumer (4001); a reading client gets everything.
 #[tokio::test]
 async fn queued_bytes_bound_closes_a_stalled_client() -> Result<()> {
-    let hub = TestHub::spawn(&[
-        "--client-queue",
-        "100000",
-        "--client-queue-bytes",
-        "65536",
-        "--slow-client-timeout-ms",
-        "300",
-    ])
-    .await?;
+    let hub = TestHub::spawn(&helpers::SMALL_BYTE_BOUND).await?;
     let id = execution_id("bytes");
     let mut stalled = hub.ws().await?;
     stalled.subscribe(&id, None).await?;

@@ -88,15 +88,7 @@ async fn sse_rejects_a_bad_last_event_id() -> Result<()> {
 /// slow consumer, while one that reads gets every event in order.
 #[tokio::test]
 async fn a_stalled_stream_is_closed_while_a_reading_one_gets_everything() -> Result<()> {
-    let hub = TestHub::spawn(&[
-        "--client-queue",
-        "100000",
-        "--client-queue-bytes",
-        "65536",
-        "--slow-client-timeout-ms",
-        "300",
-    ])
-    .await?;
+    let hub = TestHub::spawn(&helpers::SMALL_BYTE_BOUND).await?;
     let id = execution_id("sse-stalled");
     let url = hub.url(&format!("/api/v1/executions/{id}/stream"));
     // A client each, so each stream opens its own connection.

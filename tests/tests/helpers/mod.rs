@@ -44,6 +44,17 @@ pub fn median_p90(samples: &mut [Duration]) -> (Duration, Duration) {
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Flags for a hub whose clients may queue many frames but only 64 KiB, and
+/// are closed 300 ms after they stop reading: a stalled client is found fast.
+pub const SMALL_BYTE_BOUND: [&str; 6] = [
+    "--client-queue",
+    "100000",
+    "--client-queue-bytes",
+    "65536",
+    "--slow-client-timeout-ms",
+    "300",
+];
+
 /// Awaits `future` for at most [`WAIT`].
 pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> Result<T> {
     tokio::time::timeout(WAIT, future)

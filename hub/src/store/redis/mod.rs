@@ -59,12 +59,8 @@ use shards::Replicas;
 const APPEND_FN: &str = r#"
 local function append(keys, argv)
   local idem = keys[5]
-  if idem then
-    local prior = redis.call('GET', idem)
-    if prior then return {1, prior, redis.call('GET', keys[3]) or '', 0} end
-  end
-  local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
-  if state[1] and argv[10] ~= '1' then return {2, state[3] or '', '', 0} end
+  local refusal, state = refused(keys, argv[10])
+  if refusal then return refusal end
   local seq = redis.call('INCR', keys[2])
   local epoch = redis.call('GET', keys[3])
   local fresh = seq == 1 or not epoch
@@ -93,12 +89,8 @@ const APPEND: &str = "return append(KEYS, ARGV)";
 /// `<epoch> <json>\n<json>…`.
 const APPEND_BATCH: &str = r#"
 local idem = KEYS[5]
-if idem then
-  local prior = redis.call('GET', idem)
-  if prior then return {1, prior, redis.call('GET', KEYS[3]) or '', 0} end
-end
-local state = redis.call('HMGET', KEYS[4], 'ended_ms', 'announced_ms', 'status')
-if state[1] and ARGV[9] ~= '1' then return {2, state[3] or '', '', 0} end
+local refusal, state = refused(KEYS, ARGV[9])
+if refusal then return refusal end
 local n = #ARGV - 10
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n + 1
@@ -126,8 +118,9 @@ redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
 return {0, receipt, epoch, change}
 "#;
 
-/// Updates an execution's summary hash after an append, and keeps a history
-/// alive (both prepended to every append script). `state`: its `ended_ms` and `announced_ms` as read before
+/// Updates an execution's summary hash after an append, keeps a history
+/// alive, and refuses replays and appends after the end (prepended to every
+/// append script). `state`: its `ended_ms` and `announced_ms` as read before
 /// the append; `ending`: the status the last appended event ends the
 /// execution with (`''`: none). Returns what the list of executions should
 /// hear: 0 nothing, 1 started, 2 activity (at most once a second), 3 ended.
@@ -157,6 +150,18 @@ local function summarize(key, state, seq, json, now, ending, ttl, final_ttl)
   if ended or change == 3 then keep = keep + final_ttl end
   redis.call('EXPIRE', key, keep)
   return change
+end
+-- What an append that must not run answers: the receipt of an idempotency
+-- key already used (a replay), or the status of an execution that has ended
+-- (unless `allow_after_end` is '1'). Otherwise nil, and the summary's state.
+local function refused(keys, allow_after_end)
+  if keys[5] then
+    local prior = redis.call('GET', keys[5])
+    if prior then return {1, prior, redis.call('GET', keys[3]) or '', 0} end
+  end
+  local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
+  if state[1] and allow_after_end ~= '1' then return {2, state[3] or '', '', 0} end
+  return nil, state
 end
 -- The list, seq and epoch live `ttl` seconds after the last event. Their
 -- TTLs are set with each announcement (at least once a second while events
