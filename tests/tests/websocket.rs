@@ -308,3 +308,28 @@ async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() -> R
     assert!(received < EVENTS, "the stalled subscriber got everything");
     Ok(())
 }
+
+/// An event with more subscribers than are written in place from the
+/// publisher's context (`feeds::WRITE_IN_PLACE`, 128): the first ones get
+/// their frames written at once, the others through their connections' tasks
+/// — every subscriber gets every event once, in order, while publishes go on.
+#[tokio::test]
+async fn a_large_fan_out_reaches_every_subscriber_in_order() -> Result<()> {
+    const SUBSCRIBERS: usize = 300;
+    const EVENTS: u64 = 50;
+    let hub = TestHub::spawn(&[]).await?;
+    let id = execution_id("large-fan-out");
+    let mut readers = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        let mut ws = hub.ws().await?;
+        ws.subscribe(&id, None).await?;
+        readers.push(tokio::spawn(async move { ws.events_until(EVENTS).await }));
+    }
+    for n in 0..EVENTS {
+        hub.publish(&id, "tick", json!({ "n": n })).await?;
+    }
+    for reader in readers {
+        assert_contiguous(&reader.await??, 1, EVENTS);
+    }
+    Ok(())
+}
