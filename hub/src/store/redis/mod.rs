@@ -51,7 +51,7 @@ use keys::{
 use sharded::ShardedBridge;
 use shards::Replicas;
 
-/// Appends one event: idempotency check, the end check, INCR, the epoch of a
+/// Appends one event: idempotency check, the end check, INCRBY 1, the epoch of a
 /// new history, RPUSH, trim, the summary (and, with it, the TTLs), PUBLISH of
 /// `<epoch> <json>`. `keys`: the list, seq, epoch, summary and (optional)
 /// idempotency record; `argv`: the 11 arguments [`AppendArgs`] lists. Both
@@ -61,13 +61,7 @@ local function append(keys, argv)
   local idem = keys[5]
   local refusal, state = refused(keys, argv[10])
   if refusal then return refusal end
-  local seq = redis.call('INCR', keys[2])
-  local epoch = redis.call('GET', keys[3])
-  local fresh = seq == 1 or not epoch
-  if fresh then
-    epoch = argv[7]
-    redis.call('SET', keys[3], epoch)
-  end
+  local seq, epoch, fresh = take_seqs(keys, 1, argv[7])
   local json = '{"seq":' .. string.format('%d', seq) .. argv[1]
   local len = redis.call('RPUSH', keys[1], json)
   local max = tonumber(argv[3])
@@ -92,14 +86,8 @@ local idem = KEYS[5]
 local refusal, state = refused(KEYS, ARGV[9])
 if refusal then return refusal end
 local n = #ARGV - 10
-local last = redis.call('INCRBY', KEYS[2], n)
+local last, epoch, fresh = take_seqs(KEYS, n, ARGV[5])
 local first = last - n + 1
-local epoch = redis.call('GET', KEYS[3])
-local fresh = first == 1 or not epoch
-if fresh then
-  epoch = ARGV[5]
-  redis.call('SET', KEYS[3], epoch)
-end
 local items = {}
 for i = 1, n do
   items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[10 + i]
@@ -162,6 +150,18 @@ local function refused(keys, allow_after_end)
   local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
   if state[1] and allow_after_end ~= '1' then return {2, state[3] or '', '', 0} end
   return nil, state
+end
+-- Takes `n` seqs (INCRBY): returns the last, the history's epoch, and whether
+-- the history starts here (its first seq, or no epoch yet: it gets `candidate`).
+local function take_seqs(keys, n, candidate)
+  local last = redis.call('INCRBY', keys[2], n)
+  local epoch = redis.call('GET', keys[3])
+  local fresh = last == n or not epoch
+  if fresh then
+    epoch = candidate
+    redis.call('SET', keys[3], epoch)
+  end
+  return last, epoch, fresh
 end
 -- The list, seq and epoch live `ttl` seconds after the last event. Their
 -- TTLs are set with each announcement (at least once a second while events
