@@ -51,7 +51,7 @@ use keys::{
 use sharded::ShardedBridge;
 use shards::Replicas;
 
-/// Appends one event: idempotency check, the end check, INCRBY 1, the epoch of a
+/// Appends one event: idempotency check, the end check, INCR, the epoch of a
 /// new history, RPUSH, trim, the summary (and, with it, the TTLs), PUBLISH of
 /// `<epoch> <json>`. `keys`: the list, seq, epoch, summary and (optional)
 /// idempotency record; `argv`: the 11 arguments [`AppendArgs`] lists. Both
@@ -151,10 +151,12 @@ local function refused(keys, allow_after_end)
   if state[1] and allow_after_end ~= '1' then return {2, state[3] or '', '', 0} end
   return nil, state
 end
--- Takes `n` seqs (INCRBY): returns the last, the history's epoch, and whether
+-- Takes `n` seqs: returns the last, the history's epoch, and whether
 -- the history starts here (its first seq, or no epoch yet: it gets `candidate`).
 local function take_seqs(keys, n, candidate)
-  local last = redis.call('INCRBY', keys[2], n)
+  -- INCR for one: a number argument costs Redis a conversion to text.
+  local last
+  if n == 1 then last = redis.call('INCR', keys[2]) else last = redis.call('INCRBY', keys[2], n) end
   local epoch = redis.call('GET', keys[3])
   local fresh = last == n or not epoch
   if fresh then
