@@ -20,7 +20,7 @@ use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent};
 use std::time::Duration;
 
 /// Failures of a store operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached right now; the operation may be retried.

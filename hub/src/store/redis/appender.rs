@@ -222,22 +222,10 @@ async fn call(
         Err(error) => {
             // One error for all: the call as a whole failed (nothing ran, or
             // the connection broke and the outcome is unknown).
-            let retryable = store_error(error);
+            let error = store_error(error);
             for request in group {
-                let _ = request.reply.send(Err(same(&retryable)));
+                let _ = request.reply.send(Err(error.clone()));
             }
         }
-    }
-}
-
-/// A copy of `error` for each waiting append.
-fn same(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
-        StoreError::Rejected(message) => StoreError::Rejected(message.clone()),
-        StoreError::Ended { status } => StoreError::Ended {
-            status: status.clone(),
-        },
     }
 }
