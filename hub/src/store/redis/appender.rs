@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connection::RedisConnection;
 use super::store_error;
+use crate::event::{Epoch, now_ms};
 use crate::store::{StoreConfig, StoreError};
 
 /// Script calls outstanding at once; more appends wait and go out together.
@@ -31,19 +32,26 @@ pub const MAX_GROUP: usize = 128;
 /// Appends waiting for the task at most (publishers wait beyond it).
 const QUEUE: usize = 4 * MAX_GROUP;
 
-/// Calls [`super::APPEND_FN`] for each group of 5 keys and 11 arguments;
-/// an event Redis refuses gets `{3, error}`, and the others go on.
+/// Calls [`super::APPEND_FN`] for each event: 5 keys each (`''` for no
+/// idempotency record; an event alone may leave it out, as a cluster
+/// needs: every key of a call in one slot), then ARGV 1–7 shared by all (TTL, retained events,
+/// idempotency window, append-after-end, final-state TTL, now in ms, the
+/// epoch a new history gets), then 4 per event (tail, channel, timestamp,
+/// ending). One answer per event; an event Redis refuses gets outcome 3 and
+/// the error, and the others go on.
 pub const APPEND_MANY: &str = r#"
+local c = shared(ARGV)
 local out = {}
-for i = 0, #KEYS / 5 - 1 do
-  local k, a = i * 5, i * 11
+for i = 0, math.ceil(#KEYS / 5) - 1 do
+  local k, a = i * 5, 7 + i * 4
   local keys = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]}
-  if KEYS[k + 5] ~= '' then keys[5] = KEYS[k + 5] end
-  local ok, result = pcall(append, keys, {unpack(ARGV, a + 1, a + 11)})
+  local idem = KEYS[k + 5]
+  if idem and idem ~= '' then keys[5] = idem end
+  local ok, result = pcall(append, keys, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], c)
   if ok then
     out[i + 1] = result
   else
-    out[i + 1] = {3, type(result) == 'table' and result.err or tostring(result), '', 0}
+    out[i + 1] = answer(3, 0, '', type(result) == 'table' and result.err or tostring(result))
   end
 end
 return out
@@ -53,7 +61,24 @@ return out
 /// 3 refused), receipt (or status, or error), epoch, change.
 pub type Outcome = (u8, String, String, u8);
 
-/// One event to append: its keys and the script's 11 arguments.
+/// Reads an append script's answer, `<outcome><change><epoch>\n<rest>`.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when it is not that shape.
+pub fn parse_outcome(answer: &str) -> Result<Outcome, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("append answer {answer:?}"));
+    let (head, rest) = answer.split_once('\n').ok_or_else(corrupt)?;
+    let digit = |i: usize| {
+        head.as_bytes()
+            .get(i)
+            .filter(|b| (b'0'..=b'3').contains(b))
+            .map(|b| b - b'0')
+    };
+    let (outcome, change) = digit(0).zip(digit(1)).ok_or_else(corrupt)?;
+    Ok((outcome, rest.to_owned(), head[2..].to_owned(), change))
+}
+
+/// One event to append: its keys and its own arguments.
 pub struct AppendArgs {
     /// The list, seq, epoch and summary keys.
     pub keys: [String; 4],
@@ -65,23 +90,14 @@ pub struct AppendArgs {
     pub channel: String,
     /// The event's timestamp.
     pub timestamp: String,
-    /// The epoch a new history gets.
-    pub epoch: String,
-    /// Now, in ms since the Unix epoch.
-    pub now: u64,
     /// The status the event ends the execution with (`""`: none).
     pub ending: String,
 }
 
 impl AppendArgs {
     /// Adds the keys (with `""` for no idempotency record when `padded`,
-    /// so every event has five) and the arguments to `invocation`.
-    pub fn add_to(
-        &self,
-        invocation: &mut redis::ScriptInvocation<'_>,
-        config: &StoreConfig,
-        padded: bool,
-    ) {
+    /// so every event has five) and the event's own arguments to `invocation`.
+    pub fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>, padded: bool) {
         for key in &self.keys {
             invocation.key(key);
         }
@@ -96,17 +112,23 @@ impl AppendArgs {
         }
         invocation
             .arg(self.tail.as_ref())
-            .arg(config.ttl.as_secs().max(1))
-            .arg(config.max_events)
             .arg(&self.channel)
             .arg(&self.timestamp)
-            .arg(config.idempotency_window.as_secs().max(1))
-            .arg(&self.epoch)
-            .arg(self.now)
-            .arg(&self.ending)
-            .arg(u8::from(config.allow_publish_after_end))
-            .arg(config.final_state_ttl.as_secs());
+            .arg(&self.ending);
     }
+}
+
+/// Adds the arguments all events of one call share (ARGV 1–7 of
+/// [`APPEND_MANY`] and of the batch script).
+pub fn add_shared(invocation: &mut redis::ScriptInvocation<'_>, config: &StoreConfig) {
+    invocation
+        .arg(config.ttl.as_secs().max(1))
+        .arg(config.max_events)
+        .arg(config.idempotency_window.as_secs().max(1))
+        .arg(u8::from(config.allow_publish_after_end))
+        .arg(config.final_state_ttl.as_secs())
+        .arg(now_ms())
+        .arg(Epoch::random().as_str());
 }
 
 /// An append waiting for its group.
@@ -121,15 +143,10 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Starts the task, with the one-event and grouped scripts.
-    pub fn spawn(
-        connection: RedisConnection,
-        one: Script,
-        many: Script,
-        config: StoreConfig,
-    ) -> Self {
+    /// Starts the task, with the [`APPEND_MANY`] script.
+    pub fn spawn(connection: RedisConnection, script: Script, config: StoreConfig) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(run(requests, connection, one, many, config));
+        tokio::spawn(run(requests, connection, script, config));
         Self { queue }
     }
 
@@ -154,8 +171,7 @@ impl Appender {
 async fn run(
     mut requests: mpsc::Receiver<Request>,
     connection: RedisConnection,
-    one: Script,
-    many: Script,
+    script: Script,
     config: StoreConfig,
 ) {
     let mut in_flight = FuturesUnordered::new();
@@ -170,7 +186,7 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                in_flight.push(call(group, connection.clone(), &one, &many, &config));
+                in_flight.push(call(group, connection.clone(), &script, &config));
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
@@ -182,50 +198,53 @@ async fn run(
 async fn call(
     group: Vec<Request>,
     mut connection: RedisConnection,
-    one: &Script,
-    many: &Script,
+    script: &Script,
     config: &StoreConfig,
 ) {
-    if let [request] = &group[..] {
-        let mut invocation = one.prepare_invoke();
-        request.args.add_to(&mut invocation, config, false);
-        let answer = invocation
-            .invoke_async::<Outcome>(&mut connection)
-            .await
-            .map_err(store_error);
-        if let Some(request) = group.into_iter().next() {
-            let _ = request.reply.send(answer);
-        }
-        return;
-    }
-    let mut invocation = many.prepare_invoke();
-    for request in &group {
-        request.args.add_to(&mut invocation, config, true);
-    }
-    match invocation
-        .invoke_async::<Vec<Outcome>>(&mut connection)
-        .await
-    {
-        Ok(outcomes) if outcomes.len() == group.len() => {
-            for (request, outcome) in group.into_iter().zip(outcomes) {
-                let _ = request.reply.send(Ok(outcome));
-            }
-        }
+    let args = group.iter().map(|request| &request.args);
+    match append_group(script, &mut connection, config, args).await {
         Ok(outcomes) => {
-            let message = format!("{} answers to {} appends", outcomes.len(), group.len());
-            for request in group {
-                let _ = request
-                    .reply
-                    .send(Err(StoreError::Corrupt(message.clone())));
+            for (request, outcome) in group.into_iter().zip(outcomes) {
+                let _ = request.reply.send(outcome);
             }
         }
         Err(error) => {
             // One error for all: the call as a whole failed (nothing ran, or
             // the connection broke and the outcome is unknown).
-            let error = store_error(error);
             for request in group {
                 let _ = request.reply.send(Err(error.clone()));
             }
         }
     }
+}
+
+/// Appends `events` with one call of `script` ([`APPEND_MANY`]): one
+/// outcome per event, in order.
+///
+/// # Errors
+/// The call's error when it failed as a whole; [`StoreError::Corrupt`] when
+/// the answers do not match the events.
+pub async fn append_group<'a>(
+    script: &Script,
+    connection: &mut RedisConnection,
+    config: &StoreConfig,
+    events: impl ExactSizeIterator<Item = &'a AppendArgs>,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let count = events.len();
+    let mut invocation = script.prepare_invoke();
+    add_shared(&mut invocation, config);
+    for args in events {
+        args.add_to(&mut invocation, count > 1);
+    }
+    let answers: Vec<String> = invocation
+        .invoke_async(connection)
+        .await
+        .map_err(store_error)?;
+    if answers.len() != count {
+        return Err(StoreError::Corrupt(format!(
+            "{} answers to {count} appends",
+            answers.len()
+        )));
+    }
+    Ok(answers.iter().map(|answer| parse_outcome(answer)).collect())
 }

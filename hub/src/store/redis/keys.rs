@@ -14,7 +14,8 @@
 //!   ms), bounded: the list of executions (its own slot; never in a script
 //!   with an execution's keys);
 //! - channel `{execution:<id>:events}:live` — `<epoch> <event JSON>` of every append
-//!   (a batch: `<epoch> <json>\n<json>…`, one message).
+//!   (a batch: `<epoch> =<first seq>\n<tail>\n<tail>…`, one message; each tail
+//!   is an event's JSON after `{"seq":N`).
 //!
 //! The hash tag `{execution:<id>:events}` hashes exactly like the untagged
 //! list key, which keeps them together.

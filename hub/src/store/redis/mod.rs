@@ -41,7 +41,9 @@ use super::{
 };
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
 use crate::feeds::LiveSink;
-use appender::{APPEND_MANY, AppendArgs, Appender, Outcome};
+use appender::{
+    APPEND_MANY, AppendArgs, Appender, Outcome, add_shared, append_group, parse_outcome,
+};
 use bridge::Bridge;
 use connection::RedisConnection;
 use keys::{
@@ -54,88 +56,113 @@ use shards::Replicas;
 /// Appends one event: idempotency check, the end check, INCR, the epoch of a
 /// new history, RPUSH, trim, the summary (and, with it, the TTLs), PUBLISH of
 /// `<epoch> <json>`. `keys`: the list, seq, epoch, summary and (optional)
-/// idempotency record; `argv`: the 11 arguments [`AppendArgs`] lists. Both
-/// the one-event script and the grouped one ([`appender`]) call it.
+/// idempotency record; then the event's tail, channel, timestamp and ending;
+/// `c`: what all events of one call share (see [`appender::APPEND_MANY`]).
+/// Answers as [`appender::parse_outcome`] reads, with the seq as the receipt.
+///
+/// Costs measured in Redis (`INFO commandstats`) shaped it: every number
+/// handed to `redis.call` or concatenated is formatted with `%.17g` (slow),
+/// and a table in a reply costs more than a string, so the seq is formatted
+/// once and the answer is one string.
 const APPEND_FN: &str = r#"
-local function append(keys, argv)
-  local idem = keys[5]
-  local refusal, state = refused(keys, argv[10])
+local function append(keys, tail, channel, timestamp, ending, c)
+  local refusal, state = refused(keys, c.after_end)
   if refusal then return refusal end
-  local seq, epoch, fresh = take_seqs(keys, 1, argv[7])
-  local json = '{"seq":' .. string.format('%d', seq) .. argv[1]
+  local seq, epoch, fresh = take_seqs(keys, 1, c.epoch)
+  local s = string.format('%d', seq)
+  local json = '{"seq":' .. s .. tail
   local len = redis.call('RPUSH', keys[1], json)
-  local max = tonumber(argv[3])
-  if len > max then redis.call('LTRIM', keys[1], -max, -1) end
-  local receipt = string.format('%d', seq) .. '|' .. epoch .. '|' .. argv[5]
-  if idem then redis.call('SET', idem, receipt, 'EX', argv[6]) end
-  local change = summarize(keys[4], state, seq, json, argv[8], argv[9], tonumber(argv[2]), tonumber(argv[11]))
-  if change ~= 0 or fresh or len == 1 then keep_history(keys, argv[2]) end
-  redis.call('PUBLISH', argv[4], epoch .. ' ' .. json)
-  return {0, receipt, epoch, change}
+  if len > c.max then redis.call('LTRIM', keys[1], c.keep_from, -1) end
+  if keys[5] then redis.call('SET', keys[5], s .. '|' .. epoch .. '|' .. timestamp, 'EX', c.idem_ttl) end
+  local change = summarize(keys[4], state, s, json, c, ending)
+  if change ~= 0 or fresh or len == 1 then keep_history(keys, c.keep) end
+  redis.call('PUBLISH', channel, epoch .. ' ' .. json)
+  return answer(0, change, epoch, s)
 end
 "#;
 
-/// One event (KEYS and ARGV as [`APPEND_FN`] takes them).
-const APPEND: &str = "return append(KEYS, ARGV)";
-
-/// Appends a batch (ARGV[7..]: the events' tails) with consecutive seqs:
-/// idempotency check, INCRBY, epoch, RPUSH, trim, TTLs, and one PUBLISH of
-/// `<epoch> <json>\n<json>…`.
+/// Appends a batch with consecutive seqs: idempotency check, INCRBY, epoch,
+/// RPUSH, trim, TTLs, and one PUBLISH of `<epoch> =<first>\n<tail>\n<tail>…`
+/// (the joined tails come ready from the hub, ARGV[9]: building a large
+/// string in Lua costs more than the rest of the script). KEYS: as
+/// [`APPEND_FN`]; ARGV: the shared arguments [`appender::APPEND_MANY`] takes
+/// (1–7), the channel, the joined tails, the first timestamp, the ending,
+/// then each event's tail. Answers like [`APPEND_FN`], with
+/// `first-last|epoch|timestamp` as the receipt.
 const APPEND_BATCH: &str = r#"
+local c = shared(ARGV)
 local idem = KEYS[5]
-local refusal, state = refused(KEYS, ARGV[9])
+local refusal, state = refused(KEYS, c.after_end)
 if refusal then return refusal end
-local n = #ARGV - 10
-local last, epoch, fresh = take_seqs(KEYS, n, ARGV[5])
+local n = #ARGV - 11
+local last, epoch, fresh = take_seqs(KEYS, n, c.epoch)
 local first = last - n + 1
 local items = {}
 for i = 1, n do
-  items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[10 + i]
+  items[i] = string.format('{"seq":%d%s', first + i - 1, ARGV[11 + i])
 end
 local len = 0
 for i = 1, n, 256 do
   len = redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 255, n)))
 end
-local max = tonumber(ARGV[2])
-if len > max then redis.call('LTRIM', KEYS[1], -max, -1) end
-local receipt = string.format('%d-%d', first, last) .. '|' .. epoch .. '|' .. ARGV[6]
-if idem then redis.call('SET', idem, receipt, 'EX', ARGV[4]) end
-local change = summarize(KEYS[4], state, last, items[n], ARGV[7], ARGV[8], tonumber(ARGV[1]), tonumber(ARGV[10]))
-if change ~= 0 or fresh or len == n then keep_history(KEYS, ARGV[1]) end
-redis.call('PUBLISH', ARGV[3], epoch .. ' ' .. table.concat(items, '\n'))
-return {0, receipt, epoch, change}
+if len > c.max then redis.call('LTRIM', KEYS[1], c.keep_from, -1) end
+local span = string.format('%d-%d', first, last)
+local receipt = span .. '|' .. epoch .. '|' .. ARGV[10]
+if idem then redis.call('SET', idem, receipt, 'EX', c.idem_ttl) end
+local change = summarize(KEYS[4], state, string.format('%d', last), items[n], c, ARGV[11])
+if change ~= 0 or fresh or len == n then keep_history(KEYS, c.keep) end
+redis.call('PUBLISH', ARGV[8], epoch .. ' =' .. string.format('%d', first) .. '\n' .. ARGV[9])
+return answer(0, change, epoch, receipt)
 "#;
 
-/// Updates an execution's summary hash after an append, keeps a history
-/// alive, and refuses replays and appends after the end (prepended to every
-/// append script). `state`: its `ended_ms` and `announced_ms` as read before
-/// the append; `ending`: the status the last appended event ends the
-/// execution with (`''`: none). Returns what the list of executions should
-/// hear: 0 nothing, 1 started, 2 activity (at most once a second), 3 ended.
-/// Most appends cost one HSET here; the TTL is refreshed with each
-/// announcement (so at least once a second while events flow, with 2 s of
-/// slack over the events' TTL), and is `final_ttl` longer once ended.
+/// Helpers every append script starts with.
+///
+/// `summarize` updates an execution's summary hash after an append and
+/// keeps it alive. `state`: its `ended_ms` and `announced_ms` as read
+/// before the append; `seq`: the last appended seq (text); `ending`: the
+/// status the last appended event ends the execution with (`''`: none).
+/// Returns what the list of executions should hear: 0 nothing, 1 started,
+/// 2 activity (at most once a second), 3 ended. Most appends cost one HSET
+/// here; the TTL is refreshed with each announcement (so at least once a
+/// second while events flow, with 2 s of slack over the events' TTL), and is
+/// `final_ttl` longer once ended.
 const SUMMARIZE: &str = r#"
-local function summarize(key, state, seq, json, now, ending, ttl, final_ttl)
+local CODES = {[0] = '0', '1', '2', '3'}
+-- An append's answer: outcome (0 stored, 1 replay, 2 ended, 3 refused),
+-- change, the epoch, a newline, and the receipt (or status, or error).
+local function answer(outcome, change, epoch, rest)
+  return CODES[outcome] .. CODES[change] .. epoch .. '\n' .. rest
+end
+-- The arguments all events of one call share, converted once.
+local function shared(argv)
+  local max = tonumber(argv[2])
+  return {
+    ttl = tonumber(argv[1]), keep = tonumber(argv[1]) + 1, max = max,
+    keep_from = -max, idem_ttl = argv[3], after_end = argv[4],
+    final_ttl = tonumber(argv[5]), now = argv[6], now_ms = tonumber(argv[6]),
+    epoch = argv[7],
+  }
+end
+local function summarize(key, state, seq, json, c, ending)
   local ended, announced = state[1], state[2]
   local change = 0
   if not announced then
     change = 1
-  elseif tonumber(now) - tonumber(announced) >= 1000 then
+  elseif c.now_ms - tonumber(announced) >= 1000 then
     change = 2
   end
   if not ended and ending ~= '' then change = 3 end
   if change == 0 then
-    redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq)
+    redis.call('HSET', key, 'updated_ms', c.now, 'last_seq', seq)
     return 0
   end
-  if not announced then redis.call('HSET', key, 'started_ms', now) end
+  if not announced then redis.call('HSET', key, 'started_ms', c.now) end
   if change == 3 then
-    redis.call('HSET', key, 'status', ending, 'ended_ms', now, 'end_seq', seq, 'final', json)
+    redis.call('HSET', key, 'status', ending, 'ended_ms', c.now, 'end_seq', seq, 'final', json)
   end
-  redis.call('HSET', key, 'updated_ms', now, 'last_seq', seq, 'announced_ms', now)
-  local keep = ttl + 2
-  if ended or change == 3 then keep = keep + final_ttl end
+  redis.call('HSET', key, 'updated_ms', c.now, 'last_seq', seq, 'announced_ms', c.now)
+  local keep = c.ttl + 2
+  if ended or change == 3 then keep = keep + c.final_ttl end
   redis.call('EXPIRE', key, keep)
   return change
 end
@@ -145,10 +172,10 @@ end
 local function refused(keys, allow_after_end)
   if keys[5] then
     local prior = redis.call('GET', keys[5])
-    if prior then return {1, prior, redis.call('GET', keys[3]) or '', 0} end
+    if prior then return answer(1, 0, redis.call('GET', keys[3]) or '', prior) end
   end
   local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
-  if state[1] and allow_after_end ~= '1' then return {2, state[3] or '', '', 0} end
+  if state[1] and allow_after_end ~= '1' then return answer(2, 0, '', state[3] or '') end
   return nil, state
 end
 -- Takes `n` seqs: returns the last, the history's epoch, and whether
@@ -168,9 +195,8 @@ end
 -- The list, seq and epoch live `ttl` seconds after the last event. Their
 -- TTLs are set with each announcement (at least once a second while events
 -- flow, see summarize) rather than three EXPIREs per event, so they get one
--- second of slack: never less than `ttl` after the last event.
-local function keep_history(keys, ttl)
-  local keep = tonumber(ttl) + 1
+-- second of slack (`keep` = ttl + 1): never less than `ttl` after the last event.
+local function keep_history(keys, keep)
   redis.call('EXPIRE', keys[1], keep)
   redis.call('EXPIRE', keys[2], keep)
   redis.call('EXPIRE', keys[3], keep)
@@ -319,14 +345,11 @@ impl RedisStore {
                 Script::new(&text.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', "))
             }
         };
-        let append = script(&format!("{SUMMARIZE}{APPEND_FN}{APPEND}"));
+        let append = script(&format!("{SUMMARIZE}{APPEND_FN}{APPEND_MANY}"));
         let appender = match bridge {
-            LiveBridge::Classic(_) => Some(Appender::spawn(
-                connection.clone(),
-                append.clone(),
-                Script::new(&format!("{SUMMARIZE}{APPEND_FN}{APPEND_MANY}")),
-                config,
-            )),
+            LiveBridge::Classic(_) => {
+                Some(Appender::spawn(connection.clone(), append.clone(), config))
+            }
             LiveBridge::Sharded(_) => None,
         };
         Ok(Arc::new(Self {
@@ -477,30 +500,33 @@ impl EventStore for RedisStore {
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
         let id = event.execution_id();
         let now = now_ms();
+        let idem = event.idempotency_key().map(|key| idempotency_key(id, key));
         let args = AppendArgs {
             keys: [events_key(id), seq_key(id), epoch_key(id), summary_key(id)],
-            idem: event.idempotency_key().map(|key| idempotency_key(id, key)),
+            // The timestamp is only kept in the idempotency record.
+            timestamp: match idem {
+                Some(_) => event.timestamp().to_owned(),
+                None => String::new(),
+            },
+            idem,
             tail: event.tail().clone(),
             channel: channel(id),
-            timestamp: event.timestamp().to_owned(),
-            epoch: Epoch::random().as_str().to_owned(),
-            now,
             ending: event.ending().unwrap_or_default().to_owned(),
         };
         let outcome = match &self.appender {
             Some(appender) => appender.append(args).await?,
             None => {
-                let mut invocation = self.append.prepare_invoke();
-                args.add_to(&mut invocation, &self.config, false);
                 let mut connection = self.connection.clone();
-                invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(store_error)?
+                let events = std::iter::once(&args);
+                let outcomes = append_group(&self.append, &mut connection, &self.config, events);
+                outcomes
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("no answer to an append".into()))??
             }
         };
         let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
-        let mut receipt = parse_receipt(&receipt, &epoch, duplicate)?;
+        let mut receipt = parse_receipt(&receipt, &epoch, event.timestamp(), duplicate)?;
         receipt.change = change;
         Ok(receipt)
     }
@@ -513,28 +539,34 @@ impl EventStore for RedisStore {
             .idempotency_key()
             .map(|key| batch_idempotency_key(id, key));
         append_keys(&mut invocation, id, idem);
-        let first_timestamp = batch.events().first().map_or("", |e| e.timestamp());
+        let events = batch.events();
+        let first_timestamp = events.first().map_or("", |e| e.timestamp());
         // Only the last event of a batch may end the execution (the publisher checks).
-        let ending = batch.events().last().and_then(NewEvent::ending);
+        let ending = events.last().and_then(NewEvent::ending);
+        // The tails joined by newlines: the pub/sub message carries them
+        // as they are (JSON escapes its own newlines).
+        let mut joined = Vec::with_capacity(events.iter().map(|e| e.tail().len() + 1).sum());
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                joined.push(b'\n');
+            }
+            joined.extend_from_slice(event.tail());
+        }
+        add_shared(&mut invocation, &self.config);
         invocation
-            .arg(self.config.ttl.as_secs().max(1))
-            .arg(self.config.max_events)
             .arg(channel(id))
-            .arg(self.config.idempotency_window.as_secs().max(1))
-            .arg(Epoch::random().as_str())
+            .arg(joined)
             .arg(first_timestamp)
-            .arg(now)
-            .arg(ending.unwrap_or_default())
-            .arg(u8::from(self.config.allow_publish_after_end))
-            .arg(self.config.final_state_ttl.as_secs());
-        for event in batch.events() {
+            .arg(ending.unwrap_or_default());
+        for event in events {
             invocation.arg(event.tail().as_ref());
         }
         let mut connection = self.connection.clone();
-        let outcome = invocation
+        let answer: String = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(store_error)?;
+        let outcome = parse_outcome(&answer)?;
         let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
         let mut receipt = parse_batch_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
@@ -722,14 +754,21 @@ fn append_keys(invocation: &mut redis::ScriptInvocation<'_>, id: &str, idem: Opt
     }
 }
 
-/// `seq|epoch|timestamp` (or, from before epochs, `seq|timestamp` with the
-/// epoch the script found) as a [`Receipt`].
-fn parse_receipt(receipt: &str, epoch: &str, duplicate: bool) -> Result<Receipt, StoreError> {
+/// An append's receipt as a [`Receipt`]: `seq` (a new event: its epoch is
+/// the one the script answered, its timestamp the event's), or a replay's
+/// record, `seq|epoch|timestamp` (or, from before epochs, `seq|timestamp`).
+fn parse_receipt(
+    receipt: &str,
+    epoch: &str,
+    timestamp: &str,
+    duplicate: bool,
+) -> Result<Receipt, StoreError> {
     let corrupt = || StoreError::Corrupt(format!("append receipt {receipt:?}"));
-    let (seq, rest) = receipt.split_once('|').ok_or_else(corrupt)?;
+    let (seq, rest) = receipt.split_once('|').unwrap_or((receipt, ""));
     let seq: u64 = seq.parse().map_err(|_| corrupt())?;
     let (epoch, timestamp) = match rest.split_once('|') {
         Some((epoch, timestamp)) if Epoch::parse(epoch).is_some() => (epoch, timestamp),
+        _ if rest.is_empty() => (epoch, timestamp),
         _ => (epoch, rest),
     };
     Ok(Receipt {
@@ -814,16 +853,49 @@ pub(crate) fn store_error(error: RedisError) -> StoreError {
 mod tests {
     use super::*;
 
+    const TS: &str = "2026-01-01T00:00:00.000Z";
+
     #[test]
     fn receipts_parse_with_and_without_an_epoch() {
-        let new = parse_receipt("7|ab12|2026-01-01T00:00:00.000Z", "ab12", true).expect("parses");
+        let new =
+            parse_receipt("7|ab12|2026-01-01T00:00:00.000Z", "ab12", "", true).expect("parses");
         assert_eq!(
             (new.seq, new.epoch.as_str(), new.duplicate),
             (7, "ab12", true)
         );
-        assert_eq!(new.timestamp, "2026-01-01T00:00:00.000Z");
-        let old = parse_receipt("3|2026-01-01T00:00:00.000Z", "cd34", true).expect("parses");
-        assert_eq!((old.seq, old.epoch.as_str()), (3, "cd34"));
-        assert!(parse_receipt("x|y", "cd34", false).is_err());
+        assert_eq!(new.timestamp, TS);
+        let old = parse_receipt("3|2026-01-01T00:00:00.000Z", "cd34", "", true).expect("parses");
+        assert_eq!(
+            (old.seq, old.epoch.as_str(), old.timestamp.as_str()),
+            (3, "cd34", TS)
+        );
+        let stored = parse_receipt("12", "ef56", TS, false).expect("parses");
+        assert_eq!(
+            (
+                stored.seq,
+                stored.epoch.as_str(),
+                stored.timestamp.as_str(),
+                stored.duplicate
+            ),
+            (12, "ef56", TS, false)
+        );
+        assert!(parse_receipt("x|y", "cd34", "", false).is_err());
+        assert!(parse_receipt("12", "not an epoch", TS, false).is_err());
+    }
+
+    #[test]
+    fn append_answers_parse_or_are_corrupt() {
+        let stored = parse_outcome("02ab12\n7").expect("parses");
+        assert_eq!(stored, (0, "7".to_owned(), "ab12".to_owned(), 2));
+        let ended = parse_outcome("20\ncompleted").expect("parses");
+        assert_eq!(ended, (2, "completed".to_owned(), String::new(), 0));
+        let refused = parse_outcome("30\nWRONGTYPE\nsecond line").expect("parses");
+        assert_eq!(refused.1, "WRONGTYPE\nsecond line");
+        for bad in ["", "0", "02ab12", "9\n", "x0\n7", "04\n7"] {
+            assert!(
+                matches!(parse_outcome(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
     }
 }
