@@ -17,6 +17,9 @@ use std::sync::{Arc, OnceLock};
 
 use crate::telemetry::TraceParent;
 
+mod body;
+pub use body::{BatchBody, PublishBody};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::{EventData, PublishRequest};
 use serde::Serialize;
@@ -218,6 +221,23 @@ impl NewEvent {
     /// Encodes a validated request, stamping the current time when it has none.
     pub fn encode(execution_id: String, request: &PublishRequest) -> Self {
         let timestamp = request.timestamp.clone().unwrap_or_else(now_rfc3339);
+        Self::encode_stamped(execution_id, request, timestamp)
+    }
+
+    /// An event from its encoded tail (`,"execution_id":…,"data":{…}}`).
+    fn from_parts(execution_id: String, timestamp: String, tail: Vec<u8>) -> Self {
+        Self {
+            execution_id,
+            ending: None,
+            timestamp,
+            idempotency_key: None,
+            traceparent: None,
+            tail: tail.into(),
+        }
+    }
+
+    /// Encodes a validated request with `timestamp` (its own, or the arrival time).
+    fn encode_stamped(execution_id: String, request: &PublishRequest, timestamp: String) -> Self {
         let tail = Tail {
             execution_id: &execution_id,
             event_type: &request.event_type,
@@ -227,14 +247,7 @@ impl NewEvent {
         // Serializing plain strings and a JSON map cannot fail.
         let mut tail = serde_json::to_vec(&tail).unwrap_or_else(|_| b"{}".to_vec());
         tail[0] = b',';
-        Self {
-            execution_id,
-            ending: None,
-            timestamp,
-            idempotency_key: None,
-            traceparent: None,
-            tail: tail.into(),
-        }
+        Self::from_parts(execution_id, timestamp, tail)
     }
 
     /// The event's type.
@@ -311,10 +324,23 @@ pub struct NewBatch {
 impl NewBatch {
     /// Encodes every request of a validated batch, in order.
     pub fn encode(execution_id: String, requests: &[PublishRequest]) -> Self {
+        // Events without a timestamp share the batch's arrival time, formatted once.
+        let mut arrival: Option<String> = None;
         let events = requests
             .iter()
-            .map(|request| NewEvent::encode(execution_id.clone(), request))
+            .map(|request| {
+                let timestamp = match &request.timestamp {
+                    Some(timestamp) => timestamp.clone(),
+                    None => arrival.get_or_insert_with(now_rfc3339).clone(),
+                };
+                NewEvent::encode_stamped(execution_id.clone(), request, timestamp)
+            })
             .collect();
+        Self::from_events(execution_id, events)
+    }
+
+    /// A batch of encoded events, in order.
+    fn from_events(execution_id: String, events: Vec<NewEvent>) -> Self {
         Self {
             execution_id,
             idempotency_key: None,
@@ -371,9 +397,12 @@ pub fn seq_of(json: &[u8]) -> Option<u64> {
 
 /// `{"seq":<seq>` followed by the encoded tail.
 pub fn splice_seq(seq: u64, tail: &[u8]) -> Bytes {
-    let head = format!(r#"{{"seq":{seq}"#);
-    let mut json = BytesMut::with_capacity(head.len() + tail.len());
-    json.put_slice(head.as_bytes());
+    use std::fmt::Write;
+    const HEAD: &[u8] = br#"{"seq":"#;
+    let mut json = BytesMut::with_capacity(HEAD.len() + 20 + tail.len());
+    json.put_slice(HEAD);
+    // Writing to a BytesMut cannot fail.
+    let _ = write!(json, "{seq}");
     json.put_slice(tail);
     json.freeze()
 }

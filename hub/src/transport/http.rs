@@ -9,15 +9,15 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use exechub_protocol::{
-    BatchAccepted, BatchRequest, Loc, PublishAccepted, PublishRequest, ValidationError,
-    body_not_json, is_idempotency_key, validate_execution_id,
+    BatchAccepted, Loc, PublishAccepted, ValidationError, body_not_json, is_idempotency_key,
+    validate_execution_id,
 };
 use serde_json::json;
 
 use crate::AppState;
 use crate::auth::{Action, Grant, bearer};
 use crate::error::ApiError;
-use crate::event::{NewBatch, NewEvent};
+use crate::event::{BatchBody, PublishBody};
 use crate::limits::ClientKey;
 
 /// Largest page `GET …/events` returns.
@@ -59,12 +59,12 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let grant = authenticate(&app, &headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let (execution_id, key, request) =
-        publish_input(path, &headers, &body, PublishRequest::from_slice)?;
+    let (execution_id, key, request) = publish_input(path, &headers, &body, PublishBody::read)?;
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, 1)?;
-    let event = NewEvent::encode(execution_id.clone(), &request)
+    let event = request
+        .encode(execution_id.clone())
         .with_idempotency_key(key)
         .with_traceparent(traceparent(&headers));
     let receipt = app.publisher.publish(event).await?;
@@ -112,12 +112,13 @@ pub async fn publish_batch(
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
     let max_events = app.config.max_batch_events;
     let (execution_id, key, batch) = publish_input(path, &headers, &body, |body| {
-        BatchRequest::from_slice(body, max_events)
+        BatchBody::read(body, max_events)
     })?;
     grant.check(Action::Publish, &execution_id)?;
     let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
-    app.publish_limit.check(client, batch.events.len() as u64)?;
-    let batch = NewBatch::encode(execution_id.clone(), &batch.events)
+    app.publish_limit.check(client, batch.len() as u64)?;
+    let batch = batch
+        .encode(execution_id.clone())
         .with_idempotency_key(key)
         .with_traceparent(traceparent(&headers));
     let receipt = app.publisher.publish_batch(batch).await?;
@@ -134,11 +135,11 @@ pub async fn publish_batch(
 
 /// The execution id, idempotency key and parsed body of a publish, or every
 /// problem with them at once (one 422, as FastAPI reports them).
-fn publish_input<T>(
+fn publish_input<'a, T>(
     path: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
-    body: &[u8],
-    parse: impl FnOnce(&[u8]) -> Result<T, Vec<ValidationError>>,
+    body: &'a [u8],
+    parse: impl FnOnce(&'a [u8]) -> Result<T, Vec<ValidationError>>,
 ) -> Result<(String, Option<String>, T), ApiError> {
     let parsed = match is_json(headers) {
         true => parse(body),
