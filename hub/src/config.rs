@@ -86,6 +86,13 @@ pub struct Config {
     #[arg(long, env = "EXECHUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Threads running the hub's tasks; 0: one per CPU core. Fewer threads
+    /// than cores spend less CPU per event (fewer cross-thread wake-ups) at
+    /// some latency; worth it on a machine shared with Redis (the README's
+    /// Performance section has both figures).
+    #[arg(long, env = "EXECHUB_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Seconds an execution's history is kept after its last event.
     #[arg(long, env = "EXECHUB_EVENT_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub event_ttl: u64,

@@ -13,13 +13,23 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Config::from_env();
     if let Some(Command::Token(args)) = cli.command {
         return print_token(&args);
     }
     let config = cli.config;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.build().context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// Runs the hub until a shutdown signal.
+async fn serve(config: Config) -> anyhow::Result<()> {
     exechub::telemetry::init_logging(config.operations.log_format);
     let listen = config.listen;
     let state = AppState::new(config).await?;

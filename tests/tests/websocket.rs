@@ -36,6 +36,27 @@ async fn ws_subscriber_receives_events_published_over_http() -> Result<()> {
     Ok(())
 }
 
+/// `--worker-threads 1`: the whole hub on one thread, including in-place
+/// writes from the publisher's context, still delivers everything in order.
+#[tokio::test]
+async fn a_hub_on_one_worker_thread_delivers_every_event_in_order() -> Result<()> {
+    let hub = TestHub::spawn(&["--worker-threads", "1"]).await?;
+    let id = execution_id("one-thread");
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        let mut ws = hub.ws().await?;
+        ws.subscribe(&id, None).await?;
+        subscribers.push(ws);
+    }
+    for n in 0..50 {
+        hub.publish(&id, "log", json!({ "n": n })).await?;
+    }
+    for ws in &mut subscribers {
+        assert_contiguous(&ws.events_until(50).await?, 1, 50);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn ws_publish_is_acked_and_seen_by_an_sse_subscriber() -> Result<()> {
     let hub = TestHub::spawn(&[]).await?;
