@@ -321,18 +321,29 @@ pub struct NewBatch {
     events: Vec<NewEvent>,
 }
 
+/// A batch's arrival time, formatted once: the events of one batch without
+/// a timestamp of their own share it.
+#[derive(Default)]
+struct Arrival(Option<String>);
+
+impl Arrival {
+    /// `own`, or the batch's arrival time.
+    fn stamp(&mut self, own: Option<&String>) -> String {
+        match own {
+            Some(timestamp) => timestamp.clone(),
+            None => self.0.get_or_insert_with(now_rfc3339).clone(),
+        }
+    }
+}
+
 impl NewBatch {
     /// Encodes every request of a validated batch, in order.
     pub fn encode(execution_id: String, requests: &[PublishRequest]) -> Self {
-        // Events without a timestamp share the batch's arrival time, formatted once.
-        let mut arrival: Option<String> = None;
+        let mut arrival = Arrival::default();
         let events = requests
             .iter()
             .map(|request| {
-                let timestamp = match &request.timestamp {
-                    Some(timestamp) => timestamp.clone(),
-                    None => arrival.get_or_insert_with(now_rfc3339).clone(),
-                };
+                let timestamp = arrival.stamp(request.timestamp.as_ref());
                 NewEvent::encode_stamped(execution_id.clone(), request, timestamp)
             })
             .collect();

@@ -19,7 +19,7 @@ use exechub_protocol::{BatchRequest, PublishRequest, ValidationError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{NewBatch, NewEvent, now_rfc3339};
+use super::{Arrival, NewBatch, NewEvent, now_rfc3339};
 
 /// A publish read without a tree: `data` is the raw JSON object it came as.
 #[derive(Deserialize)]
@@ -143,15 +143,11 @@ impl<'a> BatchBody<'a> {
     pub fn encode(&self, execution_id: String) -> NewBatch {
         match self {
             Self::Raw(events) => {
-                let mut arrival: Option<String> = None;
+                let mut arrival = Arrival::default();
                 let events = events
                     .iter()
                     .map(|raw| {
-                        let timestamp = match &raw.timestamp {
-                            Some(timestamp) => timestamp.clone(),
-                            None => arrival.get_or_insert_with(now_rfc3339).clone(),
-                        };
-                        raw.encode(execution_id.clone(), timestamp)
+                        raw.encode(execution_id.clone(), arrival.stamp(raw.timestamp.as_ref()))
                     })
                     .collect();
                 NewBatch::from_events(execution_id, events)
