@@ -46,7 +46,8 @@ async fn seqs(ws: &mut WsClient, count: u64) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Subscribers on one node get what the other node publishes, for
+/// Subscribers on one node get what the other node publishes (single events
+/// and a batch), for
 /// executions on every shard, up to the end (`ended`, and the summary on
 /// the other node); each shard holds the sharded subscriptions of its own
 /// executions only, and `/health` shows every shard.
@@ -65,9 +66,27 @@ async fn fan_out_across_nodes_rides_each_executions_own_shard() -> Result<()> {
         for n in 0..20 {
             b.publish(id, "tick", json!({ "n": n })).await?;
         }
+        // A batch travels as one sharded message.
+        let events: Vec<Value> = (20..25)
+            .map(|n| json!({ "event_type": "tick", "data": { "n": n } }))
+            .collect();
+        let response = b
+            .http
+            .post(format!("{}/batch", b.events_url(id)))
+            .json(&json!({ "events": events }))
+            .send()
+            .await?;
+        ensure!(response.status() == 202, "batch: {}", response.status());
     }
     for ws in &mut watchers {
         assert_contiguous(&within("20 events", seqs(ws, 20)).await??, 1, 20);
+        for seq in 21..=25 {
+            let event = ws.next_event().await?;
+            ensure!(
+                (event.seq, event.data.get("n")) == (seq, Some(&json!(seq - 1))),
+                "batch event {seq}: {event:?}"
+            );
+        }
     }
     let masters = cluster.masters()?;
     for id in &ids {
@@ -84,10 +103,10 @@ async fn fan_out_across_nodes_rides_each_executions_own_shard() -> Result<()> {
     // The end travels the same way: the terminal event, then `ended`.
     for (id, ws) in ids.iter().zip(&mut watchers) {
         b.publish(id, "execution_completed", json!({})).await?;
-        assert_eq!(ws.next_event().await?.seq, 21);
+        assert_eq!(ws.next_event().await?.seq, 26);
         match ws.next_msg().await? {
             exechub_protocol::ServerMsg::Ended { status, seq, .. } => {
-                assert_eq!((status.as_str(), seq), ("completed", 21));
+                assert_eq!((status.as_str(), seq), ("completed", 26));
             }
             other => anyhow::bail!("expected ended, got {other:?}"),
         }
