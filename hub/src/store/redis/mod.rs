@@ -60,10 +60,11 @@ use shards::Replicas;
 /// `c`: what all events of one call share (see [`appender::APPEND_MANY`]).
 /// Answers as [`appender::parse_outcome`] reads, with the seq as the receipt.
 ///
-/// Costs measured in Redis (`INFO commandstats`) shaped it: every number
-/// handed to `redis.call` or concatenated is formatted with `%.17g` (slow),
-/// and a table in a reply costs more than a string, so the seq is formatted
-/// once and the answer is one string.
+/// Costs measured in Redis (`INFO commandstats`) shaped it: the Lua around
+/// the commands cost more than the commands. Every number handed to
+/// `redis.call` or concatenated is printed to text (`printf`), and a table
+/// in a reply costs more than a string, so the seq is formatted once and the
+/// answer is one string.
 const APPEND_FN: &str = r#"
 local function append(keys, tail, channel, timestamp, ending, c)
   local refusal, state = refused(keys, c.after_end)
