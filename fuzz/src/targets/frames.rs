@@ -1,6 +1,7 @@
 //! WebSocket frames (`ClientMsg::decode`) and HTTP publish bodies
 //! (`PublishRequest::from_slice`, `BatchRequest::from_slice`).
 
+use exechub::event::{BatchBody, NewBatch, NewEvent, PublishBody};
 use exechub_protocol::ws::MAX_BATCH_EVENTS;
 use exechub_protocol::{BatchRequest, ClientMsg, PublishRequest};
 use serde_json::Value;
@@ -119,8 +120,61 @@ fn op(msg: &ClientMsg) -> &'static str {
     }
 }
 
+/// The event the hub would store for `event` (seq 1), as a JSON value,
+/// without its timestamp (one stamped on arrival differs between two reads).
+fn stored(event: &NewEvent) -> Value {
+    let mut json = br#"{"seq":1"#.to_vec();
+    json.extend_from_slice(event.tail());
+    assert!(!json.contains(&b'\n'), "a stored event spans lines");
+    let mut value: Value = serde_json::from_slice(&json).expect("a stored event is JSON");
+    value["timestamp"] = Value::Null;
+    value
+}
+
+/// The hub's quick reader (`PublishBody`, `BatchBody`) must accept and
+/// refuse exactly what the validating one does, with the same errors, and
+/// store the same JSON value.
+fn quick_matches_validating(input: &[u8], max: usize) {
+    let slow = PublishRequest::from_slice(input);
+    match (PublishBody::read(input), &slow) {
+        (Ok(quick), Ok(request)) => {
+            let quick = stored(&quick.encode("e".to_owned()));
+            let slow = stored(&NewEvent::encode("e".to_owned(), request));
+            // A number past a double's precision may round differently: the
+            // validating way parses it, the quick way keeps its digits.
+            assert!(
+                alike(&quick, &slow),
+                "the quick reader stored {quick} for {slow}"
+            );
+        }
+        (Err(quick), Err(slow)) => assert_eq!(&quick, slow, "other errors"),
+        (quick, _) => panic!("the quick reader disagrees: {}", quick.is_ok()),
+    }
+    let slow = BatchRequest::from_slice(input, max);
+    match (BatchBody::read(input, max), &slow) {
+        (Ok(quick), Ok(batch)) => {
+            let quick = quick.encode("e".to_owned());
+            let slow = NewBatch::encode("e".to_owned(), &batch.events);
+            let values =
+                |batch: &NewBatch| Value::Array(batch.events().iter().map(stored).collect());
+            let (quick, slow) = (values(&quick), values(&slow));
+            assert!(
+                alike(&quick, &slow),
+                "the quick reader stored {quick} for {slow}"
+            );
+        }
+        (Err(quick), Err(slow)) => assert_eq!(&quick, slow, "other batch errors"),
+        (quick, _) => panic!("the quick batch reader disagrees: {}", quick.is_ok()),
+    }
+}
+
 /// Validates `input` as a publish body and as a batch body.
 pub fn publish_body(input: &[u8]) -> String {
+    let max = match input.last().copied().unwrap_or(0) % 4 {
+        0 => MAX_BATCH_EVENTS,
+        n => usize::from(n),
+    };
+    quick_matches_validating(input, max);
     let single = match PublishRequest::from_slice(input) {
         Ok(request) => {
             let encoded = serde_json::to_vec(&request).expect("a request serializes");
@@ -135,10 +189,6 @@ pub fn publish_body(input: &[u8]) -> String {
             assert!(!errors.is_empty(), "refused without a reason");
             super::problems(&errors)
         }
-    };
-    let max = match input.last().copied().unwrap_or(0) % 4 {
-        0 => MAX_BATCH_EVENTS,
-        n => usize::from(n),
     };
     let batch = match BatchRequest::from_slice(input, max) {
         Ok(batch) => {

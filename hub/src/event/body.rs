@@ -5,8 +5,9 @@
 //! whitespace between tokens), instead of building a JSON tree and writing
 //! it out again: in a batch of 100 events that tree was most of the hub's
 //! CPU. Anything the quick reader does not take — malformed JSON, a field of
-//! the wrong type, a duplicate field, a `\u` escape or a number beyond a
-//! double's range in `data`, a byte order mark, a batch of the wrong size —
+//! the wrong type, a duplicate field, a `\u` escape, a number beyond a
+//! double's range or deep nesting in `data`, a byte order mark, a batch of
+//! the wrong size —
 //! goes the validating way
 //! ([`PublishRequest::from_slice`], [`BatchRequest::from_slice`]), which
 //! reports every problem as FastAPI would. So what is accepted, and every
@@ -14,32 +15,97 @@
 //! number spelling on the quick way (the validating way writes keys sorted).
 
 use std::borrow::Cow;
+use std::fmt;
 
 use exechub_protocol::{BatchRequest, PublishRequest, ValidationError};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{Arrival, NewBatch, NewEvent, now_rfc3339};
 
 /// A publish read without a tree: `data` is the raw JSON object it came as.
-#[derive(Deserialize)]
+/// Read from a JSON object only (a derived `Deserialize` would also take an
+/// array of the fields, which the validating way refuses).
 pub struct RawPublish<'a> {
-    #[serde(borrow)]
     event_type: Cow<'a, str>,
-    #[serde(borrow)]
     data: &'a RawValue,
-    #[serde(default)]
     timestamp: Option<String>,
 }
 
+impl<'de> Deserialize<'de> for RawPublish<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(PublishFields)
+    }
+}
+
+/// Reads the fields of a [`RawPublish`]; others are skipped, a repeated one
+/// is an error (the validating way decides about it).
+struct PublishFields;
+
+impl<'de> Visitor<'de> for PublishFields {
+    type Value = RawPublish<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a publish object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let (mut event_type, mut data, mut timestamp) = (None, None, None);
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            match &*key {
+                "event_type" if event_type.is_none() => {
+                    event_type = Some(map.next_value::<Text<'de>>()?.0);
+                }
+                "data" if data.is_none() => data = Some(map.next_value::<&'de RawValue>()?),
+                "timestamp" if timestamp.is_none() => {
+                    timestamp = Some(map.next_value::<Option<String>>()?);
+                }
+                "event_type" | "data" | "timestamp" => {
+                    return Err(M::Error::custom(format_args!("duplicate field `{key}`")));
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RawPublish {
+            event_type: event_type.ok_or_else(|| M::Error::missing_field("event_type"))?,
+            data: data.ok_or_else(|| M::Error::missing_field("data"))?,
+            timestamp: timestamp.flatten(),
+        })
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
 impl RawPublish<'_> {
-    /// Whether `data` can be kept as it came: an object, without `\u`
-    /// escapes (the validating way decodes them, and refuses lone
-    /// surrogates) and without numbers too large for a double (which the
-    /// validating way refuses).
+    /// Whether `data` is an object (the body as a whole passed [`plain_tokens`]).
     fn plain(&self) -> bool {
-        let data = self.data.get().as_bytes();
-        data.starts_with(b"{") && plain_tokens(data)
+        self.data.get().starts_with('{')
     }
 
     fn encode(&self, execution_id: String, timestamp: String) -> NewEvent {
@@ -62,10 +128,36 @@ impl RawPublish<'_> {
     }
 }
 
-#[derive(Deserialize)]
+/// A batch read without a tree: its `events`, each a [`RawPublish`].
 struct RawBatch<'a> {
-    #[serde(borrow)]
     events: Vec<RawPublish<'a>>,
+}
+
+impl<'de> Deserialize<'de> for RawBatch<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BatchFields;
+        impl<'de> Visitor<'de> for BatchFields {
+            type Value = RawBatch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a batch object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut events = None;
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    match (&*key, &events) {
+                        ("events", None) => events = Some(map.next_value()?),
+                        ("events", Some(_)) => return Err(M::Error::duplicate_field("events")),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let events = events.ok_or_else(|| M::Error::missing_field("events"))?;
+                Ok(RawBatch { events })
+            }
+        }
+        deserializer.deserialize_map(BatchFields)
+    }
 }
 
 /// A validated single publish.
@@ -82,8 +174,8 @@ impl<'a> PublishBody<'a> {
     /// # Errors
     /// Every problem, as [`PublishRequest::from_slice`] reports them.
     pub fn read(body: &'a [u8]) -> Result<Self, Vec<ValidationError>> {
-        match serde_json::from_slice::<RawPublish<'a>>(body) {
-            Ok(raw) if raw.plain() => Ok(Self::Raw(Box::new(raw))),
+        match quick::<RawPublish<'a>>(body) {
+            Some(raw) if raw.plain() => Ok(Self::Raw(Box::new(raw))),
             _ => PublishRequest::from_slice(body).map(Self::Parsed),
         }
     }
@@ -114,8 +206,8 @@ impl<'a> BatchBody<'a> {
     /// # Errors
     /// Every problem, as [`BatchRequest::from_slice`] reports them.
     pub fn read(body: &'a [u8], max_events: usize) -> Result<Self, Vec<ValidationError>> {
-        match serde_json::from_slice::<RawBatch<'a>>(body) {
-            Ok(RawBatch { events })
+        match quick::<RawBatch<'a>>(body) {
+            Some(RawBatch { events })
                 if (1..=max_events).contains(&events.len())
                     && events.iter().all(RawPublish::plain) =>
             {
@@ -157,10 +249,29 @@ impl<'a> BatchBody<'a> {
     }
 }
 
-/// Whether valid JSON `json` has no `\u` escape and no number beyond a
-/// double's range.
+/// `body` read the quick way, if it can be: UTF-8 throughout (the quick
+/// parse does not check the strings it skips; the validating way refuses
+/// invalid UTF-8 anywhere) and [`plain_tokens`].
+fn quick<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !plain_tokens(body) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// A body nested deeper than this goes the validating way, which refuses
+/// one nested beyond serde_json's recursion limit (128).
+const MAX_QUICK_DEPTH: usize = 100;
+
+/// Whether a body may be read the quick way: no `\u` escape (the validating
+/// way decodes them, and refuses lone surrogates), no number beyond a
+/// double's range and no nesting deeper than [`MAX_QUICK_DEPTH`] (both of
+/// which the validating way refuses, in any field, even one it ignores).
+/// Malformed JSON passes here and fails the quick parse.
 fn plain_tokens(json: &[u8]) -> bool {
     let (mut in_string, mut escaped) = (false, false);
+    let mut depth = 0usize;
     let mut i = 0;
     while let Some(&byte) = json.get(i) {
         i += 1;
@@ -177,6 +288,13 @@ fn plain_tokens(json: &[u8]) -> bool {
             }
         } else if byte == b'"' {
             in_string = true;
+        } else if byte == b'{' || byte == b'[' {
+            depth += 1;
+            if depth > MAX_QUICK_DEPTH {
+                return false;
+            }
+        } else if byte == b'}' || byte == b']' {
+            depth = depth.saturating_sub(1);
         } else if byte == b'-' || byte.is_ascii_digit() {
             let start = i - 1;
             while json
@@ -269,12 +387,24 @@ mod tests {
 
     #[test]
     fn what_the_quick_way_refuses_gets_the_validating_ways_errors() {
-        let bodies: [&[u8]; 9] = [
+        // Nested past serde_json's recursion limit (valid JSON otherwise).
+        let deep = format!(
+            r#"{{"event_type":"t","data":{{"x":{}{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(
+            !PublishBody::read(deep.as_bytes()).is_ok_and(|b| matches!(b, PublishBody::Raw(_)))
+        );
+        let bodies: [&[u8]; 12] = [
             b"",
             b"[]",
+            br#"["t",{"a":1}]"#,
+            br#"{"events":[["t",{"a":1}]]}"#,
             br#"{"event_type":1,"data":[]}"#,
             br#"{"event_type":"t","data":{"s":"\ud800"}}"#,
             br#"{"event_type":"t","data":{"x":[1e400]}}"#,
+            deep.as_bytes(),
             br#"{"event_type":"t","data":{"x":-1000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000}}"#,
             br#"{"event_type":"t","data":{"x":1e-400,"y":12345678901234567890,"z":-2.5E+3}}"#,
             b"\xEF\xBB\xBF{\"event_type\":\"t\",\"data\":{}}",
@@ -302,6 +432,14 @@ mod tests {
             Ok(BatchBody::Raw(_))
         ));
         assert!(BatchBody::read(&batch(4), 3).is_err());
+        for body in [
+            &br#"{"events":[["t",{"n":1}]]}"#[..],
+            br#"[[{"event_type":"t","data":{}}]]"#,
+        ] {
+            let quick = BatchBody::read(body, 3).err();
+            let slow = BatchRequest::from_slice(body, 3).err();
+            assert!(quick.is_some() && quick == slow, "{quick:?} vs {slow:?}");
+        }
         assert!(BatchBody::read(&batch(0), 3).is_err());
         let encoded = BatchBody::read(&batch(3), 3)
             .expect("valid")
