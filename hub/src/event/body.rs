@@ -4,15 +4,16 @@
 //! `timestamp` and keeps `data` as the bytes it came as (without the
 //! whitespace between tokens), instead of building a JSON tree and writing
 //! it out again: in a batch of 100 events that tree was most of the hub's
-//! CPU. Anything the quick reader does not take — malformed JSON, a field of
-//! the wrong type, a duplicate field, a `\u` escape, a number beyond a
-//! double's range or deep nesting in `data`, a byte order mark, a batch of
-//! the wrong size —
-//! goes the validating way
+//! CPU. Anything the quick reader does not take goes the validating way
 //! ([`PublishRequest::from_slice`], [`BatchRequest::from_slice`]), which
-//! reports every problem as FastAPI would. So what is accepted, and every
-//! error, is the same either way; `data` keeps the publisher's key order and
-//! number spelling on the quick way (the validating way writes keys sorted).
+//! reports every problem as FastAPI would: malformed JSON or UTF-8, a body
+//! or event that is not an object, a field of the wrong type, a duplicate
+//! field, a byte order mark, a batch of the wrong size, and — anywhere in
+//! the body — a `\u` escape, a number beyond a double's range or nesting
+//! deeper than 100. So what is accepted, and every error, is the same either
+//! way (the fuzz target `publish_body` checks it); `data` keeps the
+//! publisher's key order and number spelling on the quick way (the
+//! validating way writes keys sorted).
 
 use std::borrow::Cow;
 use std::fmt;
