@@ -143,7 +143,7 @@ const SERIES: &[&str] = &[
 ];
 
 /// Sums the text exposition per metric name (histogram buckets skipped),
-/// and keeps the labelled series of [`SERIES`].
+/// and keeps the labelled series of `SERIES`.
 pub fn summarize(text: &str) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
     let mut totals = BTreeMap::new();
     let mut series = BTreeMap::new();
