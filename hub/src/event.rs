@@ -21,8 +21,7 @@ mod body;
 pub use body::{BatchBody, PublishBody};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use exechub_protocol::{EventData, PublishRequest};
-use serde::Serialize;
+use exechub_protocol::PublishRequest;
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -209,14 +208,6 @@ pub struct NewEvent {
     tail: Bytes,
 }
 
-#[derive(Serialize)]
-struct Tail<'a> {
-    execution_id: &'a str,
-    event_type: &'a str,
-    timestamp: &'a str,
-    data: &'a EventData,
-}
-
 impl NewEvent {
     /// Encodes a validated request, stamping the current time when it has none.
     pub fn encode(execution_id: String, request: &PublishRequest) -> Self {
@@ -224,8 +215,28 @@ impl NewEvent {
         Self::encode_stamped(execution_id, request, timestamp)
     }
 
-    /// An event from its encoded tail (`,"execution_id":…,"data":{…}}`).
-    fn from_parts(execution_id: String, timestamp: String, tail: Vec<u8>) -> Self {
+    /// An event from its fields; `data` writes the `data` object's JSON
+    /// (about `data_len` bytes). The one place the tail's layout is written.
+    fn from_fields(
+        execution_id: String,
+        event_type: &str,
+        timestamp: String,
+        data_len: usize,
+        data: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let mut tail = Vec::with_capacity(
+            64 + execution_id.len() + event_type.len() + timestamp.len() + data_len,
+        );
+        // Writing a string to a Vec cannot fail.
+        tail.extend_from_slice(br#","execution_id":"#);
+        let _ = serde_json::to_writer(&mut tail, &execution_id);
+        tail.extend_from_slice(br#","event_type":"#);
+        let _ = serde_json::to_writer(&mut tail, event_type);
+        tail.extend_from_slice(br#","timestamp":"#);
+        let _ = serde_json::to_writer(&mut tail, &timestamp);
+        tail.extend_from_slice(br#","data":"#);
+        data(&mut tail);
+        tail.push(b'}');
         Self {
             execution_id,
             ending: None,
@@ -238,16 +249,10 @@ impl NewEvent {
 
     /// Encodes a validated request with `timestamp` (its own, or the arrival time).
     fn encode_stamped(execution_id: String, request: &PublishRequest, timestamp: String) -> Self {
-        let tail = Tail {
-            execution_id: &execution_id,
-            event_type: &request.event_type,
-            timestamp: &timestamp,
-            data: &request.data,
-        };
-        // Serializing plain strings and a JSON map cannot fail.
-        let mut tail = serde_json::to_vec(&tail).unwrap_or_else(|_| b"{}".to_vec());
-        tail[0] = b',';
-        Self::from_parts(execution_id, timestamp, tail)
+        Self::from_fields(execution_id, &request.event_type, timestamp, 64, |out| {
+            // Serializing a JSON map to a Vec cannot fail.
+            let _ = serde_json::to_writer(out, &request.data);
+        })
     }
 
     /// The event's type.

@@ -111,21 +111,15 @@ impl RawPublish<'_> {
 
     fn encode(&self, execution_id: String, timestamp: String) -> NewEvent {
         let data = self.data.get().as_bytes();
-        let mut tail = Vec::with_capacity(
-            64 + execution_id.len() + self.event_type.len() + timestamp.len() + data.len(),
-        );
-        // Writing a string to a Vec cannot fail. The fields are in the order
-        // `NewEvent::encode` writes them.
-        tail.extend_from_slice(br#","execution_id":"#);
-        let _ = serde_json::to_writer(&mut tail, &execution_id);
-        tail.extend_from_slice(br#","event_type":"#);
-        let _ = serde_json::to_writer(&mut tail, &*self.event_type);
-        tail.extend_from_slice(br#","timestamp":"#);
-        let _ = serde_json::to_writer(&mut tail, &timestamp);
-        tail.extend_from_slice(br#","data":"#);
-        minify_into(&mut tail, data);
-        tail.push(b'}');
-        NewEvent::from_parts(execution_id, timestamp, tail)
+        NewEvent::from_fields(
+            execution_id,
+            &self.event_type,
+            timestamp,
+            data.len(),
+            |out| {
+                minify_into(out, data);
+            },
+        )
     }
 }
 
