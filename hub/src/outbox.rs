@@ -218,14 +218,14 @@ impl<F: Frame> Outbox<F> {
     /// The socket, when a frame may be written to it right now: nothing is
     /// queued or part-written ahead of it.
     fn idle_socket(&self, inner: &Inner<F>) -> Option<&TcpStream> {
-        let socket = self.socket.get().map(Arc::as_ref)?;
+        let socket = self.socket()?;
         (inner.frames.is_empty() && inner.unsent.is_empty()).then_some(socket)
     }
 
     /// Writes `frame` to the idle socket from the caller's context; the
     /// connection's task is woken only for what the socket did not take.
     fn write_now(&self, inner: &mut Inner<F>, frame: &F) -> Result<(), PushError> {
-        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
+        let Some(socket) = self.socket() else {
             return Err(PushError::Closed);
         };
         match inner.unsent.write(socket, &frame.wire()) {
@@ -251,7 +251,7 @@ impl<F: Frame> Outbox<F> {
     /// The socket's error, or `Other` when the client has left more than
     /// twice the byte bound unread.
     pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
+        let Some(socket) = self.socket() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let mut inner = self.lock();
@@ -267,7 +267,7 @@ impl<F: Frame> Outbox<F> {
     /// # Errors
     /// The socket's error.
     pub fn poll_flush_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
+        let Some(socket) = self.socket() else {
             return Poll::Ready(Ok(()));
         };
         self.lock().unsent.poll_flush(socket, cx)
@@ -278,7 +278,7 @@ impl<F: Frame> Outbox<F> {
     /// `Ready` only when the connection must end — the socket failed, the
     /// client is too slow, or (after draining) the stream is done.
     pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<Closing> {
-        let Some(socket) = self.socket.get().map(Arc::as_ref) else {
+        let Some(socket) = self.socket() else {
             return Poll::Ready(Closing::Gone);
         };
         let mut inner = self.lock();
@@ -407,7 +407,12 @@ impl<F: Frame> Outbox<F> {
 
     /// Whether the outbox writes its connection's socket itself.
     pub fn writes_socket(&self) -> bool {
-        self.socket.get().is_some()
+        self.socket().is_some()
+    }
+
+    /// The socket the outbox writes itself, once it has one.
+    fn socket(&self) -> Option<&TcpStream> {
+        self.socket.get().map(Arc::as_ref)
     }
 
     /// Whether a frame is waiting.

@@ -503,7 +503,7 @@ impl EventStore for RedisStore {
         let now = now_ms();
         let idem = event.idempotency_key().map(|key| idempotency_key(id, key));
         let args = AppendArgs {
-            keys: [events_key(id), seq_key(id), epoch_key(id), summary_key(id)],
+            keys: append_keys(id),
             // The timestamp is only kept in the idempotency record.
             timestamp: match idem {
                 Some(_) => event.timestamp().to_owned(),
@@ -539,7 +539,12 @@ impl EventStore for RedisStore {
         let idem = batch
             .idempotency_key()
             .map(|key| batch_idempotency_key(id, key));
-        append_keys(&mut invocation, id, idem);
+        for key in append_keys(id) {
+            invocation.key(key);
+        }
+        if let Some(idem) = idem {
+            invocation.key(idem);
+        }
         let events = batch.events();
         let first_timestamp = events.first().map_or("", |e| e.timestamp());
         // Only the last event of a batch may end the execution (the publisher checks).
@@ -742,17 +747,11 @@ impl EventStore for RedisStore {
     }
 }
 
-/// The keys both append scripts take, all in the execution's slot: the list,
-/// seq, epoch and summary, then the idempotency record when there is one.
-fn append_keys(invocation: &mut redis::ScriptInvocation<'_>, id: &str, idem: Option<String>) {
-    invocation
-        .key(events_key(id))
-        .key(seq_key(id))
-        .key(epoch_key(id))
-        .key(summary_key(id));
-    if let Some(idem) = idem {
-        invocation.key(idem);
-    }
+/// The keys both append scripts take first, all in the execution's slot:
+/// the list, seq, epoch and summary (the idempotency record follows when
+/// there is one).
+fn append_keys(id: &str) -> [String; 4] {
+    [events_key(id), seq_key(id), epoch_key(id), summary_key(id)]
 }
 
 /// An append's receipt as a [`Receipt`]: `seq` (a new event: its epoch is
