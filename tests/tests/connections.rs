@@ -4,6 +4,7 @@
 
 mod helpers;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -25,43 +26,56 @@ async fn drained(hub: &TestHub) -> Result<()> {
     Ok(())
 }
 
+/// Runs `rounds` rounds of `round` on `hub`: after each the hub must hold no
+/// connection or subscription, and the RSS after the last must be within
+/// 10 % of the RSS after round `warm_up` (the allocator's arenas settle
+/// during the first rounds; growth is measured from then on).
+async fn churn<F, R>(hub: &TestHub, rounds: usize, warm_up: usize, mut round: F) -> Result<()>
+where
+    F: FnMut(usize) -> R,
+    R: Future<Output = Result<()>>,
+{
+    let mut rss = Vec::with_capacity(rounds);
+    for n in 0..rounds {
+        round(n).await.with_context(|| format!("round {n}"))?;
+        drained(hub).await.with_context(|| format!("round {n}"))?;
+        rss.push(hub.rss()?);
+    }
+    let (settled, last) = (rss[warm_up - 1], rss[rounds - 1]);
+    ensure!(
+        last * 10 <= settled * 11,
+        "RSS grew from {settled} to {last} bytes (per round: {rss:?})"
+    );
+    Ok(())
+}
+
 /// 20 rounds of 500 clients that subscribe, receive an event, and vanish
 /// without a close frame (half with RST, as a killed process; half with FIN):
 /// every round the hub returns to zero, and memory does not grow with rounds
 /// (the last round's RSS is within 10 % of the RSS once the allocator settled).
 #[tokio::test]
 async fn churn_of_vanishing_clients_returns_to_zero_and_memory_stays_flat() -> Result<()> {
-    const ROUNDS: usize = 20;
-    // The allocator's arenas settle during the first rounds; growth is
-    // measured from then on.
-    const WARM_UP: usize = 2;
     const CLIENTS: usize = 500;
     let hub = TestHub::spawn(&[]).await?;
     let id = execution_id("churn");
-    let mut rss = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let clients = try_join_all((0..CLIENTS).map(|_| async {
-            let mut client = hub.ws().await?;
-            client.subscribe(&id, None).await?;
-            anyhow::Ok(client)
-        }))
-        .await?;
-        hub.publish(&id, "tick", json!({ "round": round })).await?;
-        for (i, mut client) in clients.into_iter().enumerate() {
-            client.next_event().await?;
-            client.abandon(i % 2 == 0)?;
+    churn(&hub, 20, 2, |round| {
+        let (hub, id) = (&hub, &id);
+        async move {
+            let clients = try_join_all((0..CLIENTS).map(|_| async {
+                let mut client = hub.ws().await?;
+                client.subscribe(id, None).await?;
+                anyhow::Ok(client)
+            }))
+            .await?;
+            hub.publish(id, "tick", json!({ "round": round })).await?;
+            for (i, mut client) in clients.into_iter().enumerate() {
+                client.next_event().await?;
+                client.abandon(i % 2 == 0)?;
+            }
+            Ok(())
         }
-        drained(&hub)
-            .await
-            .with_context(|| format!("round {round}"))?;
-        rss.push(hub.rss()?);
-    }
-    let (settled, last) = (rss[WARM_UP - 1], rss[ROUNDS - 1]);
-    ensure!(
-        last * 10 <= settled * 11,
-        "RSS grew from {settled} to {last} bytes (per round: {rss:?})"
-    );
-    Ok(())
+    })
+    .await
 }
 
 /// The same churn for SSE streams that open their connection (written to
@@ -71,32 +85,24 @@ async fn churn_of_vanishing_clients_returns_to_zero_and_memory_stays_flat() -> R
 /// settled: its pages for these sizes are taken in the first three rounds).
 #[tokio::test]
 async fn churn_of_vanishing_sse_streams_returns_to_zero_and_memory_stays_flat() -> Result<()> {
-    const ROUNDS: usize = 12;
-    const WARM_UP: usize = 4;
     const STREAMS: usize = 200;
     let hub = TestHub::spawn(&[]).await?;
     let id = execution_id("sse-churn");
-    let mut rss = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let streams = try_join_all((0..STREAMS).map(|_| open_stream(&hub, &id))).await?;
-        hub.publish(&id, "tick", json!({ "round": round })).await?;
-        for (i, mut stream) in streams.into_iter().enumerate() {
-            read_until(&mut stream, b"\"round\"").await?;
-            if i % 2 == 0 {
-                stream.set_zero_linger()?;
+    churn(&hub, 12, 4, |round| {
+        let (hub, id) = (&hub, &id);
+        async move {
+            let streams = try_join_all((0..STREAMS).map(|_| open_stream(hub, id))).await?;
+            hub.publish(id, "tick", json!({ "round": round })).await?;
+            for (i, mut stream) in streams.into_iter().enumerate() {
+                read_until(&mut stream, b"\"round\"").await?;
+                if i % 2 == 0 {
+                    stream.set_zero_linger()?;
+                }
             }
+            Ok(())
         }
-        drained(&hub)
-            .await
-            .with_context(|| format!("round {round}"))?;
-        rss.push(hub.rss()?);
-    }
-    let (settled, last) = (rss[WARM_UP - 1], rss[ROUNDS - 1]);
-    ensure!(
-        last * 10 <= settled * 11,
-        "RSS grew from {settled} to {last} bytes (per round: {rss:?})"
-    );
-    Ok(())
+    })
+    .await
 }
 
 /// A stream request on a connection of its own (served directly), read
