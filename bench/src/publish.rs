@@ -1,24 +1,30 @@
 //! `exechub-bench publish`: what a publish costs the hub (and Redis), over
-//! keep-alive HTTP/1.1 connections as workers publish.
+//! keep-alive HTTP/1.1 connections as workers publish, or over WebSockets
+//! (`--transport ws`).
 //!
-//! `--requests` POSTs go over `--connections` connections, one request in
-//! flight on each, round-robin over `--executions` executions. With
-//! `--batch N` each request carries N events to `…/events/batch`. The hub's
-//! CPU time is read from `/proc` from the first request to the last answer.
+//! `--requests` requests go over `--connections` connections, one in flight
+//! on each, round-robin over `--executions` executions: POSTs, or `publish`
+//! frames each answered by an `ack`. With `--batch N` each request carries N
+//! events (to `…/events/batch`, or as the frame's `events`). The hub's CPU
+//! time is read from `/proc` from the first request to the last answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use exechub_protocol::ServerMsg;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::cost::{Meter, Spent, Unit, mib, thousands};
 use crate::http::{HttpConn, Response};
 use crate::latency::{Latencies, Quantiles, micros_now, round3};
-use crate::target::{Hub, SourceIps, raise_fd_limit};
+use crate::target::{Hub, SourceIps, Via, raise_fd_limit};
+use crate::ws::{Socket, handshake};
 
 /// Bytes of `data` that are not padding: `{"pad":"` + `"}`.
 const DATA_OVERHEAD: usize = 10;
@@ -50,9 +56,13 @@ pub struct PublishArgs {
     /// Bytes of each event's `data` (at least 10).
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// Events per request: above 1, POST `…/events/batch`.
+    /// Events per request: above 1, POST `…/events/batch` (or a `publish`
+    /// frame with `events`).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// HTTP POSTs or WebSocket `publish` frames.
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    transport: Via,
     /// The hub's process id, whose CPU and memory are measured; several
     /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
     #[arg(long, value_delimiter = ',')]
@@ -66,11 +76,11 @@ pub struct PublishArgs {
     source_ips: SourceIps,
 }
 
-/// What every connection shares: the paths, the body, the request counter.
+/// What every connection shares: the requests, the request counter.
 struct Shared {
-    /// One path per execution.
-    paths: Vec<String>,
-    /// The request body (the same for every request).
+    /// One request per execution: the path to POST to, or the whole frame.
+    targets: Vec<Utf8Bytes>,
+    /// The POST body (the same for every request; empty over WebSocket).
     body: Vec<u8>,
     /// Events per request.
     batch: usize,
@@ -95,13 +105,16 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     let mut conns = Vec::with_capacity(args.connections);
     for c in 0..args.connections.max(1) {
         let stream = hub.connect_from(args.source_ips.pick(c)).await?;
-        conns.push(HttpConn::new(stream, &hub.authority));
+        conns.push(match args.transport {
+            Via::Http => Conn::Http(HttpConn::new(stream, &hub.authority)),
+            Via::Ws => Conn::Ws(Box::new(handshake(&hub, stream).await?)),
+        });
     }
     let rss_before = meter.hub_rss();
     let start = meter.snapshot()?;
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|conn| tokio::spawn(post_loop(conn, shared.clone())))
+        .map(|conn| tokio::spawn(publish_loop(conn, shared.clone())))
         .collect();
     let mut first_error = None;
     for task in tasks {
@@ -127,16 +140,6 @@ pub async fn run(args: PublishArgs) -> Result<()> {
 fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
     let run_id = format!("publish-{}-{}", std::process::id(), micros_now());
     let batch = args.batch.max(1);
-    let paths = (0..args.executions.max(1))
-        .map(|e| {
-            let path = hub.events_path(&format!("{run_id}-{e}"));
-            if batch > 1 {
-                format!("{path}/batch")
-            } else {
-                path
-            }
-        })
-        .collect();
     let pad = "x".repeat(args.payload.saturating_sub(DATA_OVERHEAD));
     let event = format!(r#"{{"event_type":"bench","data":{{"pad":"{pad}"}}}}"#);
     let body = if batch > 1 {
@@ -144,9 +147,24 @@ fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
     } else {
         event
     };
+    let targets = (0..args.executions.max(1)).map(|e| {
+        let execution = format!("{run_id}-{e}");
+        match args.transport {
+            Via::Http if batch > 1 => format!("{}/batch", hub.events_path(&execution)),
+            Via::Http => hub.events_path(&execution),
+            // The frame is the body's fields after `op` and `execution_id`.
+            Via::Ws => format!(
+                r#"{{"op":"publish","execution_id":"{execution}",{}"#,
+                &body[1..]
+            ),
+        }
+    });
     Shared {
-        paths,
-        body: body.into_bytes(),
+        targets: targets.map(Utf8Bytes::from).collect(),
+        body: match args.transport {
+            Via::Http => body.into_bytes(),
+            Via::Ws => Vec::new(),
+        },
         batch,
         requests: args.requests,
         next: AtomicU64::new(0),
@@ -154,18 +172,62 @@ fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
     }
 }
 
+/// A publisher's connection.
+enum Conn {
+    Http(HttpConn<TcpStream>),
+    Ws(Box<Socket>),
+}
+
 /// Claims requests until none are left, sending each and checking its answer.
-async fn post_loop(mut conn: HttpConn<TcpStream>, shared: Arc<Shared>) -> Result<()> {
+async fn publish_loop(mut conn: Conn, shared: Arc<Shared>) -> Result<()> {
     loop {
         let k = shared.next.fetch_add(1, Ordering::Relaxed);
         if k >= shared.requests {
             return Ok(());
         }
-        let path = &shared.paths[(k % shared.paths.len() as u64) as usize];
+        let target = &shared.targets[(k % shared.targets.len() as u64) as usize];
         let sent = Instant::now();
-        let response = conn.post_json(path, &shared.body).await?;
-        shared.latencies.record_since(sent);
-        check(path, &response, shared.batch)?;
+        match &mut conn {
+            Conn::Http(http) => {
+                let response = http.post_json(target.as_str(), &shared.body).await?;
+                shared.latencies.record_since(sent);
+                check(target.as_str(), &response, shared.batch)?;
+            }
+            Conn::Ws(socket) => {
+                socket.send(Message::Text(target.clone())).await?;
+                let answer = next_answer(socket).await?;
+                shared.latencies.record_since(sent);
+                check_ack(answer, shared.batch)?;
+            }
+        }
+    }
+}
+
+/// The next message the hub sends on `socket` (pings and pongs skipped).
+async fn next_answer(socket: &mut Socket) -> Result<ServerMsg> {
+    while let Some(frame) = socket.next().await {
+        match frame? {
+            Message::Text(text) => {
+                return serde_json::from_str(text.as_str())
+                    .with_context(|| format!("answer is not a server message: {text}"));
+            }
+            Message::Close(close) => bail!("the hub closed the connection: {close:?}"),
+            _ => {}
+        }
+    }
+    bail!("the hub closed the connection")
+}
+
+/// An `ack`, and for a batch one whose seqs span exactly `batch` events.
+fn check_ack(answer: ServerMsg, batch: usize) -> Result<()> {
+    match answer {
+        ServerMsg::Ack { seq, first_seq, .. } if batch > 1 => match first_seq {
+            Some(first) if seq + 1 == first + batch as u64 => Ok(()),
+            Some(first) => bail!("a batch of {batch} was stored as seqs {first}..={seq}"),
+            None => bail!("a batch's ack lacks first_seq"),
+        },
+        ServerMsg::Ack { .. } => Ok(()),
+        other => bail!("publish answered {other:?}"),
     }
 }
 
@@ -219,11 +281,12 @@ impl Report<'_> {
     fn print(&self) {
         let (a, wall) = (self.args, self.spent.wall.as_secs_f64());
         println!(
-            "publish: {} requests × {} events ({}-byte data) over {} connections to {} executions",
+            "publish: {} requests × {} events ({}-byte data) over {} {} connections to {} executions",
             a.requests,
             a.batch.max(1),
             a.payload,
             a.connections,
+            a.transport.name(),
             a.executions
         );
         println!(
@@ -256,6 +319,7 @@ impl Report<'_> {
         let wall = self.spent.wall.as_secs_f64();
         let mut out = json!({
             "mode": "publish",
+            "transport": a.transport.name(),
             "requests": a.requests,
             "batch": a.batch.max(1),
             "events": self.events(),
@@ -284,6 +348,13 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
+    fn args_via(batch: usize, transport: Via) -> PublishArgs {
+        PublishArgs {
+            transport,
+            ..args(batch)
+        }
+    }
+
     fn args(batch: usize) -> PublishArgs {
         PublishArgs {
             url: "http://127.0.0.1:1".into(),
@@ -292,6 +363,7 @@ mod tests {
             executions: 3,
             payload: 100,
             batch,
+            transport: Via::Http,
             hub_pid: Vec::new(),
             redis_pid: Vec::new(),
             source_ips: "127.0.0.1".parse().unwrap(),
@@ -312,7 +384,7 @@ mod tests {
         let body: Value = serde_json::from_slice(&shared.body).unwrap();
         assert_eq!(body["event_type"], "bench");
         assert_eq!(body["data"].to_string().len(), 100);
-        assert!(shared.paths[2].ends_with("-2/events"));
+        assert!(shared.targets[2].as_str().ends_with("-2/events"));
     }
 
     #[test]
@@ -320,7 +392,47 @@ mod tests {
         let shared = shared(&args(5), &hub());
         let body: Value = serde_json::from_slice(&shared.body).unwrap();
         assert_eq!(body["events"].as_array().unwrap().len(), 5);
-        assert!(shared.paths[0].ends_with("/events/batch"));
+        assert!(shared.targets[0].as_str().ends_with("/events/batch"));
+    }
+
+    #[test]
+    fn websocket_frames_are_publish_ops_of_the_same_events() {
+        use exechub_protocol::ClientMsg;
+        let one = shared(&args_via(1, Via::Ws), &hub());
+        assert!(one.body.is_empty());
+        match ClientMsg::decode(one.targets[2].as_str()) {
+            Ok(ClientMsg::Publish {
+                execution_id,
+                event,
+                ..
+            }) => {
+                assert!(execution_id.ends_with("-2"));
+                assert_eq!(event.event_type, "bench");
+                assert_eq!(serde_json::to_string(&event.data).unwrap().len(), 100);
+            }
+            other => panic!("not a publish: {other:?}"),
+        }
+        let batch = shared(&args_via(5, Via::Ws), &hub());
+        match ClientMsg::decode(batch.targets[0].as_str()) {
+            Ok(ClientMsg::PublishBatch { events, .. }) => assert_eq!(events.len(), 5),
+            other => panic!("not a batch publish: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn acks_are_checked() {
+        let ack = |seq, first_seq| ServerMsg::Ack {
+            id: None,
+            execution_id: "e".into(),
+            seq,
+            first_seq,
+            timestamp: String::new(),
+        };
+        assert!(check_ack(ack(3, None), 1).is_ok());
+        assert!(check_ack(ack(10, Some(6)), 5).is_ok());
+        assert!(check_ack(ack(10, Some(6)), 4).is_err());
+        assert!(check_ack(ack(10, None), 5).is_err());
+        assert!(check_ack(ServerMsg::Pong { id: None }, 1).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
 use tokio::net::TcpSocket;
 use tokio::net::TcpStream;
 
@@ -184,6 +185,27 @@ impl FromStr for SourceIps {
             .checked_add(1)
             .ok_or_else(|| "range too large".to_string())?;
         Ok(Self { first, count })
+    }
+}
+
+/// How events are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// `POST /api/v1/executions/{id}/events`, one request at a time per
+    /// keep-alive connection (what workers do).
+    Http,
+    /// WebSocket `publish` ops on kept connections (`fanout`: up to
+    /// `--window` unacknowledged per connection; `publish`: one).
+    Ws,
+}
+
+impl Via {
+    /// The flag value, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Ws => "ws",
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::sync::{Arc, OnceLock};
 use crate::telemetry::TraceParent;
 
 mod body;
+mod frame;
 pub use body::{BatchBody, PublishBody};
+pub use frame::{FrameEvents, PublishFrame};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::PublishRequest;
@@ -178,9 +180,9 @@ impl SharedEvent {
 /// decoded, and only that string.
 pub fn event_type_of(json: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     const KEY: &[u8] = br#""event_type":""#;
-    let start = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let start = memchr::memmem::find(json, KEY)? + KEY.len();
     let rest = &json[start..];
-    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
     if rest[end] == b'"' {
         return std::str::from_utf8(&rest[..end]).ok().map(Into::into);
     }

@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::AppState;
 use crate::auth::{Action, AuthError, Grant};
-use crate::event::{Epoch, NewBatch, NewEvent};
+use crate::event::{Epoch, FrameEvents, NewBatch, NewEvent, PublishFrame};
 use crate::lifecycle::directory::Following;
 use crate::limits::{ClientKey, TokenSlot};
 use crate::metrics::{self, PublishResult, Transport};
@@ -218,7 +218,12 @@ impl Session {
     fn on_message(&mut self, message: Message) -> Result<Option<Publish>, Ending> {
         match message {
             Message::Text(text) => {
-                match ClientMsg::decode_limited(text.as_str(), self.app.config.max_batch_events) {
+                let max_events = self.app.config.max_batch_events;
+                // Most frames publish: a well-formed one is read without a JSON tree.
+                if let Some(frame) = PublishFrame::read(text.as_str(), max_events) {
+                    return self.publish_frame(frame);
+                }
+                match ClientMsg::decode_limited(text.as_str(), max_events) {
                     Ok(request) => self.dispatch(request),
                     Err(error) => {
                         // Only the refusal path looks at what the frame was.
@@ -266,12 +271,13 @@ impl Session {
                 event,
                 idempotency_key,
             } => {
-                if !self.may_publish(&id, &execution_id, 1)? {
-                    return Ok(None);
-                }
-                let event =
-                    NewEvent::encode(execution_id, &event).with_idempotency_key(idempotency_key);
-                return Ok(Some(Publish::One { id, event }));
+                return self.checked(id, execution_id, 1, |id, execution_id| {
+                    let event = NewEvent::encode(execution_id, &event);
+                    Publish::One {
+                        id,
+                        event: event.with_idempotency_key(idempotency_key),
+                    }
+                });
             }
             ClientMsg::PublishBatch {
                 id,
@@ -279,12 +285,13 @@ impl Session {
                 events,
                 idempotency_key,
             } => {
-                if !self.may_publish(&id, &execution_id, events.len() as u64)? {
-                    return Ok(None);
-                }
-                let batch =
-                    NewBatch::encode(execution_id, &events).with_idempotency_key(idempotency_key);
-                return Ok(Some(Publish::Batch { id, batch }));
+                return self.checked(id, execution_id, events.len(), |id, execution_id| {
+                    let batch = NewBatch::encode(execution_id, &events);
+                    Publish::Batch {
+                        id,
+                        batch: batch.with_idempotency_key(idempotency_key),
+                    }
+                });
             }
             ClientMsg::SubscribeExecutions { id, status } => {
                 // A repeat replaces the filter; the old following ends first.
@@ -305,6 +312,50 @@ impl Session {
             ClientMsg::Auth { id, token } => self.reauthenticate(id, &token),
         };
         done.map(|()| None)
+    }
+
+    /// A publish read the quick way, as [`Session::dispatch`] takes one.
+    fn publish_frame(&mut self, frame: PublishFrame<'_>) -> Result<Option<Publish>, Ending> {
+        let PublishFrame {
+            id,
+            execution_id,
+            idempotency_key,
+            events,
+        } = frame;
+        self.checked(
+            id,
+            execution_id,
+            events.len(),
+            |id, execution_id| match events {
+                FrameEvents::One(body) => Publish::One {
+                    id,
+                    event: body
+                        .encode(execution_id)
+                        .with_idempotency_key(idempotency_key),
+                },
+                FrameEvents::Batch(body) => Publish::Batch {
+                    id,
+                    batch: body
+                        .encode(execution_id)
+                        .with_idempotency_key(idempotency_key),
+                },
+            },
+        )
+    }
+
+    /// The publish `make` builds, when this connection may publish `events`
+    /// to `execution_id` now (see [`Session::may_publish`]).
+    fn checked(
+        &mut self,
+        id: Option<RequestId>,
+        execution_id: String,
+        events: usize,
+        make: impl FnOnce(Option<RequestId>, String) -> Publish,
+    ) -> Result<Option<Publish>, Ending> {
+        if !self.may_publish(&id, &execution_id, events as u64)? {
+            return Ok(None);
+        }
+        Ok(Some(make(id, execution_id)))
     }
 
     /// Whether this connection may publish `events` to `execution_id` now;

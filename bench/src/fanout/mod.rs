@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::plan::{Plan, Shape, Via};
+use self::plan::{Plan, Shape};
 use self::publisher::{Job, Published};
 use self::report::{Memory, Report, Totals};
 use self::subscriber::Tally;
@@ -37,7 +37,7 @@ use crate::cost::Meter;
 use crate::health;
 use crate::http::HttpConn;
 use crate::latency::{Latencies, micros_now};
-use crate::target::{Hub, SourceIps, raise_fd_limit, warn_if_hub_fd_limit_low};
+use crate::target::{Hub, SourceIps, Via, raise_fd_limit, warn_if_hub_fd_limit_low};
 use crate::ws::{Socket, handshake};
 
 /// How often the hub's RSS is sampled during the publish window.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use crate::target::Via;
+
 /// Bytes of an event's `data` that are not padding:
 /// `{"sent_us":` + 16 digits + `,"pad":"` + `"}`.
 pub const DATA_OVERHEAD: usize = 37;
@@ -21,26 +23,6 @@ pub enum Shape {
     /// 10,000 executions with one subscriber each at 1 event/s each
     /// (10,000 events/s in total).
     ManyExecutions,
-}
-
-/// How events are published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Via {
-    /// `POST /api/v1/executions/{id}/events`, one request at a time per
-    /// keep-alive connection (what workers do).
-    Http,
-    /// WebSocket `publish` ops, up to `--window` unacknowledged per connection.
-    Ws,
-}
-
-impl Via {
-    /// The flag value, for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Ws => "ws",
-        }
-    }
 }
 
 /// The numbers a shape fixes unless a flag overrides them.

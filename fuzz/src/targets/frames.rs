@@ -1,7 +1,7 @@
 //! WebSocket frames (`ClientMsg::decode`) and HTTP publish bodies
 //! (`PublishRequest::from_slice`, `BatchRequest::from_slice`).
 
-use exechub::event::{BatchBody, NewBatch, NewEvent, PublishBody};
+use exechub::event::{BatchBody, FrameEvents, NewBatch, NewEvent, PublishBody, PublishFrame};
 use exechub_protocol::ws::MAX_BATCH_EVENTS;
 use exechub_protocol::{BatchRequest, ClientMsg, PublishRequest};
 use serde_json::Value;
@@ -47,6 +47,8 @@ pub fn ws_frame(input: &[u8]) -> String {
     // Text frames are UTF-8 (the WebSocket layer checks); keep the rest of a bad one.
     let text = String::from_utf8_lossy(input);
     let limit = usize::from(input.last().copied().unwrap_or(0) % 4);
+    quick_frame_matches_validating(&text, limit);
+    let quick = quick_frame_matches_validating(&text, MAX_BATCH_EVENTS);
     let decoded = ClientMsg::decode(&text);
     if ClientMsg::decode_limited(&text, limit).is_ok() {
         assert!(
@@ -59,7 +61,8 @@ pub fn ws_frame(input: &[u8]) -> String {
             let encoded = serde_json::to_string(&msg).expect("a decoded frame serializes");
             let again = ClientMsg::decode(&encoded).expect("a re-encoded frame decodes");
             assert!(same(&msg, &again), "re-decoding {encoded} gave {again:?}");
-            format!("ok:{}", op(&msg))
+            // Read quickly or not: an outcome of its own, to explore both.
+            format!("ok:{}:{quick}", op(&msg))
         }
         Err(error) => {
             assert!(
@@ -129,6 +132,64 @@ fn stored(event: &NewEvent) -> Value {
     let mut value: Value = serde_json::from_slice(&json).expect("a stored event is JSON");
     value["timestamp"] = Value::Null;
     value
+}
+
+/// The hub's quick frame reader (`PublishFrame`) must read only frames
+/// the validating way accepts as that publish, with the same id, execution,
+/// idempotency key and stored events (it leaves the rest to that way).
+/// Returns whether it read the frame.
+fn quick_frame_matches_validating(text: &str, limit: usize) -> bool {
+    let Some(frame) = PublishFrame::read(text, limit) else {
+        return false;
+    };
+    let PublishFrame {
+        id,
+        execution_id,
+        idempotency_key,
+        events,
+    } = frame;
+    let quick_fields = (id, execution_id.clone(), idempotency_key);
+    let (quick, slow, fields) = match (events, ClientMsg::decode_limited(text, limit)) {
+        (
+            FrameEvents::One(body),
+            Ok(ClientMsg::Publish {
+                id,
+                execution_id,
+                event,
+                idempotency_key,
+            }),
+        ) => (
+            stored(&body.encode(execution_id.clone())),
+            stored(&NewEvent::encode(execution_id.clone(), &event)),
+            (id, execution_id, idempotency_key),
+        ),
+        (
+            FrameEvents::Batch(body),
+            Ok(ClientMsg::PublishBatch {
+                id,
+                execution_id,
+                events,
+                idempotency_key,
+            }),
+        ) => {
+            let values =
+                |batch: &NewBatch| Value::Array(batch.events().iter().map(stored).collect());
+            (
+                values(&body.encode(execution_id.clone())),
+                values(&NewBatch::encode(execution_id.clone(), &events)),
+                (id, execution_id, idempotency_key),
+            )
+        }
+        (_, other) => {
+            panic!("the quick frame reader took what the validating way reads as {other:?}")
+        }
+    };
+    assert_eq!(quick_fields, fields, "the quick frame reader's fields");
+    assert!(
+        alike(&quick, &slow),
+        "the quick frame reader stored {quick} for {slow}"
+    );
+    true
 }
 
 /// The hub's quick reader (`PublishBody`, `BatchBody`) must accept and

@@ -52,34 +52,67 @@ impl<'de> Visitor<'de> for PublishFields {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let (mut event_type, mut data, mut timestamp) = (None, None, None);
+        let mut fields = EventFields::default();
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-            match &*key {
-                "event_type" if event_type.is_none() => {
-                    event_type = Some(map.next_value::<Text<'de>>()?.0);
-                }
-                "data" if data.is_none() => data = Some(map.next_value::<&'de RawValue>()?),
-                "timestamp" if timestamp.is_none() => {
-                    timestamp = Some(map.next_value::<Option<String>>()?);
-                }
-                "event_type" | "data" | "timestamp" => {
-                    return Err(M::Error::custom(format_args!("duplicate field `{key}`")));
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+            if !fields.take(&key, &mut map)? {
+                map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(RawPublish {
-            event_type: event_type.ok_or_else(|| M::Error::missing_field("event_type"))?,
-            data: data.ok_or_else(|| M::Error::missing_field("data"))?,
-            timestamp: timestamp.flatten(),
+        fields
+            .finish()
+            .ok_or_else(|| M::Error::custom("`event_type` or `data` missing"))
+    }
+}
+
+/// An event's fields (`event_type`, `data`, `timestamp`) as a map's keys
+/// come: shared by the body's reader and the WebSocket frame's
+/// ([`super::frame`]), whose other keys are its own.
+#[derive(Default)]
+pub(super) struct EventFields<'a> {
+    event_type: Option<Cow<'a, str>>,
+    data: Option<&'a RawValue>,
+    timestamp: Option<Option<String>>,
+}
+
+impl<'de> EventFields<'de> {
+    /// Reads the value of `key` when it is an event field (a repeated one is
+    /// an error); `false` for any other key, whose value is left unread.
+    pub(super) fn take<M: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut M,
+    ) -> Result<bool, M::Error> {
+        match key {
+            "event_type" if self.event_type.is_none() => {
+                self.event_type = Some(map.next_value::<Text<'de>>()?.0);
+            }
+            "data" if self.data.is_none() => self.data = Some(map.next_value()?),
+            "timestamp" if self.timestamp.is_none() => self.timestamp = Some(map.next_value()?),
+            "event_type" | "data" | "timestamp" => {
+                return Err(M::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Whether any event field came.
+    pub(super) fn any(&self) -> bool {
+        self.event_type.is_some() || self.data.is_some() || self.timestamp.is_some()
+    }
+
+    /// The event, when both `event_type` and `data` came.
+    pub(super) fn finish(self) -> Option<RawPublish<'de>> {
+        Some(RawPublish {
+            event_type: self.event_type?,
+            data: self.data?,
+            timestamp: self.timestamp.flatten(),
         })
     }
 }
 
 /// A JSON string, borrowed from the input when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -105,7 +138,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
 
 impl RawPublish<'_> {
     /// Whether `data` is an object (the body as a whole passed [`plain_tokens`]).
-    fn plain(&self) -> bool {
+    pub(super) fn plain(&self) -> bool {
         self.data.get().starts_with('{')
     }
 
@@ -247,7 +280,7 @@ impl<'a> BatchBody<'a> {
 /// `body` read the quick way, if it can be: UTF-8 throughout (the quick
 /// parse does not check the strings it skips; the validating way refuses
 /// invalid UTF-8 anywhere) and [`plain_tokens`].
-fn quick<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
+pub(super) fn quick<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Option<T> {
     let text = std::str::from_utf8(body).ok()?;
     if !plain_tokens(body) {
         return None;
@@ -265,73 +298,85 @@ const MAX_QUICK_DEPTH: usize = 100;
 /// which the validating way refuses, in any field, even one it ignores).
 /// Malformed JSON passes here and fails the quick parse.
 fn plain_tokens(json: &[u8]) -> bool {
-    let (mut in_string, mut escaped) = (false, false);
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(&byte) = json.get(i) {
         i += 1;
-        if in_string {
-            if escaped {
-                if byte == b'u' {
+        match byte {
+            b'"' => match string_end(json, i) {
+                Some((_, true)) => return false,
+                Some((end, false)) => i = end,
+                // Malformed: the quick parse refuses it.
+                None => return true,
+            },
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_QUICK_DEPTH {
                     return false;
                 }
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
             }
-        } else if byte == b'"' {
-            in_string = true;
-        } else if byte == b'{' || byte == b'[' {
-            depth += 1;
-            if depth > MAX_QUICK_DEPTH {
-                return false;
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i - 1;
+                while json
+                    .get(i)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let number = &json[start..i];
+                // Only a long mantissa or an exponent can leave a double's range.
+                let large = number.len() > 15 || number.iter().any(|b| matches!(b, b'e' | b'E'));
+                let fits = || {
+                    std::str::from_utf8(number)
+                        .ok()
+                        .and_then(|text| text.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+                };
+                if large && !fits() {
+                    return false;
+                }
             }
-        } else if byte == b'}' || byte == b']' {
-            depth = depth.saturating_sub(1);
-        } else if byte == b'-' || byte.is_ascii_digit() {
-            let start = i - 1;
-            while json
-                .get(i)
-                .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-            {
-                i += 1;
-            }
-            let number = &json[start..i];
-            // Only a long mantissa or an exponent can leave a double's range.
-            let large = number.len() > 15 || number.iter().any(|b| matches!(b, b'e' | b'E'));
-            let fits = || {
-                std::str::from_utf8(number)
-                    .ok()
-                    .and_then(|text| text.parse::<f64>().ok())
-                    .is_some_and(f64::is_finite)
-            };
-            if large && !fits() {
-                return false;
-            }
+            _ => {}
         }
     }
     true
 }
 
+/// Where the JSON string whose contents start at `json[start]` ends (just
+/// past its closing quote), and whether it holds a `\u` escape; `None` when
+/// it runs to the end of the input. Only `\` and `"` matter inside a
+/// string, so the scan jumps from one to the next (`memchr`), not byte by byte.
+fn string_end(json: &[u8], mut start: usize) -> Option<(usize, bool)> {
+    let mut unicode = false;
+    loop {
+        let rest = json.get(start..)?;
+        let at = memchr::memchr2(b'"', b'\\', rest)?;
+        start += at + 1;
+        if rest[at] == b'"' {
+            return Some((start, unicode));
+        }
+        // An escape: the next byte is escaped (`u` starts a code point).
+        unicode |= *json.get(start)? == b'u';
+        start += 1;
+    }
+}
+
 /// Appends `json` (valid JSON) without the whitespace between its tokens,
 /// so a stored event is one line, as the validating way writes it.
 fn minify_into(out: &mut Vec<u8>, json: &[u8]) {
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in json {
-        if in_string {
-            out.push(byte);
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while let Some(&byte) = json.get(i) {
+        if byte == b'"' {
+            // A string is copied whole.
+            let end = string_end(json, i + 1).map_or(json.len(), |(end, _)| end);
+            out.extend_from_slice(&json[i..end]);
+            i = end;
+        } else {
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                out.push(byte);
             }
-        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = byte == b'"';
-            out.push(byte);
+            i += 1;
         }
     }
 }
