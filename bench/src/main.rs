@@ -6,7 +6,7 @@
 //! - [`fanout`]: publishers → subscribers; CPU per delivery and per publish,
 //!   publish-to-delivery latency, and a check that nothing was lost,
 //!   duplicated or reordered.
-//! - [`publish`]: HTTP publishes over keep-alive connections; CPU per publish.
+//! - [`publish`]: HTTP (or WebSocket) publishes over kept connections; CPU per publish.
 //! - [`idle`]: thousands of subscribed connections that say nothing; the hub's
 //!   memory and CPU per idle connection, and whether it frees them on close.
 //! - [`floor`]: the machine's floor — CPU per `write` of one small frame to
@@ -51,7 +51,7 @@ struct Cli {
 enum Command {
     /// Publishers → subscribers: CPU per delivery and per publish, latency, losses.
     Fanout(fanout::FanoutArgs),
-    /// HTTP publishes over keep-alive connections: CPU per publish.
+    /// HTTP (or WebSocket) publishes over kept connections: CPU per publish.
     Publish(publish::PublishArgs),
     /// Many idle subscribed connections: hub memory and CPU per connection.
     Idle(idle::IdleArgs),

@@ -1,6 +1,6 @@
 //! `exechub-bench publish`: what a publish costs the hub (and Redis), over
 //! keep-alive HTTP/1.1 connections as workers publish, or over WebSockets
-//! (`--transport ws`).
+//! (`--publish-via ws`, as `fanout` takes it).
 //!
 //! `--requests` requests go over `--connections` connections, one in flight
 //! on each, round-robin over `--executions` executions: POSTs, or `publish`
@@ -62,7 +62,7 @@ pub struct PublishArgs {
     batch: usize,
     /// HTTP POSTs or WebSocket `publish` frames.
     #[arg(long, value_enum, default_value_t = Via::Http)]
-    transport: Via,
+    publish_via: Via,
     /// The hub's process id, whose CPU and memory are measured; several
     /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
     #[arg(long, value_delimiter = ',')]
@@ -105,7 +105,7 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     let mut conns = Vec::with_capacity(args.connections);
     for c in 0..args.connections.max(1) {
         let stream = hub.connect_from(args.source_ips.pick(c)).await?;
-        conns.push(match args.transport {
+        conns.push(match args.publish_via {
             Via::Http => Conn::Http(HttpConn::new(stream, &hub.authority)),
             Via::Ws => Conn::Ws(Box::new(handshake(&hub, stream).await?)),
         });
@@ -149,7 +149,7 @@ fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
     };
     let targets = (0..args.executions.max(1)).map(|e| {
         let execution = format!("{run_id}-{e}");
-        match args.transport {
+        match args.publish_via {
             Via::Http if batch > 1 => format!("{}/batch", hub.events_path(&execution)),
             Via::Http => hub.events_path(&execution),
             // The frame is the body's fields after `op` and `execution_id`.
@@ -161,7 +161,7 @@ fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
     });
     Shared {
         targets: targets.map(Utf8Bytes::from).collect(),
-        body: match args.transport {
+        body: match args.publish_via {
             Via::Http => body.into_bytes(),
             Via::Ws => Vec::new(),
         },
@@ -286,7 +286,7 @@ impl Report<'_> {
             a.batch.max(1),
             a.payload,
             a.connections,
-            a.transport.name(),
+            a.publish_via.name(),
             a.executions
         );
         println!(
@@ -319,7 +319,7 @@ impl Report<'_> {
         let wall = self.spent.wall.as_secs_f64();
         let mut out = json!({
             "mode": "publish",
-            "transport": a.transport.name(),
+            "publish_via": a.publish_via.name(),
             "requests": a.requests,
             "batch": a.batch.max(1),
             "events": self.events(),
@@ -350,7 +350,7 @@ mod tests {
 
     fn args_via(batch: usize, transport: Via) -> PublishArgs {
         PublishArgs {
-            transport,
+            publish_via: transport,
             ..args(batch)
         }
     }
@@ -363,7 +363,7 @@ mod tests {
             executions: 3,
             payload: 100,
             batch,
-            transport: Via::Http,
+            publish_via: Via::Http,
             hub_pid: Vec::new(),
             redis_pid: Vec::new(),
             source_ips: "127.0.0.1".parse().unwrap(),
