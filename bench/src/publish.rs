@@ -8,6 +8,7 @@
 //! events (to `…/events/batch`, or as the frame's `events`). The hub's CPU
 //! time is read from `/proc` from the first request to the last answer.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,6 +64,10 @@ pub struct PublishArgs {
     /// HTTP POSTs or WebSocket `publish` frames.
     #[arg(long, value_enum, default_value_t = Via::Http)]
     publish_via: Via,
+    /// Over WebSocket: publishes sent ahead of their acks on each connection
+    /// (HTTP has one request in flight per connection).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
     /// The hub's process id, whose CPU and memory are measured; several
     /// (comma-separated) for several hub nodes: CPU summed, memory of the first.
     #[arg(long, value_delimiter = ',')]
@@ -86,6 +91,8 @@ struct Shared {
     batch: usize,
     /// Requests to send.
     requests: u64,
+    /// WebSocket publishes sent ahead of their acks, per connection.
+    window: usize,
     /// Requests claimed so far.
     next: AtomicU64,
     /// Request round trips.
@@ -98,6 +105,9 @@ struct Shared {
 /// Setup failed, a connection failed, or the hub answered anything but `202`
 /// (a `404` from `…/events/batch` says the hub has no batch endpoint).
 pub async fn run(args: PublishArgs) -> Result<()> {
+    if args.window > 1 && args.publish_via == Via::Http {
+        bail!("--window needs --publish-via ws: HTTP has one request in flight per connection");
+    }
     raise_fd_limit(args.connections)?;
     let hub = Hub::resolve(&args.url).await?;
     let meter = Meter::new(&args.hub_pid, &args.redis_pid)?;
@@ -167,6 +177,7 @@ fn shared(args: &PublishArgs, hub: &Hub) -> Shared {
         },
         batch,
         requests: args.requests,
+        window: args.window.max(1),
         next: AtomicU64::new(0),
         latencies: Latencies::new(),
     }
@@ -179,28 +190,45 @@ enum Conn {
 }
 
 /// Claims requests until none are left, sending each and checking its answer.
-async fn publish_loop(mut conn: Conn, shared: Arc<Shared>) -> Result<()> {
-    loop {
-        let k = shared.next.fetch_add(1, Ordering::Relaxed);
-        if k >= shared.requests {
-            return Ok(());
-        }
-        let target = &shared.targets[(k % shared.targets.len() as u64) as usize];
-        let sent = Instant::now();
-        match &mut conn {
-            Conn::Http(http) => {
-                let response = http.post_json(target.as_str(), &shared.body).await?;
-                shared.latencies.record_since(sent);
-                check(target.as_str(), &response, shared.batch)?;
-            }
-            Conn::Ws(socket) => {
-                socket.send(Message::Text(target.clone())).await?;
-                let answer = next_answer(socket).await?;
+async fn publish_loop(conn: Conn, shared: Arc<Shared>) -> Result<()> {
+    match conn {
+        Conn::Http(mut http) => loop {
+            let Some(target) = claim(&shared) else {
+                return Ok(());
+            };
+            let sent = Instant::now();
+            let response = http.post_json(target.as_str(), &shared.body).await?;
+            shared.latencies.record_since(sent);
+            check(target.as_str(), &response, shared.batch)?;
+        },
+        Conn::Ws(mut socket) => {
+            // Send times of the publishes awaiting their acks, oldest first
+            // (the hub answers a connection's publishes in order).
+            let mut waiting = VecDeque::with_capacity(shared.window);
+            loop {
+                while waiting.len() < shared.window {
+                    let Some(target) = claim(&shared) else {
+                        break;
+                    };
+                    socket.feed(Message::Text(target.clone())).await?;
+                    waiting.push_back(Instant::now());
+                }
+                let Some(sent) = waiting.pop_front() else {
+                    return Ok(());
+                };
+                socket.flush().await?;
+                let answer = next_answer(&mut socket).await?;
                 shared.latencies.record_since(sent);
                 check_ack(answer, shared.batch)?;
             }
         }
     }
+}
+
+/// The next request to send, if any is left.
+fn claim(shared: &Shared) -> Option<&Utf8Bytes> {
+    let k = shared.next.fetch_add(1, Ordering::Relaxed);
+    (k < shared.requests).then(|| &shared.targets[(k % shared.targets.len() as u64) as usize])
 }
 
 /// The next message the hub sends on `socket` (pings and pongs skipped).
@@ -281,12 +309,13 @@ impl Report<'_> {
     fn print(&self) {
         let (a, wall) = (self.args, self.spent.wall.as_secs_f64());
         println!(
-            "publish: {} requests × {} events ({}-byte data) over {} {} connections to {} executions",
+            "publish: {} requests × {} events ({}-byte data) over {} {} connections ({} in flight each) to {} executions",
             a.requests,
             a.batch.max(1),
             a.payload,
             a.connections,
             a.publish_via.name(),
+            a.window.max(1),
             a.executions
         );
         println!(
@@ -320,6 +349,7 @@ impl Report<'_> {
         let mut out = json!({
             "mode": "publish",
             "publish_via": a.publish_via.name(),
+            "window": a.window.max(1),
             "requests": a.requests,
             "batch": a.batch.max(1),
             "events": self.events(),
@@ -364,6 +394,7 @@ mod tests {
             payload: 100,
             batch,
             publish_via: Via::Http,
+            window: 1,
             hub_pid: Vec::new(),
             redis_pid: Vec::new(),
             source_ips: "127.0.0.1".parse().unwrap(),

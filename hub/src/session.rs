@@ -18,6 +18,16 @@
 //! or the hub shuts down (1001). Closing never waits on the client for longer
 //! than [`CLOSE_GRACE`].
 //!
+//! Publishes are pipelined: a `publish` goes to the store at once, and the
+//! next frames are read while it is on its way, up to
+//! [`MAX_PUBLISHES_IN_FLIGHT`] (then the socket waits: backpressure). They
+//! reach the store in the order they came, so one connection's events keep
+//! their order, and are answered in that order; a publisher that does not
+//! wait for each `ack` gets more than one event per round trip to the store,
+//! and the store's grouped appends get fuller. A store that cannot promise
+//! that order ([`crate::store::EventStore::keeps_order`]: a Redis Cluster)
+//! gets one publish at a time.
+//!
 //! The loop is generic over `Sink`/`Stream`, so it runs over channels in the
 //! unit tests (`session/tests.rs`). Its parts: `socket` (writing, reading,
 //! closing), `timers` (heartbeat and token deadline), `frames` (what it
@@ -27,12 +37,14 @@ mod frames;
 mod socket;
 mod timers;
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use exechub_protocol::ws::FrameError;
 use exechub_protocol::{ClientMsg, ErrorCode, RequestId, ServerMsg, close};
-use futures_util::{Sink, Stream};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{Sink, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::AppState;
@@ -47,6 +59,10 @@ use crate::subscription::{Start, Subscription};
 
 pub use frames::WsEncoder;
 pub use socket::{CLOSE_GRACE, Ending, ReadError};
+
+/// Publishes one connection may have on their way to the store at once;
+/// with that many, its next frames wait in the socket.
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 16;
 pub use timers::expiry_instant;
 pub(crate) use timers::{expiry_timer, until};
 
@@ -71,8 +87,14 @@ where
         outbox,
         subscriptions: Subscriptions::default(),
         executions: None,
+        publishing: None,
     };
     let ending = session.serve(&mut socket).await;
+    if matches!(ending, Ending::Close(..)) {
+        // The hub closes: publishes on their way get their answers first (a
+        // client would otherwise retry ones that were stored).
+        let _ = tokio::time::timeout(CLOSE_GRACE, session.settle()).await;
+    }
     // Subscriptions end before anything else, and the outbox takes nothing
     // more: no frame may follow the close frame.
     let outbox = Arc::clone(&session.outbox);
@@ -127,6 +149,7 @@ impl Subscriptions {
 }
 
 /// A `publish` to perform: the one request that waits (for the store).
+/// It runs as one of the connection's [`InFlight`] publishes.
 enum Publish {
     One {
         id: Option<RequestId>,
@@ -137,6 +160,13 @@ enum Publish {
         batch: NewBatch,
     },
 }
+
+/// A publish on its way to the store; its answer (`ack` or `error`) when done.
+type Answer = Pin<Box<dyn Future<Output = ServerMsg> + Send>>;
+
+/// A connection's publishes on their way to the store. Polled in the order
+/// they came (so they reach the store in that order) and answered in it.
+type InFlight = FuturesOrdered<Answer>;
 
 /// Who is on the other end of a connection.
 pub struct Caller {
@@ -160,6 +190,8 @@ struct Session {
     subscriptions: Subscriptions,
     /// Following the list of executions (`subscribe_executions`).
     executions: Option<Box<Following>>,
+    /// Publishes on their way to the store (boxed: only publishers have them).
+    publishing: Option<Box<InFlight>>,
 }
 
 impl Session {
@@ -177,13 +209,21 @@ impl Session {
         // token's waiter list is shared by every connection.
         let shutdown = self.app.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
+        // Pipelined only where the store keeps the publishes' order.
+        let max_in_flight = match self.app.store.keeps_order() {
+            true => MAX_PUBLISHES_IN_FLIGHT,
+            false => 1,
+        };
         loop {
+            let in_flight = self.publishing.as_ref().map_or(0, |p| p.len());
+            let read = in_flight < max_in_flight;
             let outcome = tokio::select! {
                 biased;
                 () = &mut shutdown => Err(Ending::Close(close::GOING_AWAY, "server shutting down")),
                 () = until(&mut expiry) => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token")),
                 () = heartbeat.due() => heartbeat.beat(&self.outbox),
-                io = poll_fn(|cx| poll_socket(socket, &self.outbox, cx)) => {
+                Some(answer) = next_answer(&mut self.publishing), if in_flight > 0 => self.reply(answer),
+                io = poll_fn(|cx| poll_socket(socket, &self.outbox, read, cx)) => {
                     let frame = match io {
                         Io::End(ending) => return ending,
                         Io::Frame(frame) => frame,
@@ -191,9 +231,10 @@ impl Session {
                     heartbeat.seen();
                     match frame {
                         Some(Ok(message)) => match self.on_message(message) {
-                            // Boxed: the publish path's state is large, and
-                            // inline it would be part of every idle connection.
-                            Ok(Some(publish)) => Box::pin(self.publish(publish)).await,
+                            Ok(Some(publish)) => {
+                                self.start(publish);
+                                Ok(())
+                            }
                             Ok(None) => Ok(()),
                             Err(ending) => Err(ending),
                         },
@@ -507,11 +548,14 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, publish: Publish) -> Result<(), Ending> {
-        let answer = match publish {
-            Publish::One { id, event } => {
+    /// Sends `publish` on its way to the store, behind the connection's
+    /// other publishes; its answer comes from [`next_answer`].
+    fn start(&mut self, publish: Publish) {
+        let publisher = Arc::clone(&self.app.publisher);
+        let answer: Answer = match publish {
+            Publish::One { id, event } => Box::pin(async move {
                 let execution_id = event.execution_id().to_owned();
-                let result = self.app.publisher.publish(event).await;
+                let result = publisher.publish(event).await;
                 count_ws_publish(result.as_ref().map(|r| r.duplicate));
                 match result {
                     Ok(receipt) => ServerMsg::Ack {
@@ -523,10 +567,10 @@ impl Session {
                     },
                     Err(error) => store_error_msg(id, &error, execution_id),
                 }
-            }
-            Publish::Batch { id, batch } => {
+            }),
+            Publish::Batch { id, batch } => Box::pin(async move {
                 let execution_id = batch.execution_id().to_owned();
-                let result = self.app.publisher.publish_batch(batch).await;
+                let result = publisher.publish_batch(batch).await;
                 count_ws_publish(result.as_ref().map(|r| r.duplicate));
                 match result {
                     Ok(receipt) => ServerMsg::Ack {
@@ -538,9 +582,20 @@ impl Session {
                     },
                     Err(error) => store_error_msg(id, &error, execution_id),
                 }
-            }
+            }),
         };
-        self.reply(answer)
+        self.publishing
+            .get_or_insert_with(Box::default)
+            .push_back(answer);
+    }
+
+    /// Waits for the publishes on their way and queues their answers.
+    async fn settle(&mut self) {
+        while let Some(answer) = next_answer(&mut self.publishing).await {
+            if self.reply(answer).is_err() {
+                return;
+            }
+        }
     }
 
     /// Queues an answer; a client that leaves no room for answers is slow.
@@ -552,6 +607,15 @@ impl Session {
                 "slow consumer: resume from your last seq",
             )),
         }
+    }
+}
+
+/// The answer of the oldest publish in flight, once it is done; `None`
+/// when there is none.
+async fn next_answer(publishing: &mut Option<Box<InFlight>>) -> Option<ServerMsg> {
+    match publishing {
+        Some(in_flight) => in_flight.next().await,
+        None => None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
+use exechub_protocol::{ErrorCode, RequestId, ServerMsg};
 use helpers::redis::{Progress, publish_until_accepted};
 use helpers::ws::Received;
 use helpers::{TestHub, TestRedis, assert_contiguous, execution_id, within};
@@ -190,6 +191,93 @@ fn evalsha_calls(redis: &TestRedis) -> Result<u64> {
         .context("calls field")?
         .parse()?;
     Ok(calls)
+}
+
+/// Publishes pipelined on one WebSocket go through the grouped appends in
+/// the order sent: stored, acknowledged and delivered (across nodes) in it.
+#[tokio::test]
+async fn pipelined_websocket_publishes_are_stored_in_the_order_sent() -> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let (a, b) = (node(&redis).await?, node(&redis).await?);
+    let id = execution_id("pipelined");
+    let mut subscriber = b.ws().await?;
+    subscriber.subscribe(&id, None).await?;
+    let mut publisher = a.ws().await?;
+    let events = publisher.publish_pipelined(&id, 300).await?;
+    let stored: Vec<String> = redis
+        .client()?
+        .lrange(format!("execution:{id}:events"), 0, -1)?;
+    assert_eq!(stored.len() as u64, events);
+    for (k, item) in (1..).zip(&stored) {
+        let event: Value = serde_json::from_str(item)?;
+        assert_eq!((&event["seq"], &event["data"]["n"]), (&json!(k), &json!(k)));
+    }
+    for seq in 1..=events {
+        let event = subscriber.next_event().await?;
+        assert_eq!((event.seq, &event.data["n"]), (seq, &json!(seq)));
+    }
+    Ok(())
+}
+
+/// A Redis that lost the append scripts (`SCRIPT FLUSH`) fails the appends
+/// on their way then as unavailable, rather than retrying them behind later
+/// ones; the hub loads the scripts again, and what follows is stored, in
+/// the order sent.
+#[tokio::test]
+async fn appends_after_a_script_flush_fail_retryably_and_never_out_of_order() -> Result<()> {
+    let redis = TestRedis::spawn().await?;
+    let hub = node(&redis).await?;
+    let id = execution_id("flushed");
+    let mut ws = hub.ws().await?;
+    assert_eq!(ws.publish(&id, "log", json!({ "n": 0 })).await?, 1);
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec(&mut redis.client()?)?;
+    let mut sent = Vec::new();
+    for n in 1..=50 {
+        let frame =
+            json!({ "op": "publish", "execution_id": id, "event_type": "log", "data": { "n": n } });
+        sent.push(ws.request(frame).await?);
+    }
+    let (mut refused, mut acked) = (0, Vec::new());
+    for id in sent {
+        match ws.next_msg().await? {
+            ServerMsg::Error {
+                code: ErrorCode::Unavailable,
+                id: Some(RequestId::Num(n)),
+                ..
+            } if n == id && acked.is_empty() => refused += 1,
+            ServerMsg::Ack {
+                id: Some(RequestId::Num(n)),
+                seq,
+                ..
+            } if n == id => acked.push(seq),
+            other => {
+                bail!("publish {id}: expected an ack, or unavailable before any ack; got {other:?}")
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the first append after the flush found its script"
+    );
+    assert_contiguous(&acked, 2, 50 - refused + 1);
+    // Stored in the order sent: the refused ones are simply missing.
+    let stored: Vec<String> = redis
+        .client()?
+        .lrange(format!("execution:{id}:events"), 0, -1)?;
+    let ns: Vec<u64> = stored
+        .iter()
+        .map(|item| -> Result<u64> {
+            let event: Value = serde_json::from_str(item)?;
+            event["data"]["n"]
+                .as_u64()
+                .context("stored event has its n")
+        })
+        .collect::<Result<_>>()?;
+    let expected: Vec<u64> = std::iter::once(0).chain(refused + 1..=50).collect();
+    assert_eq!(ns, expected);
+    Ok(())
 }
 
 #[tokio::test]

@@ -90,6 +90,24 @@ async fn ws_publish_is_acked_and_seen_by_an_sse_subscriber() -> Result<()> {
     }
 }
 
+/// Publishes sent without waiting for their acks (the hub has several in
+/// flight per connection) are stored, answered and delivered in the order
+/// they were sent.
+#[tokio::test]
+async fn pipelined_publishes_keep_their_order() -> Result<()> {
+    let hub = TestHub::spawn(&[]).await?;
+    let id = execution_id("pipelined");
+    let mut subscriber = hub.ws().await?;
+    subscriber.subscribe(&id, None).await?;
+    let mut publisher = hub.ws().await?;
+    let events = publisher.publish_pipelined(&id, 200).await?;
+    for seq in 1..=events {
+        let event = subscriber.next_event().await?;
+        assert_eq!((event.seq, &event.data["n"]), (seq, &json!(seq)));
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn ws_publish_errors_carry_the_same_detail_as_a_422() -> Result<()> {
     let hub = TestHub::spawn(&[]).await?;

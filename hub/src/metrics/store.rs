@@ -114,6 +114,10 @@ impl EventStore for MeteredStore {
         self.inner.is_shared()
     }
 
+    fn keeps_order(&self) -> bool {
+        self.inner.keeps_order()
+    }
+
     fn watch(&self, execution_id: &str) -> Watch {
         self.inner.watch(execution_id)
     }

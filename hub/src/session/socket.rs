@@ -68,12 +68,14 @@ pub(super) enum Io<E> {
     End(Ending),
 }
 
-/// Writes what is queued, then reads: the connection's whole socket work in
-/// one poll. Cancel-safe: a frame leaves the outbox only in the poll that
-/// hands it to the socket.
+/// Writes what is queued, then reads (unless not `read`: the connection has
+/// as many publishes in flight as it may): the connection's whole socket
+/// work in one poll. Cancel-safe: a frame leaves the outbox only in the poll
+/// that hands it to the socket.
 pub(super) fn poll_socket<W, E>(
     socket: &mut W,
     outbox: &Outbox<Message>,
+    read: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Io<E>>
 where
@@ -86,6 +88,9 @@ where
     };
     if let Poll::Ready(ending) = drained {
         return Poll::Ready(Io::End(ending));
+    }
+    if !read {
+        return Poll::Pending;
     }
     socket.poll_next_unpin(cx).map(Io::Frame)
 }

@@ -576,6 +576,11 @@ impl EventStore for MemoryStore {
             .collect())
     }
 
+    /// An append is done in its first poll, under the store's lock.
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
     fn watch(&self, _execution_id: &str) -> Watch {
         // Every append of this store is announced by `append` itself.
         Watch::local()

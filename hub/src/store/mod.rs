@@ -253,6 +253,14 @@ pub trait EventStore: Send + Sync + 'static {
         false
     }
 
+    /// Whether appends (single or batch) whose futures are first polled one
+    /// after another are applied in that order, even while the earlier ones
+    /// are still on their way: then one WebSocket may have several publishes
+    /// in flight and keep their order (otherwise it has one at a time).
+    fn keeps_order(&self) -> bool {
+        false
+    }
+
     /// Keeps `execution_id`'s appends — including those of other hub nodes —
     /// flowing into this node's live feeds while the returned [`Watch`] lives.
     fn watch(&self, execution_id: &str) -> Watch;

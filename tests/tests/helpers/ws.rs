@@ -140,6 +140,40 @@ impl WsClient {
         }
     }
 
+    /// Sends `frames` publishes to `execution_id` without waiting for their
+    /// acks — every tenth a batch of 3 events, the others single events,
+    /// each event's `data` `{"n": k}` with k counting from 1 — then reads the
+    /// acks, which must come in the order sent, with consecutive seqs.
+    /// Returns the number of events published.
+    pub async fn publish_pipelined(&mut self, execution_id: &str, frames: u64) -> Result<u64> {
+        let mut sent = Vec::new();
+        let mut k = 0;
+        for frame in 0..frames {
+            let request = if frame % 10 == 9 {
+                let events: Vec<Value> = (k + 1..=k + 3)
+                    .map(|n| json!({ "event_type": "log", "data": { "n": n } }))
+                    .collect();
+                k += 3;
+                json!({ "op": "publish", "execution_id": execution_id, "events": events })
+            } else {
+                k += 1;
+                json!({ "op": "publish", "execution_id": execution_id, "event_type": "log", "data": { "n": k } })
+            };
+            sent.push((self.request(request).await?, k));
+        }
+        for (id, last) in sent {
+            match self.next_msg().await? {
+                ServerMsg::Ack {
+                    id: Some(exechub_protocol::RequestId::Num(n)),
+                    seq,
+                    ..
+                } if n == id && seq == last => {}
+                other => bail!("expected ack {id} with seq {last}, got {other:?}"),
+            }
+        }
+        Ok(k)
+    }
+
     /// Drops the connection without a close frame; with `reset`, the kernel
     /// sends RST instead of FIN, as when a client process is killed.
     pub fn abandon(self, reset: bool) -> Result<()> {

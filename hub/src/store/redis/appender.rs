@@ -6,18 +6,28 @@
 //! hub (encoding the command, a round trip on the multiplexed connection,
 //! parsing the reply) — is per call, not per event. Under load many
 //! publishers append at once, so the appender task keeps at most
-//! [`IN_FLIGHT`] calls outstanding and sends whatever queued meanwhile as one
-//! [`APPEND_MANY`] call (up to [`MAX_GROUP`] events). An append that finds
-//! nothing in flight goes out at once, alone: grouping never waits for
-//! company. Every event keeps its own keys, checks and reply; one that Redis
-//! refuses fails alone (`pcall`), the others are stored.
+//! [`IN_FLIGHT`] groups outstanding and sends whatever queued meanwhile as
+//! one [`APPEND_MANY`] call (up to [`MAX_GROUP`] events). An append that finds nothing in flight goes out
+//! at once, alone: grouping never waits for company. Every event keeps its
+//! own keys, checks and reply; one that Redis refuses fails alone (`pcall`),
+//! the others are stored.
+//!
+//! Every append of one Redis — batches too, each a call of its own — goes
+//! through the appender's queue, and calls leave it in the order their
+//! appends came, on one multiplexed connection: appends handed over in
+//! order are applied in that order (what lets one WebSocket pipeline its
+//! publishes). So a call is never retried in place: one that Redis answers
+//! `NOSCRIPT` (it lost the scripts: a restart, `SCRIPT FLUSH`) fails as
+//! unavailable — nothing of it ran — since its retry could land after a
+//! later call already on its way. The appender loads both scripts before
+//! its first call and again after any call that failed, so that is rare.
 //!
 //! A cluster does not group: a script's keys must share one slot.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use redis::Script;
+use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::connection::RedisConnection;
@@ -25,7 +35,8 @@ use super::store_error;
 use crate::event::{Epoch, now_ms};
 use crate::store::{StoreConfig, StoreError};
 
-/// Script calls outstanding at once; more appends wait and go out together.
+/// Grouped calls outstanding at once; more single appends wait and go out
+/// together (batches do not wait).
 pub const IN_FLIGHT: usize = 2;
 /// Events per grouped call at most.
 pub const MAX_GROUP: usize = 128;
@@ -95,23 +106,31 @@ pub struct AppendArgs {
 }
 
 impl AppendArgs {
-    /// Adds the keys (with `""` for no idempotency record when `padded`,
-    /// so every event has five) and the event's own arguments to `invocation`.
-    pub fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>, padded: bool) {
+    /// How many keys the event has in a call: five when `padded` (`""` for
+    /// no idempotency record), else four or five.
+    fn key_count(&self, padded: bool) -> usize {
+        4 + usize::from(padded || self.idem.is_some())
+    }
+
+    /// Adds the event's keys to `cmd` (see [`AppendArgs::key_count`]).
+    fn add_keys(&self, cmd: &mut redis::Cmd, padded: bool) {
         for key in &self.keys {
-            invocation.key(key);
+            cmd.arg(key);
         }
         match (&self.idem, padded) {
             (Some(idem), _) => {
-                invocation.key(idem);
+                cmd.arg(idem);
             }
             (None, true) => {
-                invocation.key("");
+                cmd.arg("");
             }
             (None, false) => {}
         }
-        invocation
-            .arg(self.tail.as_ref())
+    }
+
+    /// Adds the event's own arguments to `cmd`.
+    fn add_args(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.tail.as_ref())
             .arg(&self.channel)
             .arg(&self.timestamp)
             .arg(&self.ending);
@@ -120,9 +139,8 @@ impl AppendArgs {
 
 /// Adds the arguments all events of one call share (ARGV 1–7 of
 /// [`APPEND_MANY`] and of the batch script).
-pub fn add_shared(invocation: &mut redis::ScriptInvocation<'_>, config: &StoreConfig) {
-    invocation
-        .arg(config.ttl.as_secs().max(1))
+fn add_shared(cmd: &mut redis::Cmd, config: &StoreConfig) {
+    cmd.arg(config.ttl.as_secs().max(1))
         .arg(config.max_events)
         .arg(config.idempotency_window.as_secs().max(1))
         .arg(u8::from(config.allow_publish_after_end))
@@ -131,10 +149,129 @@ pub fn add_shared(invocation: &mut redis::ScriptInvocation<'_>, config: &StoreCo
         .arg(Epoch::random().as_str());
 }
 
-/// An append waiting for its group.
-struct Request {
-    args: AppendArgs,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+/// A batch to append with the batch script: its keys and arguments.
+pub struct BatchArgs {
+    /// The list, seq, epoch and summary keys.
+    pub keys: [String; 4],
+    /// The batch's idempotency record's key, if the publisher gave one.
+    pub idem: Option<String>,
+    /// The pub/sub channel.
+    pub channel: String,
+    /// The events' tails joined by newlines (the pub/sub message's body).
+    pub joined: Vec<u8>,
+    /// The first event's timestamp.
+    pub first_timestamp: String,
+    /// The status the batch ends the execution with (`""`: none).
+    pub ending: String,
+    /// Each event's JSON after `{"seq":N`.
+    pub tails: Vec<Bytes>,
+}
+
+/// Calls the batch script for `args`: one answer for the batch. With
+/// `load`, a script Redis has lost is loaded and the call made once more
+/// (see [`run_script`]).
+///
+/// # Errors
+/// The call's error.
+pub async fn append_batch(
+    script: &Script,
+    connection: &mut RedisConnection,
+    config: &StoreConfig,
+    args: &BatchArgs,
+    load: bool,
+) -> Result<Outcome, StoreError> {
+    let mut cmd = evalsha(script, 4 + usize::from(args.idem.is_some()));
+    for key in &args.keys {
+        cmd.arg(key);
+    }
+    if let Some(idem) = &args.idem {
+        cmd.arg(idem);
+    }
+    add_shared(&mut cmd, config);
+    cmd.arg(&args.channel)
+        .arg(&args.joined)
+        .arg(&args.first_timestamp)
+        .arg(&args.ending);
+    for tail in &args.tails {
+        cmd.arg(tail.as_ref());
+    }
+    let answer: String = run_script(&cmd, script, connection, load).await?;
+    parse_outcome(&answer)
+}
+
+/// An `EVALSHA` of `script` with `keys` keys; the keys and then the
+/// arguments follow.
+fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs `cmd`, an `EVALSHA` of `script`. When Redis does not have the
+/// script, `load` loads it and sends `cmd` once more; without `load` the
+/// call fails as unavailable (nothing of it ran), for the caller to load it.
+///
+/// # Errors
+/// The call's error; [`StoreError::Unavailable`] for a script Redis lost.
+async fn run_script<T: FromRedisValue>(
+    cmd: &redis::Cmd,
+    script: &Script,
+    connection: &mut RedisConnection,
+    load: bool,
+) -> Result<T, StoreError> {
+    match cmd.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            if !load {
+                return Err(StoreError::Unavailable(
+                    "Redis lost the append script (restarted or flushed); retry".into(),
+                ));
+            }
+            script.load_async(connection).await.map_err(store_error)?;
+            cmd.query_async(connection).await.map_err(store_error)
+        }
+        result => result.map_err(store_error),
+    }
+}
+
+/// Loads both append scripts into Redis.
+async fn load(scripts: &Scripts, connection: &mut RedisConnection) -> Result<(), StoreError> {
+    scripts
+        .many
+        .load_async(connection)
+        .await
+        .map_err(store_error)?;
+    scripts
+        .batch
+        .load_async(connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// What a caller is answered with.
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+/// An append waiting for its call.
+enum Request {
+    /// One event, grouped with others that wait.
+    One(AppendArgs, Reply),
+    /// A batch: a call of its own.
+    Batch(BatchArgs, Reply),
+}
+
+/// One script call: a group of single events, or a batch.
+enum Call {
+    Group(Vec<(AppendArgs, Reply)>),
+    // Boxed: a call future is as large as its largest kind.
+    Batch(Box<BatchArgs>, Reply),
+}
+
+/// The two append scripts.
+pub struct Scripts {
+    /// [`APPEND_MANY`].
+    pub many: Script,
+    /// The batch script.
+    pub batch: Script,
 }
 
 /// The handle appends go through; the task ends when it is dropped.
@@ -143,10 +280,10 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Starts the task, with the [`APPEND_MANY`] script.
-    pub fn spawn(connection: RedisConnection, script: Script, config: StoreConfig) -> Self {
+    /// Starts the task, with the append scripts.
+    pub fn spawn(connection: RedisConnection, scripts: Scripts, config: StoreConfig) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(run(requests, connection, script, config));
+        tokio::spawn(run(requests, connection, scripts, config));
         Self { queue }
     }
 
@@ -156,70 +293,123 @@ impl Appender {
     /// [`StoreError::Unavailable`] when Redis cannot be reached (or the task
     /// is gone), [`StoreError::Rejected`] when Redis refuses the event.
     pub async fn append(&self, args: AppendArgs) -> Result<Outcome, StoreError> {
+        self.request(|reply| Request::One(args, reply)).await
+    }
+
+    /// Appends a batch, after every append handed over before it.
+    ///
+    /// # Errors
+    /// As [`Appender::append`].
+    pub async fn append_batch(&self, args: BatchArgs) -> Result<Outcome, StoreError> {
+        self.request(|reply| Request::Batch(args, reply)).await
+    }
+
+    async fn request(&self, request: impl FnOnce(Reply) -> Request) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Unavailable("the Redis appender has stopped".into());
-        self.queue
-            .send(Request { args, reply })
-            .await
-            .map_err(|_| gone())?;
+        self.queue.send(request(reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-/// Takes appends as they come; with [`IN_FLIGHT`] calls outstanding, the
-/// next group is whatever queued meanwhile.
+/// Takes appends as they come. With [`IN_FLIGHT`] groups outstanding, the
+/// next group is whatever single events queued meanwhile, up to the next
+/// batch; a batch goes at once, in a call of its own (it is a group
+/// already). Loads the scripts before the first call and before the next
+/// call after one that failed.
 async fn run(
     mut requests: mpsc::Receiver<Request>,
-    connection: RedisConnection,
-    script: Script,
+    mut connection: RedisConnection,
+    scripts: Scripts,
     config: StoreConfig,
 ) {
     let mut in_flight = FuturesUnordered::new();
+    let mut groups = 0;
+    // A batch taken from the queue while grouping: the next call.
+    let mut next: Option<Request> = None;
+    let mut loaded = false;
     loop {
-        tokio::select! {
-            request = requests.recv(), if in_flight.len() < IN_FLIGHT => {
-                let Some(first) = request else { break };
-                let mut group = vec![first];
+        let request = match next.take() {
+            Some(batch) => batch,
+            None => tokio::select! {
+                request = requests.recv(), if groups < IN_FLIGHT => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                Some((ok, group)) = in_flight.next(), if !in_flight.is_empty() => {
+                    loaded &= ok;
+                    groups -= usize::from(group);
+                    continue;
+                }
+            },
+        };
+        if !loaded {
+            // A failure here is the next call's too; it reports it.
+            loaded = load(&scripts, &mut connection).await.is_ok();
+        }
+        let work = match request {
+            Request::Batch(args, reply) => Call::Batch(Box::new(args), reply),
+            Request::One(args, reply) => {
+                let mut group = vec![(args, reply)];
                 while group.len() < MAX_GROUP {
                     match requests.try_recv() {
-                        Ok(request) => group.push(request),
+                        Ok(Request::One(args, reply)) => group.push((args, reply)),
+                        Ok(batch) => {
+                            next = Some(batch);
+                            break;
+                        }
                         Err(_) => break,
                     }
                 }
-                in_flight.push(call(group, connection.clone(), &script, &config));
+                groups += 1;
+                Call::Group(group)
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-        }
+        };
+        in_flight.push(call(work, connection.clone(), &scripts, &config));
     }
+    // (The queue closed: `next` was empty, or `recv` would not have run.)
     while in_flight.next().await.is_some() {}
 }
 
-/// One script call for `group`, and every event's answer.
+/// One script call, and every append's answer. Returns whether the call
+/// succeeded, and whether it was a group.
 async fn call(
-    group: Vec<Request>,
+    work: Call,
     mut connection: RedisConnection,
-    script: &Script,
+    scripts: &Scripts,
     config: &StoreConfig,
-) {
-    let args = group.iter().map(|request| &request.args);
-    match append_group(script, &mut connection, config, args).await {
+) -> (bool, bool) {
+    let group = match work {
+        Call::Batch(args, reply) => {
+            let outcome = append_batch(&scripts.batch, &mut connection, config, &args, false).await;
+            let ok = outcome.is_ok();
+            let _ = reply.send(outcome);
+            return (ok, false);
+        }
+        Call::Group(group) => group,
+    };
+    let args = group.iter().map(|(args, _)| args);
+    match append_group(&scripts.many, &mut connection, config, args, false).await {
         Ok(outcomes) => {
-            for (request, outcome) in group.into_iter().zip(outcomes) {
-                let _ = request.reply.send(outcome);
+            for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
             }
+            (true, true)
         }
         Err(error) => {
             // One error for all: the call as a whole failed (nothing ran, or
             // the connection broke and the outcome is unknown).
-            for request in group {
-                let _ = request.reply.send(Err(error.clone()));
+            for (_, reply) in group {
+                let _ = reply.send(Err(error.clone()));
             }
+            (false, true)
         }
     }
 }
 
 /// Appends `events` with one call of `script` ([`APPEND_MANY`]): one
-/// outcome per event, in order.
+/// outcome per event, in order. With `load`, a script Redis has lost is
+/// loaded and the call made once more (see [`run_script`]).
 ///
 /// # Errors
 /// The call's error when it failed as a whole; [`StoreError::Corrupt`] when
@@ -228,18 +418,21 @@ pub async fn append_group<'a>(
     script: &Script,
     connection: &mut RedisConnection,
     config: &StoreConfig,
-    events: impl ExactSizeIterator<Item = &'a AppendArgs>,
+    events: impl ExactSizeIterator<Item = &'a AppendArgs> + Clone,
+    load: bool,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     let count = events.len();
-    let mut invocation = script.prepare_invoke();
-    add_shared(&mut invocation, config);
-    for args in events {
-        args.add_to(&mut invocation, count > 1);
+    let padded = count > 1;
+    let keys = events.clone().map(|args| args.key_count(padded)).sum();
+    let mut cmd = evalsha(script, keys);
+    for args in events.clone() {
+        args.add_keys(&mut cmd, padded);
     }
-    let answers: Vec<String> = invocation
-        .invoke_async(connection)
-        .await
-        .map_err(store_error)?;
+    add_shared(&mut cmd, config);
+    for args in events {
+        args.add_args(&mut cmd);
+    }
+    let answers: Vec<String> = run_script(&cmd, script, connection, load).await?;
     if answers.len() != count {
         return Err(StoreError::Corrupt(format!(
             "{} answers to {count} appends",

@@ -42,7 +42,7 @@ use super::{
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
 use crate::feeds::LiveSink;
 use appender::{
-    APPEND_MANY, AppendArgs, Appender, Outcome, add_shared, append_group, parse_outcome,
+    APPEND_MANY, AppendArgs, Appender, BatchArgs, Outcome, Scripts, append_batch, append_group,
 };
 use bridge::Bridge;
 use connection::RedisConnection;
@@ -347,16 +347,21 @@ impl RedisStore {
             }
         };
         let append = script(&format!("{SUMMARIZE}{APPEND_FN}{APPEND_MANY}"));
+        let append_batch = script(&format!("{SUMMARIZE}{APPEND_BATCH}"));
         let appender = match bridge {
             LiveBridge::Classic(_) => {
-                Some(Appender::spawn(connection.clone(), append.clone(), config))
+                let scripts = Scripts {
+                    many: append.clone(),
+                    batch: append_batch.clone(),
+                };
+                Some(Appender::spawn(connection.clone(), scripts, config))
             }
             LiveBridge::Sharded(_) => None,
         };
         Ok(Arc::new(Self {
             append,
             appender,
-            append_batch: script(&format!("{SUMMARIZE}{APPEND_BATCH}")),
+            append_batch,
             range: Script::new(RANGE),
             summary: Script::new(SUMMARY),
             connection,
@@ -519,7 +524,8 @@ impl EventStore for RedisStore {
             None => {
                 let mut connection = self.connection.clone();
                 let events = std::iter::once(&args);
-                let outcomes = append_group(&self.append, &mut connection, &self.config, events);
+                let outcomes =
+                    append_group(&self.append, &mut connection, &self.config, events, true);
                 outcomes
                     .await?
                     .pop()
@@ -535,20 +541,7 @@ impl EventStore for RedisStore {
     async fn append_batch(&self, batch: NewBatch) -> Result<BatchReceipt, StoreError> {
         let id = batch.execution_id();
         let now = now_ms();
-        let mut invocation = self.append_batch.prepare_invoke();
-        let idem = batch
-            .idempotency_key()
-            .map(|key| batch_idempotency_key(id, key));
-        for key in append_keys(id) {
-            invocation.key(key);
-        }
-        if let Some(idem) = idem {
-            invocation.key(idem);
-        }
         let events = batch.events();
-        let first_timestamp = events.first().map_or("", |e| e.timestamp());
-        // Only the last event of a batch may end the execution (the publisher checks).
-        let ending = events.last().and_then(NewEvent::ending);
         // The tails joined by newlines: the pub/sub message carries them
         // as they are (JSON escapes its own newlines).
         let mut joined = Vec::with_capacity(events.iter().map(|e| e.tail().len() + 1).sum());
@@ -558,21 +551,36 @@ impl EventStore for RedisStore {
             }
             joined.extend_from_slice(event.tail());
         }
-        add_shared(&mut invocation, &self.config);
-        invocation
-            .arg(channel(id))
-            .arg(joined)
-            .arg(first_timestamp)
-            .arg(ending.unwrap_or_default());
-        for event in events {
-            invocation.arg(event.tail().as_ref());
-        }
-        let mut connection = self.connection.clone();
-        let answer: String = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        let outcome = parse_outcome(&answer)?;
+        let args = BatchArgs {
+            keys: append_keys(id),
+            idem: batch
+                .idempotency_key()
+                .map(|key| batch_idempotency_key(id, key)),
+            channel: channel(id),
+            joined,
+            first_timestamp: events.first().map_or("", |e| e.timestamp()).to_owned(),
+            // Only the last event of a batch may end the execution (the publisher checks).
+            ending: events
+                .last()
+                .and_then(NewEvent::ending)
+                .unwrap_or_default()
+                .to_owned(),
+            tails: events.iter().map(|event| event.tail().clone()).collect(),
+        };
+        let outcome = match &self.appender {
+            Some(appender) => appender.append_batch(args).await?,
+            None => {
+                let mut connection = self.connection.clone();
+                append_batch(
+                    &self.append_batch,
+                    &mut connection,
+                    &self.config,
+                    &args,
+                    true,
+                )
+                .await?
+            }
+        };
         let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
         let mut receipt = parse_batch_receipt(&receipt, &epoch, duplicate)?;
         receipt.change = change;
@@ -715,6 +723,13 @@ impl EventStore for RedisStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    /// With one Redis every append goes through the appender's queue, in
+    /// order; a cluster's appends go out on their own (and may be retried
+    /// on another node), so there one publish at a time.
+    fn keeps_order(&self) -> bool {
+        self.appender.is_some()
     }
 
     fn watch(&self, execution_id: &str) -> Watch {
@@ -885,6 +900,7 @@ mod tests {
 
     #[test]
     fn append_answers_parse_or_are_corrupt() {
+        use super::appender::parse_outcome;
         let stored = parse_outcome("02ab12\n7").expect("parses");
         assert_eq!(stored, (0, "7".to_owned(), "ab12".to_owned(), 2));
         let ended = parse_outcome("20\ncompleted").expect("parses");
