@@ -59,16 +59,16 @@ use crate::subscription::{Start, Subscription};
 
 pub use frames::WsEncoder;
 pub use socket::{CLOSE_GRACE, Ending, ReadError};
-
-/// Publishes one connection may have on their way to the store at once;
-/// with that many, its next frames wait in the socket.
-pub const MAX_PUBLISHES_IN_FLIGHT: usize = 16;
 pub use timers::expiry_instant;
 pub(crate) use timers::{expiry_timer, until};
 
 use frames::{auth_error, error_msg, rate_limited, store_error_msg, text};
 use socket::{Io, finish, poll_socket};
 use timers::Heartbeat;
+
+/// Publishes one connection may have on their way to the store at once;
+/// with that many, its next frames wait in the socket.
+pub const MAX_PUBLISHES_IN_FLIGHT: usize = 16;
 
 /// Runs a connection until it ends (see the module doc), then closes it.
 /// `socket` is both halves of the WebSocket, read and written by this one
