@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use exechub_protocol::{ErrorCode, RequestId, ServerMsg};
+use exechub_protocol::{ErrorCode, RequestId, ServerMsg, close};
 use helpers::redis::{Progress, publish_until_accepted};
 use helpers::ws::Received;
 use helpers::{TestHub, TestRedis, assert_contiguous, execution_id, within};
@@ -277,6 +277,53 @@ async fn appends_after_a_script_flush_fail_retryably_and_never_out_of_order() ->
         .collect::<Result<_>>()?;
     let expected: Vec<u64> = std::iter::once(0).chain(refused + 1..=50).collect();
     assert_eq!(ns, expected);
+    Ok(())
+}
+
+/// Publishes on their way when the hub shuts down are answered before its
+/// close frame. With Redis stalled, a `ping` sent after five publishes is
+/// answered while they wait (they are pipelined); the hub is told to stop,
+/// Redis goes on, and the client gets the five acks, in order, then 1001.
+#[tokio::test]
+async fn publishes_in_flight_at_shutdown_are_answered_before_the_close() -> Result<()> {
+    use nix::sys::signal::Signal;
+    let redis = TestRedis::spawn().await?;
+    let hub = node(&redis).await?;
+    let id = execution_id("shutdown");
+    let mut ws = hub.ws().await?;
+    assert_eq!(ws.publish(&id, "log", json!({ "n": 0 })).await?, 1);
+    redis.signal(Signal::SIGSTOP)?;
+    let mut sent = Vec::new();
+    for n in 1..=5 {
+        let frame =
+            json!({ "op": "publish", "execution_id": id, "event_type": "log", "data": { "n": n } });
+        sent.push(ws.request(frame).await?);
+    }
+    ws.request(json!({ "op": "ping" })).await?;
+    let pong = ws.next_msg().await;
+    hub.terminate()?;
+    within("the hub's shutdown", async {
+        while !hub.logs().contains("shutting down") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    redis.signal(Signal::SIGCONT)?;
+    assert!(matches!(pong?, ServerMsg::Pong { .. }), "the ping's answer");
+    for (n, id) in (2..).zip(sent) {
+        match ws.next_msg().await? {
+            ServerMsg::Ack {
+                id: Some(RequestId::Num(got)),
+                seq,
+                ..
+            } if got == id && seq == n => {}
+            other => bail!("expected ack {id} with seq {n}, got {other:?}"),
+        }
+    }
+    match ws.next().await? {
+        Received::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), close::GOING_AWAY),
+        other => bail!("expected the close, got {other:?}"),
+    }
     Ok(())
 }
 

@@ -36,6 +36,15 @@ impl TestRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Sends `signal` to the server: `SIGSTOP` stalls it (connections stay
+    /// open, nothing is answered), `SIGCONT` lets it go on.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let child = self.child.as_ref().context("redis-server is stopped")?;
+        let pid = child.id().context("redis-server exited")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
+    }
+
     /// A plain client, to check what the hub wrote.
     pub fn client(&self) -> Result<redis::Connection> {
         Ok(redis::Client::open(self.url())?.get_connection()?)
