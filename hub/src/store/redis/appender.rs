@@ -167,9 +167,9 @@ pub struct BatchArgs {
     pub tails: Vec<Bytes>,
 }
 
-/// Calls the batch script for `args`: one answer for the batch. With
-/// `load`, a script Redis has lost is loaded and the call made once more
-/// (see [`run_script`]).
+/// Calls the batch script for `args`: one answer for the batch. A script
+/// Redis has lost is loaded and the call made once more (the cluster's way;
+/// the appender's is [`call`]).
 ///
 /// # Errors
 /// The call's error.
@@ -178,8 +178,13 @@ pub async fn append_batch(
     connection: &mut RedisConnection,
     config: &StoreConfig,
     args: &BatchArgs,
-    load: bool,
 ) -> Result<Outcome, StoreError> {
+    let answer: String = run_script(&batch_cmd(script, config, args), script, connection).await?;
+    parse_outcome(&answer)
+}
+
+/// The batch script's call for `args`.
+fn batch_cmd(script: &Script, config: &StoreConfig, args: &BatchArgs) -> redis::Cmd {
     let mut cmd = evalsha(script, 4 + usize::from(args.idem.is_some()));
     for key in &args.keys {
         cmd.arg(key);
@@ -195,8 +200,7 @@ pub async fn append_batch(
     for tail in &args.tails {
         cmd.arg(tail.as_ref());
     }
-    let answer: String = run_script(&cmd, script, connection, load).await?;
-    parse_outcome(&answer)
+    cmd
 }
 
 /// An `EVALSHA` of `script` with `keys` keys; the keys and then the
@@ -207,30 +211,29 @@ fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
     cmd
 }
 
-/// Runs `cmd`, an `EVALSHA` of `script`. When Redis does not have the
-/// script, `load` loads it and sends `cmd` once more; without `load` the
-/// call fails as unavailable (nothing of it ran), for the caller to load it.
+/// Runs `cmd`, an `EVALSHA` of `script`; when Redis does not have the
+/// script, loads it and sends `cmd` once more.
 ///
 /// # Errors
-/// The call's error; [`StoreError::Unavailable`] for a script Redis lost.
+/// The call's error.
 async fn run_script<T: FromRedisValue>(
     cmd: &redis::Cmd,
     script: &Script,
     connection: &mut RedisConnection,
-    load: bool,
 ) -> Result<T, StoreError> {
     match cmd.query_async(connection).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            if !load {
-                return Err(StoreError::Unavailable(
-                    "Redis lost the append script (restarted or flushed); retry".into(),
-                ));
-            }
+        Err(error) if lost_script(&error) => {
             script.load_async(connection).await.map_err(store_error)?;
             cmd.query_async(connection).await.map_err(store_error)
         }
         result => result.map_err(store_error),
     }
+}
+
+/// Whether Redis answered `NOSCRIPT`: it does not have the script (it was
+/// restarted, or `SCRIPT FLUSH`), and nothing of the call ran.
+fn lost_script(error: &redis::RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
 /// Loads both append scripts into Redis.
@@ -264,6 +267,35 @@ enum Call {
     Group(Vec<(AppendArgs, Reply)>),
     // Boxed: a call future is as large as its largest kind.
     Batch(Box<BatchArgs>, Reply),
+}
+
+impl Call {
+    fn is_group(&self) -> bool {
+        matches!(self, Self::Group(_))
+    }
+
+    /// Answers every append of the call with `error`.
+    fn fail(self, error: &StoreError) {
+        match self {
+            Self::Group(group) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Self::Batch(_, reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// What one call came to.
+enum Called {
+    /// Answered (its appends told): whether it went well, whether a group.
+    Done { ok: bool, group: bool },
+    /// Redis did not have the script, so nothing of it ran: the call (the
+    /// `seq`-th sent, `retried` or not), to make again or to fail.
+    LostScript { seq: u64, retried: bool, call: Call },
 }
 
 /// The two append scripts.
@@ -317,6 +349,10 @@ impl Appender {
 /// batch; a batch goes at once, in a call of its own (it is a group
 /// already). Loads the scripts before the first call and before the next
 /// call after one that failed.
+///
+/// A call that found its script gone is made again only if no call went
+/// out after it (so it cannot land behind a later one), once; otherwise its
+/// appends fail as unavailable, for their publishers to retry.
 async fn run(
     mut requests: mpsc::Receiver<Request>,
     mut connection: RedisConnection,
@@ -325,6 +361,8 @@ async fn run(
 ) {
     let mut in_flight = FuturesUnordered::new();
     let mut groups = 0;
+    // Calls sent so far: the last one's seq.
+    let mut sent = 0_u64;
     // A batch taken from the queue while grouping: the next call.
     let mut next: Option<Request> = None;
     let mut loaded = false;
@@ -336,9 +374,25 @@ async fn run(
                     Some(request) => request,
                     None => break,
                 },
-                Some((ok, group)) = in_flight.next(), if !in_flight.is_empty() => {
-                    loaded &= ok;
-                    groups -= usize::from(group);
+                Some(called) = in_flight.next(), if !in_flight.is_empty() => {
+                    match called {
+                        Called::Done { ok, group } => {
+                            loaded &= ok;
+                            groups -= usize::from(group);
+                        }
+                        Called::LostScript { seq, retried, call: work } => {
+                            loaded = load(&scripts, &mut connection).await.is_ok();
+                            if seq == sent && !retried && loaded {
+                                sent += 1;
+                                in_flight.push(call(sent, true, work, connection.clone(), &scripts, &config));
+                            } else {
+                                groups -= usize::from(work.is_group());
+                                work.fail(&StoreError::Unavailable(
+                                    "Redis lost the append scripts (restarted or flushed); retry".into(),
+                                ));
+                            }
+                        }
+                    }
                     continue;
                 }
             },
@@ -365,51 +419,86 @@ async fn run(
                 Call::Group(group)
             }
         };
-        in_flight.push(call(work, connection.clone(), &scripts, &config));
+        sent += 1;
+        in_flight.push(call(
+            sent,
+            false,
+            work,
+            connection.clone(),
+            &scripts,
+            &config,
+        ));
     }
     // (The queue closed: `next` was empty, or `recv` would not have run.)
-    while in_flight.next().await.is_some() {}
+    while let Some(called) = in_flight.next().await {
+        if let Called::LostScript { call: work, .. } = called {
+            work.fail(&StoreError::Unavailable(
+                "the Redis appender has stopped".into(),
+            ));
+        }
+    }
 }
 
-/// One script call, and every append's answer. Returns whether the call
-/// succeeded, and whether it was a group.
+/// Makes `work`, the `seq`-th call sent, and answers its appends — unless
+/// Redis lost the script, which the caller decides about.
 async fn call(
+    seq: u64,
+    retried: bool,
     work: Call,
     mut connection: RedisConnection,
     scripts: &Scripts,
     config: &StoreConfig,
-) -> (bool, bool) {
-    let group = match work {
+) -> Called {
+    let lost = |call| Called::LostScript { seq, retried, call };
+    match work {
         Call::Batch(args, reply) => {
-            let outcome = append_batch(&scripts.batch, &mut connection, config, &args, false).await;
-            let ok = outcome.is_ok();
-            let _ = reply.send(outcome);
-            return (ok, false);
-        }
-        Call::Group(group) => group,
-    };
-    let args = group.iter().map(|(args, _)| args);
-    match append_group(&scripts.many, &mut connection, config, args, false).await {
-        Ok(outcomes) => {
-            for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
+            let cmd = batch_cmd(&scripts.batch, config, &args);
+            match cmd.query_async::<String>(&mut connection).await {
+                Err(error) if lost_script(&error) => lost(Call::Batch(args, reply)),
+                answer => {
+                    let outcome = answer
+                        .map_err(store_error)
+                        .and_then(|answer| parse_outcome(&answer));
+                    let ok = outcome.is_ok();
+                    let _ = reply.send(outcome);
+                    Called::Done { ok, group: false }
+                }
             }
-            (true, true)
         }
-        Err(error) => {
-            // One error for all: the call as a whole failed (nothing ran, or
-            // the connection broke and the outcome is unknown).
-            for (_, reply) in group {
-                let _ = reply.send(Err(error.clone()));
+        Call::Group(group) => {
+            let cmd = group_cmd(&scripts.many, config, group.iter().map(|(args, _)| args));
+            let answers = match cmd.query_async::<Vec<String>>(&mut connection).await {
+                Err(error) if lost_script(&error) => return lost(Call::Group(group)),
+                answers => answers.map_err(store_error),
+            };
+            match answers.and_then(|answers| group_outcomes(&answers, group.len())) {
+                Ok(outcomes) => {
+                    for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                    Called::Done {
+                        ok: true,
+                        group: true,
+                    }
+                }
+                Err(error) => {
+                    // One error for all: the call as a whole failed (the
+                    // connection broke and the outcome is unknown, or the
+                    // answer made no sense).
+                    Call::Group(group).fail(&error);
+                    Called::Done {
+                        ok: false,
+                        group: true,
+                    }
+                }
             }
-            (false, true)
         }
     }
 }
 
 /// Appends `events` with one call of `script` ([`APPEND_MANY`]): one
-/// outcome per event, in order. With `load`, a script Redis has lost is
-/// loaded and the call made once more (see [`run_script`]).
+/// outcome per event, in order. A script Redis has lost is loaded and the
+/// call made once more (the cluster's way; the appender's is [`call`]).
 ///
 /// # Errors
 /// The call's error when it failed as a whole; [`StoreError::Corrupt`] when
@@ -419,10 +508,20 @@ pub async fn append_group<'a>(
     connection: &mut RedisConnection,
     config: &StoreConfig,
     events: impl ExactSizeIterator<Item = &'a AppendArgs> + Clone,
-    load: bool,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     let count = events.len();
-    let padded = count > 1;
+    let cmd = group_cmd(script, config, events);
+    let answers: Vec<String> = run_script(&cmd, script, connection).await?;
+    group_outcomes(&answers, count)
+}
+
+/// [`APPEND_MANY`]'s call for `events`.
+fn group_cmd<'a>(
+    script: &Script,
+    config: &StoreConfig,
+    events: impl ExactSizeIterator<Item = &'a AppendArgs> + Clone,
+) -> redis::Cmd {
+    let padded = events.len() > 1;
     let keys = events.clone().map(|args| args.key_count(padded)).sum();
     let mut cmd = evalsha(script, keys);
     for args in events.clone() {
@@ -432,7 +531,17 @@ pub async fn append_group<'a>(
     for args in events {
         args.add_args(&mut cmd);
     }
-    let answers: Vec<String> = run_script(&cmd, script, connection, load).await?;
+    cmd
+}
+
+/// Each event's outcome from a group call's `answers`, one per event.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when there are not `count` answers.
+fn group_outcomes(
+    answers: &[String],
+    count: usize,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     if answers.len() != count {
         return Err(StoreError::Corrupt(format!(
             "{} answers to {count} appends",

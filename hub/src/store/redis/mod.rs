@@ -524,8 +524,7 @@ impl EventStore for RedisStore {
             None => {
                 let mut connection = self.connection.clone();
                 let events = std::iter::once(&args);
-                let outcomes =
-                    append_group(&self.append, &mut connection, &self.config, events, true);
+                let outcomes = append_group(&self.append, &mut connection, &self.config, events);
                 outcomes
                     .await?
                     .pop()
@@ -571,14 +570,7 @@ impl EventStore for RedisStore {
             Some(appender) => appender.append_batch(args).await?,
             None => {
                 let mut connection = self.connection.clone();
-                append_batch(
-                    &self.append_batch,
-                    &mut connection,
-                    &self.config,
-                    &args,
-                    true,
-                )
-                .await?
+                append_batch(&self.append_batch, &mut connection, &self.config, &args).await?
             }
         };
         let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
