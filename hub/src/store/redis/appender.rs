@@ -7,20 +7,21 @@
 //! parsing the reply) — is per call, not per event. Under load many
 //! publishers append at once, so the appender task keeps at most
 //! [`IN_FLIGHT`] groups outstanding and sends whatever queued meanwhile as
-//! one [`APPEND_MANY`] call (up to [`MAX_GROUP`] events). An append that finds nothing in flight goes out
-//! at once, alone: grouping never waits for company. Every event keeps its
-//! own keys, checks and reply; one that Redis refuses fails alone (`pcall`),
-//! the others are stored.
+//! one [`APPEND_MANY`] call (up to [`MAX_GROUP`] events). An append that
+//! finds nothing in flight goes out at once, alone: grouping never waits for
+//! company. Every event keeps its own keys, checks and reply; one that Redis
+//! refuses fails alone (`pcall`), the others are stored.
 //!
 //! Every append of one Redis — batches too, each a call of its own — goes
 //! through the appender's queue, and calls leave it in the order their
 //! appends came, on one multiplexed connection: appends handed over in
 //! order are applied in that order (what lets one WebSocket pipeline its
-//! publishes). So a call is never retried in place: one that Redis answers
-//! `NOSCRIPT` (it lost the scripts: a restart, `SCRIPT FLUSH`) fails as
-//! unavailable — nothing of it ran — since its retry could land after a
-//! later call already on its way. The appender loads both scripts before
-//! its first call and again after any call that failed, so that is rare.
+//! publishes). A call that Redis answers `NOSCRIPT` (it lost the scripts: a
+//! restart, `SCRIPT FLUSH`; nothing of the call ran) is made again, once
+//! the scripts are loaded, only if no call went out after it: a retry could
+//! otherwise land behind a later call. Else its appends fail as unavailable,
+//! for their publishers to retry. The appender loads both scripts before its
+//! first call and before the next call after any that failed, so that is rare.
 //!
 //! A cluster does not group: a script's keys must share one slot.
 
