@@ -314,14 +314,7 @@ async fn publishes_in_flight_at_shutdown_are_answered_before_the_close() -> Resu
     redis.signal(Signal::SIGCONT)?;
     assert!(matches!(pong?, ServerMsg::Pong { .. }), "the ping's answer");
     for (n, id) in (2..).zip(sent) {
-        match ws.next_msg().await? {
-            ServerMsg::Ack {
-                id: Some(RequestId::Num(got)),
-                seq,
-                ..
-            } if got == id && seq == n => {}
-            other => bail!("expected ack {id} with seq {n}, got {other:?}"),
-        }
+        assert_eq!(ws.ack(id).await?, n, "the seq of ack {id}");
     }
     match ws.next().await? {
         Received::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), close::GOING_AWAY),

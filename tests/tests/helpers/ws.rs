@@ -130,6 +130,12 @@ impl WsClient {
     ) -> Result<u64> {
         let request = json!({ "op": "publish", "execution_id": execution_id, "event_type": event_type, "data": data });
         let id = self.request(request).await?;
+        self.ack(id).await
+    }
+
+    /// Reads the next message, which must be the `ack` of request `id`;
+    /// returns its seq.
+    pub async fn ack(&mut self, id: u64) -> Result<u64> {
         match self.next_msg().await? {
             ServerMsg::Ack {
                 id: Some(exechub_protocol::RequestId::Num(n)),
@@ -162,13 +168,9 @@ impl WsClient {
             sent.push((self.request(request).await?, k));
         }
         for (id, last) in sent {
-            match self.next_msg().await? {
-                ServerMsg::Ack {
-                    id: Some(exechub_protocol::RequestId::Num(n)),
-                    seq,
-                    ..
-                } if n == id && seq == last => {}
-                other => bail!("expected ack {id} with seq {last}, got {other:?}"),
+            let seq = self.ack(id).await?;
+            if seq != last {
+                bail!("ack {id} has seq {seq}, expected {last}");
             }
         }
         Ok(k)
