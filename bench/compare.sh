@@ -83,7 +83,7 @@ summary() { # file field → "median (min–max)"
 
 case ${bench_args[0]:-} in
   fanout) fields="hub_us_per_delivery redis_us_per_delivery deliveries_per_cpu_s p50_ms p99_ms bytes_per_connection_subscribed lost duplicated out_of_order" ;;
-  *) fields="hub_us_per_event redis_us_per_event events_per_cpu_s" ;;
+  *) fields="hub_us_per_event redis_us_per_event events_per_cpu_s p50_ms p99_ms" ;;
 esac
 for i in "${!hubs[@]}"; do
   echo "${hubs[$i]} ($(wc -l <"$out/$i.json") runs)"

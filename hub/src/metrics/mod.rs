@@ -324,20 +324,13 @@ fn describe() {
     );
 }
 
-/// Middleware of the HTTP publish routes: counts each request by its answer
-/// (`exechub_publishes_total{transport="http",result}`), so every way a
-/// publish can end — including refusals before the handler runs — is counted
-/// in one place.
-pub async fn count_http_publish(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let response = next.run(request).await;
+/// Counts an HTTP publish by its answer
+/// (`exechub_publishes_total{transport="http",result}`).
+pub fn count_http_publish(response: &axum::response::Response) {
     let replayed = response
         .headers()
         .get("idempotent-replayed")
         .is_some_and(|v| v == "true");
     let result = PublishResult::of_status(response.status().as_u16(), replayed);
     handles().publish(Transport::Http, result);
-    response
 }

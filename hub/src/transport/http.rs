@@ -1,10 +1,12 @@
 //! HTTP handlers: publish, history, health (executions as wholes: [`super::executions`]).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -54,19 +56,29 @@ pub async fn publish(
     State(app): State<AppState>,
     connection: Option<Extension<ClientKey>>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    counted(publish_one(app, connection, path, &headers, body).await)
+}
+
+async fn publish_one(
+    app: AppState,
+    connection: Option<Extension<ClientKey>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let grant = authenticate(&app, &headers, None)?;
+    let grant = authenticate(&app, headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let (execution_id, key, request) = publish_input(path, &headers, &body, PublishBody::read)?;
+    let (execution_id, key, request) = publish_input(path, headers, &body, PublishBody::read)?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
+    let client = client_of(&app, headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, 1)?;
     let event = request
         .encode(execution_id.clone())
         .with_idempotency_key(key)
-        .with_traceparent(traceparent(&headers));
+        .with_traceparent(traceparent(headers));
     let receipt = app.publisher.publish(event).await?;
     let replayed = replayed_header(receipt.duplicate);
     let accepted = PublishAccepted {
@@ -105,22 +117,32 @@ pub async fn publish_batch(
     State(app): State<AppState>,
     connection: Option<Extension<ClientKey>>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    TakenHeaders(headers): TakenHeaders,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    counted(publish_many(app, connection, path, &headers, body).await)
+}
+
+async fn publish_many(
+    app: AppState,
+    connection: Option<Extension<ClientKey>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let grant = authenticate(&app, &headers, None)?;
+    let grant = authenticate(&app, headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
     let max_events = app.config.max_batch_events;
-    let (execution_id, key, batch) = publish_input(path, &headers, &body, |body| {
+    let (execution_id, key, batch) = publish_input(path, headers, &body, |body| {
         BatchBody::read(body, max_events)
     })?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, &headers, None, connection.map(|Extension(key)| key));
+    let client = client_of(&app, headers, None, connection.map(|Extension(key)| key));
     app.publish_limit.check(client, batch.len() as u64)?;
     let batch = batch
         .encode(execution_id.clone())
         .with_idempotency_key(key)
-        .with_traceparent(traceparent(&headers));
+        .with_traceparent(traceparent(headers));
     let receipt = app.publisher.publish_batch(batch).await?;
     let accepted = BatchAccepted {
         status: "accepted".into(),
@@ -131,6 +153,28 @@ pub async fn publish_batch(
     };
     let replayed = replayed_header(receipt.duplicate);
     Ok((StatusCode::ACCEPTED, replayed, Json(accepted)).into_response())
+}
+
+/// A publish's answer, counted by its status
+/// (`exechub_publishes_total{transport="http",result}`): every way a publish
+/// over HTTP ends goes through here, refusals included.
+fn counted(result: Result<Response, ApiError>) -> Response {
+    let response = result.into_response();
+    crate::metrics::count_http_publish(&response);
+    response
+}
+
+/// The request's headers, taken out of it rather than cloned (axum's
+/// `HeaderMap` extractor clones them: a cost on every publish). Must be the
+/// last extractor that reads the request's parts.
+pub struct TakenHeaders(pub HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for TakenHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(std::mem::take(&mut parts.headers)))
+    }
 }
 
 /// The execution id, idempotency key and parsed body of a publish, or every

@@ -29,18 +29,15 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_event_bytes;
     let batch_limit = state.config.max_batch_bytes;
     let static_dir = state.config.static_dir();
-    let count = || axum::middleware::from_fn(crate::metrics::count_http_publish);
     let api = Router::new()
         .route("/health", get(http::health))
         .route(
             "/api/v1/executions/{execution_id}/events",
-            post(http::publish).layer(count()).get(http::history),
+            post(http::publish).get(http::history),
         )
         .route(
             "/api/v1/executions/{execution_id}/events/batch",
-            post(http::publish_batch)
-                .layer(DefaultBodyLimit::max(batch_limit))
-                .layer(count()),
+            post(http::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
         )
         // `{execution_id}` never matches an empty segment; answer it with a 422, not a 404.
         .route("/api/v1/executions//events", any(http::empty_execution_id))
