@@ -119,7 +119,15 @@ impl<'de> Visitor<'de> for FrameVisitor {
         let taken = |key: &str| M::Error::custom(format_args!("duplicate or invalid `{key}`"));
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             match &*key {
-                "op" if op.is_none() => op = Some(map.next_value::<Text<'de>>()?.0),
+                "op" if op.is_none() => {
+                    let value = map.next_value::<Text<'de>>()?.0;
+                    // Other frames (subscribe, ping…) stop here when `op` comes
+                    // first, as clients send it: they go the validating way.
+                    if value != "publish" {
+                        return Err(M::Error::custom("not a publish"));
+                    }
+                    op = Some(value);
+                }
                 "id" if id.is_none() => id = Some(map.next_value::<FrameId>()?.0),
                 "execution_id" if execution_id.is_none() => {
                     let value = map.next_value::<Text<'de>>()?.0;
