@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use exechub_protocol::{
     BatchAccepted, Loc, PublishAccepted, ValidationError, body_not_json, is_idempotency_key,
     validate_execution_id,
@@ -52,28 +51,23 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
         (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
-pub async fn publish(
-    State(app): State<AppState>,
-    connection: Option<Extension<ClientKey>>,
-    path: Result<Path<String>, PathRejection>,
-    TakenHeaders(headers): TakenHeaders,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    counted(publish_one(app, connection, path, &headers, body).await)
+pub async fn publish(State(app): State<AppState>, request: PublishRequest) -> Response {
+    counted(publish_one(app, request).await)
 }
 
-async fn publish_one(
-    app: AppState,
-    connection: Option<Extension<ClientKey>>,
-    path: Result<Path<String>, PathRejection>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn publish_one(app: AppState, request: PublishRequest) -> Result<Response, ApiError> {
+    let PublishRequest {
+        connection,
+        path,
+        headers,
+        body,
+    } = request;
+    let headers = &headers;
     let grant = authenticate(&app, headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
     let (execution_id, key, request) = publish_input(path, headers, &body, PublishBody::read)?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, headers, None, connection.map(|Extension(key)| key));
+    let client = client_of(&app, headers, None, connection);
     app.publish_limit.check(client, 1)?;
     let event = request
         .encode(execution_id.clone())
@@ -113,23 +107,18 @@ async fn publish_one(
         (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
-pub async fn publish_batch(
-    State(app): State<AppState>,
-    connection: Option<Extension<ClientKey>>,
-    path: Result<Path<String>, PathRejection>,
-    TakenHeaders(headers): TakenHeaders,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    counted(publish_many(app, connection, path, &headers, body).await)
+pub async fn publish_batch(State(app): State<AppState>, request: PublishRequest) -> Response {
+    counted(publish_many(app, request).await)
 }
 
-async fn publish_many(
-    app: AppState,
-    connection: Option<Extension<ClientKey>>,
-    path: Result<Path<String>, PathRejection>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn publish_many(app: AppState, request: PublishRequest) -> Result<Response, ApiError> {
+    let PublishRequest {
+        connection,
+        path,
+        headers,
+        body,
+    } = request;
+    let headers = &headers;
     let grant = authenticate(&app, headers, None)?;
     let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
     let max_events = app.config.max_batch_events;
@@ -137,7 +126,7 @@ async fn publish_many(
         BatchBody::read(body, max_events)
     })?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, headers, None, connection.map(|Extension(key)| key));
+    let client = client_of(&app, headers, None, connection);
     app.publish_limit.check(client, batch.len() as u64)?;
     let batch = batch
         .encode(execution_id.clone())
@@ -164,16 +153,34 @@ fn counted(result: Result<Response, ApiError>) -> Response {
     response
 }
 
-/// The request's headers, taken out of it rather than cloned (axum's
-/// `HeaderMap` extractor clones them: a cost on every publish). Must be the
-/// last extractor that reads the request's parts.
-pub struct TakenHeaders(pub HeaderMap);
+/// What the publish routes read from a request, each part as it came (the
+/// handler reports every problem at once). The headers are taken out of the
+/// request, not cloned as axum's `HeaderMap` extractor would: a cost on
+/// every publish.
+pub struct PublishRequest {
+    /// The connection's key, for the publish rate limit without a token.
+    connection: Option<ClientKey>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    /// Limited by the route's `DefaultBodyLimit`.
+    body: Result<Bytes, BytesRejection>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for TakenHeaders {
+impl FromRequest<AppState> for PublishRequest {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(Self(std::mem::take(&mut parts.headers)))
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Infallible> {
+        let (mut parts, body) = request.into_parts();
+        let connection = parts.extensions.get::<ClientKey>().copied();
+        let path = Path::from_request_parts(&mut parts, state).await;
+        let headers = std::mem::take(&mut parts.headers);
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+        Ok(Self {
+            connection,
+            path,
+            headers,
+            body,
+        })
     }
 }
 
