@@ -56,20 +56,17 @@ pub async fn publish(State(app): State<AppState>, request: PublishRequest) -> Re
 }
 
 async fn publish_one(app: AppState, request: PublishRequest) -> Result<Response, ApiError> {
-    let PublishRequest {
-        connection,
-        path,
-        headers,
-        body,
-    } = request;
-    let headers = &headers;
+    let headers = &request.headers;
     let grant = authenticate(&app, headers, None)?;
-    let body = body.map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
-    let (execution_id, key, request) = publish_input(path, headers, &body, PublishBody::read)?;
+    let body = request
+        .body
+        .map_err(|rejection| body_error(&rejection, app.config.max_event_bytes))?;
+    let (execution_id, key, event) =
+        publish_input(request.path, headers, &body, PublishBody::read)?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, headers, None, connection);
+    let client = client_of(&app, headers, None, request.connection);
     app.publish_limit.check(client, 1)?;
-    let event = request
+    let event = event
         .encode(execution_id.clone())
         .with_idempotency_key(key)
         .with_traceparent(traceparent(headers));
@@ -112,21 +109,17 @@ pub async fn publish_batch(State(app): State<AppState>, request: PublishRequest)
 }
 
 async fn publish_many(app: AppState, request: PublishRequest) -> Result<Response, ApiError> {
-    let PublishRequest {
-        connection,
-        path,
-        headers,
-        body,
-    } = request;
-    let headers = &headers;
+    let headers = &request.headers;
     let grant = authenticate(&app, headers, None)?;
-    let body = body.map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
+    let body = request
+        .body
+        .map_err(|rejection| body_error(&rejection, app.config.max_batch_bytes))?;
     let max_events = app.config.max_batch_events;
-    let (execution_id, key, batch) = publish_input(path, headers, &body, |body| {
+    let (execution_id, key, batch) = publish_input(request.path, headers, &body, |body| {
         BatchBody::read(body, max_events)
     })?;
     grant.check(Action::Publish, &execution_id)?;
-    let client = client_of(&app, headers, None, connection);
+    let client = client_of(&app, headers, None, request.connection);
     app.publish_limit.check(client, batch.len() as u64)?;
     let batch = batch
         .encode(execution_id.clone())
