@@ -1,7 +1,7 @@
 // The viewer: wiring between the DOM and the exechub-client package. All
 // protocol logic (reconnect, resume, dedup, lifecycle) lives in the package;
 // the views live in their modules (sidebar, header, waterfall, timeline).
-import init, { ExechubClient } from "./pkg/exechub_client.js";
+import init, { ExechubClient } from "./pkg/index.js";
 import { EventList } from "./timeline.js";
 import { ExecutionHeader } from "./header.js";
 import { Sidebar } from "./sidebar.js";

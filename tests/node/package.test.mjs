@@ -7,26 +7,15 @@
 // Run by scripts/test.sh after scripts/build-web.sh built wasm-client/pkg.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { extname, join, resolve, sep } from "node:path";
-import { promisify } from "node:util";
-import { chromium } from "playwright-core";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  ARTIFACTS, FIXTURE, ROOT, installedManifest, launchChromium, packedProject, range, run, serve, startHub,
+} from "./support.mjs";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
-const FIXTURE = new URL("fixture/", import.meta.url).pathname;
-const HUB_BIN = process.env.EXECHUB_BIN ?? `${ROOT}target/debug/exechub`;
-const ARTIFACTS = `${ROOT}artifacts`;
 const TSC = `${ROOT}node_modules/typescript/bin/tsc`;
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-  "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-];
 const WORKER_EVENTS = 1000;
 const BATCH_EVENTS = 50;
-const run = promisify(execFile);
 
 let project, tarball, hub, hubUrl, server, pageUrl, browser;
 
@@ -41,54 +30,15 @@ function browserEntry(manifest) {
   return target;
 }
 
-function startHub() {
-  const child = spawn(HUB_BIN, ["--listen", "127.0.0.1:0", "--cors-origin", "*"], { stdio: ["ignore", "pipe", "pipe"] });
-  return new Promise((resolve, reject) => {
-    let output = "";
-    const onData = (chunk) => {
-      output += chunk;
-      const found = /listening on (http:\/\/[0-9.:]+)/.exec(output);
-      if (found) resolve([child, found[1]]);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("exit", (code) => reject(new Error(`the hub exited (${code}): ${output}`)));
-  });
-}
-
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
-
-/** Serves the consumer project's files, as a dev server would. */
-function serve(dir) {
-  const server = createServer((request, response) => {
-    const path = resolve(dir, `.${decodeURIComponent(new URL(request.url, "http://x").pathname)}`);
-    try {
-      if (!path.startsWith(dir + sep)) throw new Error("outside the project");
-      const body = readFileSync(path);
-      response.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream" });
-      response.end(body);
-    } catch {
-      response.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
-
 before(async () => {
-  project = mkdtempSync(join(tmpdir(), "exechub-client-consumer-"));
-  const { stdout } = await run("npm", ["pack", "--silent", "--pack-destination", project], { cwd: `${ROOT}wasm-client/pkg` });
-  tarball = join(project, stdout.trim().split("\n").at(-1));
-  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
-  // Offline: the tarball, and `ws` from the repository's own npm packages.
-  await run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--no-package-lock", tarball, `${ROOT}node_modules/ws`], { cwd: project });
+  ({ project, tarball } = await packedProject("exechub-client-consumer-"));
   for (const file of ["app.ts", "worker.ts", "worker.mjs"]) copyFileSync(join(FIXTURE, file), join(project, file));
-  const manifest = JSON.parse(readFileSync(join(project, "node_modules/exechub-client/package.json"), "utf8"));
-  const entry = `/node_modules/exechub-client/${browserEntry(manifest).replace(/^\.\//, "")}`;
+  const entry = `/node_modules/exechub-client/${browserEntry(installedManifest(project)).replace(/^\.\//, "")}`;
   writeFileSync(join(project, "index.html"), readFileSync(join(FIXTURE, "index.html"), "utf8").replace("ENTRY", entry));
   [hub, hubUrl] = await startHub();
   server = await serve(project);
   pageUrl = `http://127.0.0.1:${server.address().port}/index.html`;
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: CHROMIUM_ARGS });
+  browser = await launchChromium();
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 
@@ -104,16 +54,16 @@ test("the tarball's manifest says what a package user needs: license, exports wi
   const files = stdout.trim().split("\n").map((f) => f.replace(/^package\//, "")).sort();
   assert.deepEqual(files, [
     "README.md", "exechub_client.d.ts", "exechub_client.js", "exechub_client_bg.wasm",
-    "exechub_client_bg.wasm.d.ts", "exechub_client_node.js", "package.json",
+    "exechub_client_bg.wasm.d.ts", "exechub_client_node.js", "index.js", "package.json",
   ]);
-  const manifest = JSON.parse(readFileSync(join(project, "node_modules/exechub-client/package.json"), "utf8"));
+  const manifest = installedManifest(project);
   assert.equal(manifest.license, "MIT");
   assert.ok(manifest.repository?.url, "repository");
   assert.ok(manifest.keywords.includes("websocket"), "keywords");
   assert.equal(manifest.type, "module");
   assert.equal(manifest.sideEffects, false);
   assert.deepEqual(manifest.exports["."], {
-    types: "./exechub_client.d.ts", node: "./exechub_client_node.js", default: "./exechub_client.js",
+    types: "./exechub_client.d.ts", node: "./exechub_client_node.js", default: "./index.js",
   });
 });
 
@@ -158,7 +108,3 @@ test(`a Node worker publishes ${WORKER_EVENTS} events over WebSocket and a batch
   assert.deepEqual(problems, []);
   await page.close();
 });
-
-function range(from, to) {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
-}

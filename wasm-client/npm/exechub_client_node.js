@@ -3,10 +3,10 @@
 // The browser build's default `init()` fetches the .wasm next to the module
 // (`new URL(…, import.meta.url)`); Node's fetch cannot read `file:` URLs, so
 // here `init()` without arguments reads the file from disk instead. Every
-// other export is the browser build's own: one .wasm, one glue module.
-import initWeb from "./exechub_client.js";
+// other export is the browser entry's own (index.js): one .wasm, one glue.
+import initWeb from "./index.js";
 
-export * from "./exechub_client.js";
+export * from "./index.js";
 
 /**
  * Loads the WebAssembly module (once): from disk when called without

@@ -7,7 +7,9 @@ const here = new URL("./", import.meta.url);
 const pkg = new URL("../pkg/", import.meta.url);
 const generated = JSON.parse(readFileSync(new URL("package.json", pkg), "utf8"));
 
-copyFileSync(new URL("exechub_client_node.js", here), new URL("exechub_client_node.js", pkg));
+for (const entry of ["index.js", "exechub_client_node.js"]) {
+  copyFileSync(new URL(entry, here), new URL(entry, pkg));
+}
 
 // The generated types use DOM names (`Response`, `BufferSource` and
 // `WebAssembly` in `init`'s argument) and `Symbol.dispose` (clients and
@@ -28,21 +30,23 @@ const manifest = {
   keywords: ["exechub", "events", "realtime", "websocket", "pubsub", "wasm", "webassembly", "typescript"],
   type: "module",
   // Node gets an `init()` that reads the .wasm from disk; everything else
-  // (browsers, bundlers such as Vite, web workers, Deno) the web build.
+  // (browsers, bundlers such as Vite, web workers, Deno) the web build,
+  // through index.js (wasm-bindgen's glue with `free()` that closes).
   exports: {
     ".": {
       types: "./exechub_client.d.ts",
       node: "./exechub_client_node.js",
-      default: "./exechub_client.js",
+      default: "./index.js",
     },
     "./exechub_client_bg.wasm": "./exechub_client_bg.wasm",
     "./package.json": "./package.json",
   },
-  main: "./exechub_client.js",
-  module: "./exechub_client.js",
+  main: "./index.js",
+  module: "./index.js",
   types: "./exechub_client.d.ts",
   sideEffects: false,
   files: [
+    "index.js",
     "exechub_client_bg.wasm",
     "exechub_client.js",
     "exechub_client_node.js",

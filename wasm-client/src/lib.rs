@@ -24,8 +24,11 @@
 //! - this file: the JavaScript facade only. Every failure reaches
 //!   JavaScript as an `ExechubError` ([`error`]).
 //!
-//! Freeing a client (`free()`, `Symbol.dispose`, or its garbage collection)
-//! closes it: the driver closes the socket and stops, and every callback the
+//! A client lives until `close()` or `free()` (and `Symbol.dispose`), like
+//! a browser `WebSocket` with listeners: while it has a live subscription, a
+//! list subscription or a publish in flight, it keeps running after its
+//! handle is garbage collected, and once it has none it closes (`shared`).
+//! Closed, its driver closes the socket and stops, and every callback the
 //! client held is released.
 
 mod auth;
@@ -237,9 +240,10 @@ impl ExechubClient {
 }
 
 impl Drop for ExechubClient {
-    /// `free()`, `Symbol.dispose` and garbage collection close the client.
+    /// The handle is gone (garbage collected, or freed after the package's
+    /// `free()` closed it): the client closes once nothing waits on it.
     fn drop(&mut self) {
-        self.close();
+        shared::release(&self.shared);
     }
 }
 

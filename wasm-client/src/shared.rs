@@ -4,9 +4,13 @@
 //! out here ([`perform`]), always after the state is released, so a callback
 //! may call back into the client (e.g. unsubscribe from inside `onEvent`).
 //!
-//! The handles own it (`Rc`); the driver only borrows it (`Weak`), so when
-//! JavaScript frees the client, the state and every callback go with it and
-//! the driver, seeing its outbox end, closes the socket and stops.
+//! The handles own it (`Rc`); the driver only borrows it (`Weak`). While the
+//! machine is busy (a subscription, a list subscription or a publish is
+//! waiting), the state also owns itself ([`Shared::retained`]), so a client
+//! whose JavaScript handle was garbage collected keeps delivering, as a
+//! browser `WebSocket` with listeners stays open. Once the handle is gone
+//! and nothing waits, the client closes, the state and every callback go,
+//! and the driver, seeing its outbox end, closes the socket and stops.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -113,6 +117,13 @@ pub struct Shared {
     /// Frames for the socket driver; `None` once the client is closed, which
     /// tells the driver to close the socket and stop.
     outbox: Option<UnboundedSender<ClientMsg>>,
+    /// This state itself, while the machine is busy: a cycle on purpose,
+    /// which keeps the client alive without its handle, and which
+    /// [`retain_while_busy`] breaks as soon as nothing waits.
+    retained: Option<SharedRef>,
+    /// Whether the JavaScript handle is gone (freed or collected): the
+    /// client closes as soon as it is not busy.
+    released: bool,
 }
 
 /// The handles' reference.
@@ -136,6 +147,8 @@ impl Shared {
             on_state,
             token,
             outbox: Some(outbox),
+            retained: None,
+            released: false,
         };
         (Rc::new(RefCell::new(shared)), frames)
     }
@@ -145,6 +158,35 @@ impl Shared {
     pub fn close(&mut self) -> MachineActions {
         self.outbox = None;
         self.machine.close()
+    }
+}
+
+/// The JavaScript handle is gone: the client closes now if nothing waits,
+/// else once nothing does.
+pub fn release(shared: &SharedRef) {
+    shared.borrow_mut().released = true;
+    retain_while_busy(shared);
+}
+
+/// Keeps the state alive while the machine is busy; closes a client whose
+/// handle is gone once it is not. Runs after every decision.
+fn retain_while_busy(shared: &SharedRef) {
+    let mut state = shared.borrow_mut();
+    if state.machine.is_busy() {
+        if state.retained.is_none() {
+            state.retained = Some(Rc::clone(shared));
+        }
+        return;
+    }
+    // Dropped after the borrow ends: the caller holds its own reference.
+    let retained = state.retained.take();
+    let close = state.released && !state.machine.is_closed();
+    let actions = close.then(|| state.close());
+    drop(state);
+    drop(retained);
+    if let Some(actions) = actions {
+        // Once: closed, the machine is never busy again.
+        perform(shared, actions);
     }
 }
 
@@ -189,6 +231,7 @@ pub fn perform(shared: &SharedRef, actions: MachineActions) {
             }
         }
     }
+    retain_while_busy(shared);
 }
 
 fn settled(settle: Settle, outcome: Result<Stored, ClientError>) {

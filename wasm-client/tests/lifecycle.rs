@@ -205,3 +205,43 @@ async fn the_list_of_executions_is_followed_live() {
     assert_eq!(changes.borrow().len(), before, "nothing after unsubscribe");
     client.close();
 }
+
+/// The handle dropped as the garbage collector drops it (`drop` is what its
+/// finalizer runs): the client keeps delivering while its subscription
+/// lives, then closes its socket once the execution ended.
+#[wasm_bindgen_test]
+async fn a_client_whose_handle_is_gone_delivers_until_its_subscription_ends_then_closes() {
+    let client = connected().await;
+    let open = open_websockets().await;
+    let id = execution_id("handle-gone");
+    let (collector, ends) = (Collector::new(), Ends::default());
+    let end = on_end(&ends);
+    let options = Some(options_with_end(&end).unchecked_into());
+    let subscription = client
+        .subscribe(id.clone(), collector.handler(), options)
+        .expect("subscribe");
+    drop(client);
+    for n in 1..=3 {
+        publish_over_http(&id, n).await;
+    }
+    until("three events", || collector.events.borrow().len() == 3).await;
+    assert_eq!(
+        subscription.last_seq(),
+        Some(3.0),
+        "the handle still reads it"
+    );
+    assert_eq!(open_websockets().await, open, "its socket is still open");
+    publish_event(&id, "execution_completed", "{}")
+        .await
+        .expect("published");
+    until("onEnd", || !ends.borrow().is_empty()).await;
+    assert_eq!(collector.seqs(), vec![1.0, 2.0, 3.0, 4.0]);
+    for _ in 0..400 {
+        if open_websockets().await < open {
+            break;
+        }
+        gloo_timers::future::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(open_websockets().await < open, "then it closed its socket");
+    assert_eq!(subscription.last_seq(), None, "and let its state go");
+}

@@ -75,6 +75,14 @@ impl<S: Clone, P, L: Clone> Connection<S, P, L> {
         self.state == Some(ConnectionState::Closed)
     }
 
+    /// Whether the application still waits on the connection: for events of
+    /// a subscription or of a list subscription, or for a publish's answer.
+    /// A client whose JavaScript handle is gone keeps running while it is.
+    pub fn is_busy(&self) -> bool {
+        let waiting = !self.subscriptions.is_empty() || !self.pending.is_empty();
+        !self.is_closed() && (waiting || !self.lists.is_empty())
+    }
+
     /// The last seq delivered to (or confirmed for) a subscription.
     pub fn last_seq(&self, execution_id: &str) -> Option<u64> {
         self.find(execution_id)?.position.last()

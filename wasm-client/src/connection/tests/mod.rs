@@ -402,3 +402,35 @@ fn frames_the_hub_sends_decode_into_what_the_machine_reads() {
     };
     assert_eq!(first.data["tool"], "grep");
 }
+
+#[test]
+fn busy_while_a_subscription_a_list_or_a_publish_waits() {
+    let mut machine = open();
+    assert!(!machine.is_busy(), "a new client waits on nothing");
+    machine.publish("e".into(), Publish::One(request("a")), None, 1);
+    assert!(machine.is_busy(), "a publish awaits its ack");
+    machine.received(ack(1, 1, None));
+    assert!(!machine.is_busy(), "the ack settled it");
+
+    machine
+        .subscribe(E1.into(), Some(0), "h")
+        .expect("subscribed");
+    assert!(machine.is_busy(), "a subscription waits for events");
+    machine.received(ServerMsg::Ended {
+        execution_id: E1.into(),
+        status: "completed".into(),
+        seq: 3,
+    });
+    assert!(!machine.is_busy(), "its execution ended");
+
+    let (key, _) = machine
+        .subscribe_executions(exechub_protocol::StatusFilter::All, "list")
+        .expect("list");
+    assert!(machine.is_busy(), "a list subscription waits for changes");
+    machine.unsubscribe_executions(key);
+    assert!(!machine.is_busy());
+
+    machine.subscribe(E2.into(), None, "h").expect("subscribed");
+    machine.close();
+    assert!(!machine.is_busy(), "a closed client waits on nothing");
+}
