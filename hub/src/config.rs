@@ -88,8 +88,8 @@ pub struct Config {
 
     /// Threads running the hub's tasks; 0: one per CPU core. Fewer threads
     /// than cores spend less CPU per event (fewer cross-thread wake-ups) at
-    /// some latency; worth it on a machine shared with Redis (the README's
-    /// Performance section has both figures).
+    /// some latency; worth it on a machine shared with Redis (bench/RESULTS.md,
+    /// "Worker threads: one against two", has both figures).
     #[arg(long, env = "EXECHUB_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 /// small buffers, often on different worker threads; glibc's arena locks and
 /// consolidation cost ~15% of the hub's CPU per publish, mimalloc about a
 /// third of that. The price: ~0.5 KB more RSS per idle connection and ~8 MB
-/// at start (bench/README.md has both measurements).
+/// at start (bench/RESULTS.md has both measurements).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,6 @@
 //! The fault suite: real processes killed and restarted under load, each
 //! scenario reporting its figures (`FIGURE <name>: <value>` on stderr, run
-//! with `--nocapture`) and asserting them. The README's "Reliability" table
+//! with `--nocapture`) and asserting them. The table in docs/reliability.md
 //! comes from these lines. Loads are sized for a 2-core machine running a
 //! debug build of the hub beside Redis, NATS and the test itself; the
 //! scenarios take turns so that one's load does not spoil another's figures.

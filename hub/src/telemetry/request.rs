@@ -4,7 +4,7 @@
 //!
 //! One layer (a hand-written future, no boxing) instead of a stack of
 //! request-id, sanitizing and tracing middlewares: on the publish path the
-//! stack cost about a sixth of the hub's CPU per request (bench/README.md).
+//! stack cost about a sixth of the hub's CPU per request (bench/RESULTS.md).
 
 use std::future::Future;
 use std::pin::Pin;

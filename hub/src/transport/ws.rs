@@ -196,7 +196,7 @@ mod tests {
         // the outbox that writes the socket itself (kept across the handshake
         // and the session). The socket no longer sits behind hyper's boxed
         // `Upgraded`, so the connection as a whole is no larger (see the
-        // idle-memory figures in bench/README.md).
+        // idle-memory figures in bench/RESULTS.md).
         assert!(size <= 1616, "a connection's task is {size} bytes");
     }
 

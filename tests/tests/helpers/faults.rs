@@ -24,7 +24,7 @@ use super::redis::free_port;
 use super::ws::WsClient;
 use super::{TestHub, assert_contiguous, within};
 
-/// Prints one figure as `FIGURE <name>: <value>`, the line the README's table is built from.
+/// Prints one figure as `FIGURE <name>: <value>`, the line docs/reliability.md's table is built from.
 pub fn figure(name: &str, value: impl std::fmt::Display) {
     eprintln!("FIGURE {name}: {value}");
 }

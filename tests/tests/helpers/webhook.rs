@@ -1,7 +1,7 @@
 //! A webhook receiver: a small axum server in the test process, on a free
 //! loopback port, that records every request and answers as scripted.
 //!
-//! Also the receiver side of the signature scheme, written from the README's
+//! Also the receiver side of the signature scheme, written from docs/providers.md's
 //! description, so the tests check what a real receiver would check.
 
 use std::collections::VecDeque;
@@ -138,7 +138,7 @@ async fn receive(State(script): State<Script>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-/// Verifies a request as the README tells receivers to: the signature is
+/// Verifies a request as docs/providers.md tells receivers to: the signature is
 /// `v1=` + hex HMAC-SHA256(secret, "{timestamp}.{body}"), compared in
 /// constant time, and the timestamp is at most five minutes away.
 pub fn verify(secret: &str, request: &Request) -> Result<()> {
