@@ -24,9 +24,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// Unix time now, in seconds (the hub's one clock, [`crate::clock::unix_now`]).
+pub use crate::clock::unix_now as now;
 pub use crate::secret::Secret;
-/// Unix time now, in seconds (the hub's one clock, [`crate::secret::unix_now`]).
-pub use crate::secret::unix_now as now;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 5;

@@ -11,10 +11,9 @@
 //! epoch it belongs to, so a position is always `(epoch, seq)`.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::clock::{now_rfc3339, random_u64};
 use crate::telemetry::TraceParent;
 
 mod body;
@@ -24,8 +23,6 @@ pub use frame::{FrameEvents, PublishFrame};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::PublishRequest;
-use time::OffsetDateTime;
-use time::macros::format_description;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The identity of one history of an execution: a short token (ASCII
@@ -68,19 +65,6 @@ impl fmt::Debug for Epoch {
     }
 }
 
-/// 64 unpredictable-enough bits for identities (not for secrets): the std
-/// hasher's random keys mixed with a counter and the clock.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.finish()
-}
-
 /// An accepted event: its position and its JSON, plus frames derived from it once.
 #[derive(Clone, Debug)]
 pub struct SharedEvent(Arc<Inner>);
@@ -105,7 +89,7 @@ impl SharedEvent {
             seq,
             epoch,
             json,
-            accepted: crate::metrics::clock::now(),
+            accepted: crate::clock::monotonic(),
             ws_frame: OnceLock::new(),
             sse_frame: OnceLock::new(),
             ending: OnceLock::new(),
@@ -133,7 +117,7 @@ impl SharedEvent {
         &self.0.epoch
     }
 
-    /// When this node got the event ([`crate::metrics::clock`] time): its
+    /// When this node got the event ([`crate::clock::monotonic`] time): its
     /// append, or its arrival from another node; for publish-to-send latency.
     pub fn accepted(&self) -> u64 {
         self.0.accepted
@@ -423,31 +407,6 @@ pub fn splice_seq(seq: u64, tail: &[u8]) -> Bytes {
     let _ = write!(json, "{seq}");
     json.put_slice(tail);
     json.freeze()
-}
-
-/// Current UTC time as RFC 3339 with milliseconds, e.g. `2026-11-28T14:03:07.123Z`.
-pub fn now_rfc3339() -> String {
-    rfc3339(OffsetDateTime::now_utc())
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    u64::try_from(nanos).unwrap_or_default()
-}
-
-/// `ms` (Unix milliseconds) as RFC 3339 with milliseconds.
-pub fn rfc3339_of_ms(ms: u64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map_or_else(|_| rfc3339(OffsetDateTime::UNIX_EPOCH), rfc3339)
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    at.format(&format)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
 }
 
 #[cfg(test)]

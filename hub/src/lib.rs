@@ -17,9 +17,10 @@
 //!
 //! Also: [`config`] (flags and environment), [`error`] (the one mapping of
 //! failures to HTTP statuses and WebSocket codes), [`auth`], [`retry`] (the
-//! one backoff policy).
+//! one backoff policy), [`clock`] (clocks and ids, a leaf every layer uses).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod event;

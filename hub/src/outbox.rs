@@ -83,7 +83,7 @@ struct Inner<F> {
     popped: u32,
     /// The frame being timed leaves when `popped` reaches this.
     probe_at: u32,
-    /// Its event's acceptance ([`crate::metrics::clock`]); 0: none timed.
+    /// Its event's acceptance ([`crate::clock::monotonic`]); 0: none timed.
     probe_since: u64,
     /// Bytes given to the socket that it has not taken yet (direct mode).
     unsent: Unsent,
@@ -154,7 +154,7 @@ impl<F: Frame> Outbox<F> {
     }
 
     /// [`Outbox::try_push`] for a live event's frame, `accepted` at that
-    /// [`crate::metrics::clock`] time: now and then the frame is timed until
+    /// [`crate::clock::monotonic`] time: now and then the frame is timed until
     /// it leaves for the socket. Unless `in_place`, the frame is queued for
     /// the connection's task even when it could be written at once.
     ///
@@ -466,7 +466,7 @@ fn record_send(accepted: u64) {
     let handles = crate::metrics::handles();
     handles
         .publish_to_send
-        .record(crate::metrics::clock::since(accepted).as_secs_f64());
+        .record(crate::clock::since(accepted).as_secs_f64());
 }
 
 #[cfg(test)]

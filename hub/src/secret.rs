@@ -1,10 +1,8 @@
 //! Signing material: [`Secret`], the one type for every configured key (the
-//! JWT secret, the webhook signing secret), and [`unix_now`], the clock that
-//! tokens and signatures are dated with.
+//! JWT secret, the webhook signing secret).
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A configured secret. It never shows up in `Debug` output or logs, and it
 /// is never empty: an empty key would sign or verify without protecting
@@ -41,13 +39,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Unix time now, in whole seconds (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,10 +49,5 @@ mod tests {
         assert_eq!(secret.expose(), b"s3cret");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
         assert_eq!("".parse::<Secret>().err(), Some(EmptySecret));
-    }
-
-    #[test]
-    fn the_clock_is_past_2023() {
-        assert!(unix_now() > 1_700_000_000);
     }
 }

@@ -81,7 +81,7 @@ pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
 /// for most requests, and `format!` costs several times as much).
 pub fn fresh_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let random = crate::event::random_u64();
+    let random = crate::clock::random_u64();
     (0..16)
         .rev()
         .map(|i| char::from(HEX[((random >> (i * 4)) & 0xf) as usize]))

@@ -401,7 +401,7 @@ async fn list_of_executions_is_newest_first_and_pages_by_cursor(
             .expect("known")
             .updated_at;
         eventually("the clock to move on", async || {
-            (exechub::event::now_rfc3339() > before).then_some(())
+            (exechub::clock::now_rfc3339() > before).then_some(())
         })
         .await;
     }

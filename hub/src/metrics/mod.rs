@@ -10,9 +10,8 @@
 //! so it costs nothing until someone asks.
 //!
 //! Names follow Prometheus conventions: the `exechub_` prefix, `_total` for
-//! counters, `_seconds` for durations; see the README's "Operations".
+//! counters, `_seconds` for durations; see docs/operations.md.
 
-pub mod clock;
 pub mod scrape;
 pub mod sharded;
 pub mod store;

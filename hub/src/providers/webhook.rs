@@ -35,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::queue::QueueLimits;
 use super::worker::{Attempt, Destination, Retries, Worker};
 use super::{Delivery, Provider, ProviderError, origin};
+use crate::clock::unix_now;
 use crate::retry::Backoff;
-use crate::secret::{Secret, unix_now};
+use crate::secret::Secret;
 
 /// Header carrying the Unix time (seconds) the attempt was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-exechub-timestamp";

@@ -23,7 +23,8 @@ use super::{
     BatchReceipt, Change, End, EventStore, ListCursor, Listed, Page, Receipt, StoreConfig,
     StoreError, StoreHealth, Watch,
 };
-use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, random_u64, rfc3339_of_ms};
+use crate::clock::{now_ms, random_u64, rfc3339_of_ms};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent};
 use crate::feeds::LiveSink;
 
 /// Bytes counted for an event besides its JSON (shared event, queue slot).

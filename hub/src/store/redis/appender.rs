@@ -7,7 +7,7 @@
 //! parsing the reply) — is per call, not per event. Under load many
 //! publishers append at once, so the appender task keeps at most
 //! [`IN_FLIGHT`] groups outstanding and sends whatever queued meanwhile as
-//! one [`APPEND_MANY`] call (up to [`MAX_GROUP`] events). An append that
+//! one call of the append script (`lua/append.lua`, up to [`MAX_GROUP`] events). An append that
 //! finds nothing in flight goes out at once, alone: grouping never waits for
 //! company. Every event keeps its own keys, checks and reply; one that Redis
 //! refuses fails alone (`pcall`), the others are stored.
@@ -33,7 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connection::RedisConnection;
 use super::store_error;
-use crate::event::{Epoch, now_ms};
+use crate::clock::now_ms;
+use crate::event::Epoch;
 use crate::store::{StoreConfig, StoreError};
 
 /// Grouped calls outstanding at once; more single appends wait and go out
@@ -48,31 +49,6 @@ pub const IN_FLIGHT: usize = 1;
 pub const MAX_GROUP: usize = 128;
 /// Appends waiting for the task at most (publishers wait beyond it).
 const QUEUE: usize = 4 * MAX_GROUP;
-
-/// Calls [`super::APPEND_FN`] for each event: 5 keys each (`''` for no
-/// idempotency record; an event alone may leave it out, as a cluster
-/// needs: every key of a call in one slot), then ARGV 1–7 shared by all (TTL, retained events,
-/// idempotency window, append-after-end, final-state TTL, now in ms, the
-/// epoch a new history gets), then 4 per event (tail, channel, timestamp,
-/// ending). One answer per event; an event Redis refuses gets outcome 3 and
-/// the error, and the others go on.
-pub const APPEND_MANY: &str = r#"
-local c = shared(ARGV)
-local out = {}
-for i = 0, math.ceil(#KEYS / 5) - 1 do
-  local k, a = i * 5, 7 + i * 4
-  local keys = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]}
-  local idem = KEYS[k + 5]
-  if idem and idem ~= '' then keys[5] = idem end
-  local ok, result = pcall(append, keys, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], c)
-  if ok then
-    out[i + 1] = result
-  else
-    out[i + 1] = answer(3, 0, '', type(result) == 'table' and result.err or tostring(result))
-  end
-end
-return out
-"#;
 
 /// What an append script answers: outcome (0 stored, 1 replay, 2 ended,
 /// 3 refused), receipt (or status, or error), epoch, change.
@@ -143,16 +119,17 @@ impl AppendArgs {
     }
 }
 
-/// Adds the arguments all events of one call share (ARGV 1–7 of
-/// [`APPEND_MANY`] and of the batch script).
-fn add_shared(cmd: &mut redis::Cmd, config: &StoreConfig) {
+/// Adds the arguments all events of one call share (ARGV 1–8 of both
+/// append scripts: `shared` in `lua/common.lua`).
+fn add_shared(cmd: &mut redis::Cmd, config: &StoreConfig, announce: Announce) {
     cmd.arg(config.ttl.as_secs().max(1))
         .arg(config.max_events)
         .arg(config.idempotency_window.as_secs().max(1))
         .arg(u8::from(config.allow_publish_after_end))
         .arg(config.final_state_ttl.as_secs())
         .arg(now_ms())
-        .arg(Epoch::random().as_str());
+        .arg(Epoch::random().as_str())
+        .arg(announce.command());
 }
 
 /// A batch to append with the batch script: its keys and arguments.
@@ -180,25 +157,26 @@ pub struct BatchArgs {
 /// # Errors
 /// The call's error.
 pub async fn append_batch(
-    script: &Script,
+    scripts: &Scripts,
     connection: &mut RedisConnection,
     config: &StoreConfig,
     args: &BatchArgs,
 ) -> Result<Outcome, StoreError> {
-    let answer: String = run_script(&batch_cmd(script, config, args), script, connection).await?;
+    let cmd = batch_cmd(scripts, config, args);
+    let answer: String = run_script(&cmd, &scripts.batch, connection).await?;
     parse_outcome(&answer)
 }
 
 /// The batch script's call for `args`.
-fn batch_cmd(script: &Script, config: &StoreConfig, args: &BatchArgs) -> redis::Cmd {
-    let mut cmd = evalsha(script, 4 + usize::from(args.idem.is_some()));
+fn batch_cmd(scripts: &Scripts, config: &StoreConfig, args: &BatchArgs) -> redis::Cmd {
+    let mut cmd = evalsha(&scripts.batch, 4 + usize::from(args.idem.is_some()));
     for key in &args.keys {
         cmd.arg(key);
     }
     if let Some(idem) = &args.idem {
         cmd.arg(idem);
     }
-    add_shared(&mut cmd, config);
+    add_shared(&mut cmd, config, scripts.announce);
     cmd.arg(&args.channel)
         .arg(&args.joined)
         .arg(&args.first_timestamp)
@@ -304,12 +282,35 @@ enum Called {
     LostScript { seq: u64, retried: bool, call: Call },
 }
 
-/// The two append scripts.
+/// How an append script announces the event: `PUBLISH` on one Redis,
+/// `SPUBLISH` on a cluster (the message then goes only to the shard that
+/// owns the execution's slot). Passed to the scripts as an argument.
+#[derive(Debug, Clone, Copy)]
+pub enum Announce {
+    /// Classic pub/sub.
+    Publish,
+    /// Sharded pub/sub (Redis ≥ 7).
+    SPublish,
+}
+
+impl Announce {
+    fn command(self) -> &'static str {
+        match self {
+            Self::Publish => "PUBLISH",
+            Self::SPublish => "SPUBLISH",
+        }
+    }
+}
+
+/// The two append scripts, and how they announce.
+#[derive(Clone)]
 pub struct Scripts {
-    /// [`APPEND_MANY`].
+    /// Single events, grouped or alone (`lua/append.lua`).
     pub many: Script,
-    /// The batch script.
+    /// A batch (`lua/append_batch.lua`).
     pub batch: Script,
+    /// `PUBLISH` or `SPUBLISH`.
+    pub announce: Announce,
 }
 
 /// The handle appends go through; the task ends when it is dropped.
@@ -458,7 +459,7 @@ async fn call(
     let lost = |call| Called::LostScript { seq, retried, call };
     match work {
         Call::Batch(args, reply) => {
-            let cmd = batch_cmd(&scripts.batch, config, &args);
+            let cmd = batch_cmd(scripts, config, &args);
             match cmd.query_async::<String>(&mut connection).await {
                 Err(error) if lost_script(&error) => lost(Call::Batch(args, reply)),
                 answer => {
@@ -472,7 +473,7 @@ async fn call(
             }
         }
         Call::Group(group) => {
-            let cmd = group_cmd(&scripts.many, config, group.iter().map(|(args, _)| args));
+            let cmd = group_cmd(scripts, config, group.iter().map(|(args, _)| args));
             let answers = match cmd.query_async::<Vec<String>>(&mut connection).await {
                 Err(error) if lost_script(&error) => return lost(Call::Group(group)),
                 answers => answers.map_err(store_error),
@@ -502,38 +503,38 @@ async fn call(
     }
 }
 
-/// Appends `events` with one call of `script` ([`APPEND_MANY`]): one
-/// outcome per event, in order. A script Redis has lost is loaded and the
+/// Appends `events` with one call of the append script: one outcome per
+/// event, in order. A script Redis has lost is loaded and the
 /// call made once more (the cluster's way; the appender's is [`call`]).
 ///
 /// # Errors
 /// The call's error when it failed as a whole; [`StoreError::Corrupt`] when
 /// the answers do not match the events.
 pub async fn append_group<'a>(
-    script: &Script,
+    scripts: &Scripts,
     connection: &mut RedisConnection,
     config: &StoreConfig,
     events: impl ExactSizeIterator<Item = &'a AppendArgs> + Clone,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     let count = events.len();
-    let cmd = group_cmd(script, config, events);
-    let answers: Vec<String> = run_script(&cmd, script, connection).await?;
+    let cmd = group_cmd(scripts, config, events);
+    let answers: Vec<String> = run_script(&cmd, &scripts.many, connection).await?;
     group_outcomes(&answers, count)
 }
 
-/// [`APPEND_MANY`]'s call for `events`.
+/// The append script's call for `events`.
 fn group_cmd<'a>(
-    script: &Script,
+    scripts: &Scripts,
     config: &StoreConfig,
     events: impl ExactSizeIterator<Item = &'a AppendArgs> + Clone,
 ) -> redis::Cmd {
     let padded = events.len() > 1;
     let keys = events.clone().map(|args| args.key_count(padded)).sum();
-    let mut cmd = evalsha(script, keys);
+    let mut cmd = evalsha(&scripts.many, keys);
     for args in events.clone() {
         args.add_keys(&mut cmd, padded);
     }
-    add_shared(&mut cmd, config);
+    add_shared(&mut cmd, config, scripts.announce);
     for args in events {
         args.add_args(&mut cmd);
     }

@@ -39,10 +39,11 @@ use super::{
     BatchReceipt, Change, End, EventStore, ListCursor, Listed, Page, Receipt, StoreConfig,
     StoreError, StoreHealth, Watch,
 };
-use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, now_ms, rfc3339_of_ms, seq_of};
+use crate::clock::{now_ms, rfc3339_of_ms};
+use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent, seq_of};
 use crate::feeds::LiveSink;
 use appender::{
-    APPEND_MANY, AppendArgs, Appender, BatchArgs, Outcome, Scripts, append_batch, append_group,
+    Announce, AppendArgs, Appender, BatchArgs, Outcome, Scripts, append_batch, append_group,
 };
 use bridge::Bridge;
 use connection::RedisConnection;
@@ -53,209 +54,16 @@ use keys::{
 use sharded::ShardedBridge;
 use shards::Replicas;
 
-/// Appends one event: idempotency check, the end check, INCR, the epoch of a
-/// new history, RPUSH, trim, the summary (and, with it, the TTLs), PUBLISH of
-/// `<epoch> <json>`. `keys`: the list, seq, epoch, summary and (optional)
-/// idempotency record; then the event's tail, channel, timestamp and ending;
-/// `c`: what all events of one call share (see [`appender::APPEND_MANY`]).
-/// Answers as [`appender::parse_outcome`] reads, with the seq as the receipt.
-///
-/// Costs measured in Redis (`INFO commandstats`) shaped it: the Lua around
-/// the commands cost more than the commands. Every number handed to
-/// `redis.call` or concatenated is printed to text (`printf`), and a table
-/// in a reply costs more than a string, so the seq is formatted once and the
-/// answer is one string.
-const APPEND_FN: &str = r#"
-local function append(keys, tail, channel, timestamp, ending, c)
-  local refusal, state = refused(keys, c.after_end)
-  if refusal then return refusal end
-  local seq, epoch, fresh = take_seqs(keys, 1, c.epoch)
-  local s = string.format('%d', seq)
-  local json = '{"seq":' .. s .. tail
-  local len = redis.call('RPUSH', keys[1], json)
-  if len > c.max then redis.call('LTRIM', keys[1], c.keep_from, -1) end
-  if keys[5] then redis.call('SET', keys[5], s .. '|' .. epoch .. '|' .. timestamp, 'EX', c.idem_ttl) end
-  local change = summarize(keys[4], state, s, json, c, ending)
-  if change ~= 0 or fresh or len == 1 then keep_history(keys, c.keep) end
-  redis.call('PUBLISH', channel, epoch .. ' ' .. json)
-  return answer(0, change, epoch, s)
-end
-"#;
-
-/// Appends a batch with consecutive seqs: idempotency check, INCRBY, epoch,
-/// RPUSH, trim, TTLs, and one PUBLISH of `<epoch> =<first>\n<tail>\n<tail>…`
-/// (the joined tails come ready from the hub, ARGV[9]: building a large
-/// string in Lua costs more than the rest of the script). KEYS: as
-/// [`APPEND_FN`]; ARGV: the shared arguments [`appender::APPEND_MANY`] takes
-/// (1–7), the channel, the joined tails, the first timestamp, the ending,
-/// then each event's tail. Answers like [`APPEND_FN`], with
-/// `first-last|epoch|timestamp` as the receipt.
-const APPEND_BATCH: &str = r#"
-local c = shared(ARGV)
-local idem = KEYS[5]
-local refusal, state = refused(KEYS, c.after_end)
-if refusal then return refusal end
-local n = #ARGV - 11
-local last, epoch, fresh = take_seqs(KEYS, n, c.epoch)
-local first = last - n + 1
-local items = {}
-for i = 1, n do
-  items[i] = string.format('{"seq":%d%s', first + i - 1, ARGV[11 + i])
-end
-local len = 0
-for i = 1, n, 256 do
-  len = redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 255, n)))
-end
-if len > c.max then redis.call('LTRIM', KEYS[1], c.keep_from, -1) end
-local span = string.format('%d-%d', first, last)
-local receipt = span .. '|' .. epoch .. '|' .. ARGV[10]
-if idem then redis.call('SET', idem, receipt, 'EX', c.idem_ttl) end
-local change = summarize(KEYS[4], state, string.format('%d', last), items[n], c, ARGV[11])
-if change ~= 0 or fresh or len == n then keep_history(KEYS, c.keep) end
-redis.call('PUBLISH', ARGV[8], epoch .. ' =' .. string.format('%d', first) .. '\n' .. ARGV[9])
-return answer(0, change, epoch, receipt)
-"#;
-
-/// Helpers every append script starts with.
-///
-/// `summarize` updates an execution's summary hash after an append and
-/// keeps it alive. `state`: its `ended_ms` and `announced_ms` as read
-/// before the append; `seq`: the last appended seq (text); `ending`: the
-/// status the last appended event ends the execution with (`''`: none).
-/// Returns what the list of executions should hear: 0 nothing, 1 started,
-/// 2 activity (at most once a second), 3 ended. Most appends cost one HSET
-/// here; the TTL is refreshed with each announcement (so at least once a
-/// second while events flow, with 2 s of slack over the events' TTL), and is
-/// `final_ttl` longer once ended.
-const SUMMARIZE: &str = r#"
-local CODES = {[0] = '0', '1', '2', '3'}
--- An append's answer: outcome (0 stored, 1 replay, 2 ended, 3 refused),
--- change, the epoch, a newline, and the receipt (or status, or error).
-local function answer(outcome, change, epoch, rest)
-  return CODES[outcome] .. CODES[change] .. epoch .. '\n' .. rest
-end
--- The arguments all events of one call share, converted once.
-local function shared(argv)
-  local max = tonumber(argv[2])
-  return {
-    ttl = tonumber(argv[1]), keep = tonumber(argv[1]) + 1, max = max,
-    keep_from = -max, idem_ttl = argv[3], after_end = argv[4],
-    final_ttl = tonumber(argv[5]), now = argv[6], now_ms = tonumber(argv[6]),
-    epoch = argv[7],
-  }
-end
-local function summarize(key, state, seq, json, c, ending)
-  local ended, announced = state[1], state[2]
-  local change = 0
-  if not announced then
-    change = 1
-  elseif c.now_ms - tonumber(announced) >= 1000 then
-    change = 2
-  end
-  if not ended and ending ~= '' then change = 3 end
-  if change == 0 then
-    redis.call('HSET', key, 'updated_ms', c.now, 'last_seq', seq)
-    return 0
-  end
-  if not announced then redis.call('HSET', key, 'started_ms', c.now) end
-  if change == 3 then
-    redis.call('HSET', key, 'status', ending, 'ended_ms', c.now, 'end_seq', seq, 'final', json)
-  end
-  redis.call('HSET', key, 'updated_ms', c.now, 'last_seq', seq, 'announced_ms', c.now)
-  local keep = c.ttl + 2
-  if ended or change == 3 then keep = keep + c.final_ttl end
-  redis.call('EXPIRE', key, keep)
-  return change
-end
--- What an append that must not run answers: the receipt of an idempotency
--- key already used (a replay), or the status of an execution that has ended
--- (unless `allow_after_end` is '1'). Otherwise nil, and the summary's state.
-local function refused(keys, allow_after_end)
-  if keys[5] then
-    local prior = redis.call('GET', keys[5])
-    if prior then return answer(1, 0, redis.call('GET', keys[3]) or '', prior) end
-  end
-  local state = redis.call('HMGET', keys[4], 'ended_ms', 'announced_ms', 'status')
-  if state[1] and allow_after_end ~= '1' then return answer(2, 0, '', state[3] or '') end
-  return nil, state
-end
--- Takes `n` seqs: returns the last, the history's epoch, and whether
--- the history starts here (its first seq, or no epoch yet: it gets `candidate`).
-local function take_seqs(keys, n, candidate)
-  -- INCR for one: a number argument costs Redis a conversion to text.
-  local last
-  if n == 1 then last = redis.call('INCR', keys[2]) else last = redis.call('INCRBY', keys[2], n) end
-  local epoch = redis.call('GET', keys[3])
-  local fresh = last == n or not epoch
-  if fresh then
-    epoch = candidate
-    redis.call('SET', keys[3], epoch)
-  end
-  return last, epoch, fresh
-end
--- The list, seq and epoch live `ttl` seconds after the last event. Their
--- TTLs are set with each announcement (at least once a second while events
--- flow, see summarize) rather than three EXPIREs per event, so they get one
--- second of slack (`keep` = ttl + 1): never less than `ttl` after the last event.
-local function keep_history(keys, keep)
-  redis.call('EXPIRE', keys[1], keep)
-  redis.call('EXPIRE', keys[2], keep)
-  redis.call('EXPIRE', keys[3], keep)
-end
-"#;
-
-/// An execution's summary: the hash, the retained count, the oldest retained
-/// seq and the epoch (`{{}, 0, 0, ''}` when there is none).
-const SUMMARY: &str = r#"
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {{}, 0, 0, ''} end
-local len = redis.call('LLEN', KEYS[2])
-local oldest = 0
-if len > 0 then
-  oldest = tonumber(string.match(redis.call('LINDEX', KEYS[2], 0), '^{"seq":(%d+)') or '0')
-end
-return {fields, len, oldest, redis.call('GET', KEYS[3]) or ''}
-"#;
-
-/// Reads at most ARGV[2] events after seq ARGV[1], with the last seq, the
-/// oldest retained seq and the epoch. Items that are not the hub's are
-/// skipped; when they shift positions, the read falls back to a scan.
-const RANGE: &str = r#"
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local epoch = redis.call('GET', KEYS[3]) or ''
-local function seq_of(item) return tonumber(string.match(item, '^{"seq":(%d+)')) end
-local first, oldest = -1, 0
-local len = redis.call('LLEN', KEYS[1])
-local chunk = 0
-while first < 0 and chunk < len do
-  local items = redis.call('LRANGE', KEYS[1], chunk, chunk + 99)
-  for i, item in ipairs(items) do
-    local s = seq_of(item)
-    if s then first, oldest = chunk + i - 1, s; break end
-  end
-  chunk = chunk + 100
-end
-local after = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local ending = redis.call('HMGET', KEYS[4], 'status', 'end_seq')
-local status, end_seq = ending[1] or '', tonumber(ending[2] or '0')
-if first < 0 or limit == 0 or after >= last then return {last, oldest, epoch, {}, status, end_seq} end
-local want = math.max(after + 1, oldest)
-local start = first + (want - oldest)
-local probe = redis.call('LINDEX', KEYS[1], start)
-if probe and seq_of(probe) == want then
-  return {last, oldest, epoch, redis.call('LRANGE', KEYS[1], start, start + limit - 1), status, end_seq}
-end
-local out = {}
-for _, item in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do
-  local s = seq_of(item)
-  if s and s > after then
-    out[#out + 1] = item
-    if #out >= limit then break end
-  end
-end
-return {last, oldest, epoch, out, status, end_seq}
-"#;
+/// The helpers every append script starts with.
+const COMMON: &str = include_str!("lua/common.lua");
+/// Appends single events, grouped or alone (after [`COMMON`]).
+const APPEND: &str = include_str!("lua/append.lua");
+/// Appends a batch with consecutive seqs (after [`COMMON`]).
+const APPEND_BATCH: &str = include_str!("lua/append_batch.lua");
+/// An execution's summary with its retained count, oldest seq and epoch.
+const SUMMARY: &str = include_str!("lua/summary.lua");
+/// A page of events after a seq, with the history's bounds and end.
+const RANGE: &str = include_str!("lua/range.lua");
 
 /// Executions whose foreign items were already logged (bounded).
 const FOREIGN_LOGGED: usize = 1024;
@@ -292,10 +100,10 @@ pub struct RedisStore {
     bridge: LiveBridge,
     wait_replicas: u32,
     config: StoreConfig,
-    append: Script,
+    /// The append scripts, for a cluster (one Redis appends through the appender).
+    scripts: Scripts,
     /// Groups concurrent appends into one call (one Redis; `None` on a cluster).
     appender: Option<Appender>,
-    append_batch: Script,
     range: Script,
     summary: Script,
     /// Items skipped because they are not the hub's.
@@ -338,30 +146,24 @@ impl RedisStore {
             RedisTarget::Single(url) => Self::single(url, sink, shutdown).await?,
             RedisTarget::Cluster(nodes) => Self::cluster(nodes, sink, shutdown).await?,
         };
-        // On a cluster the scripts announce with SPUBLISH: the message goes
-        // only to the shard that owns the execution's slot.
-        let script = |text: &str| match bridge {
-            LiveBridge::Classic(_) => Script::new(text),
-            LiveBridge::Sharded(_) => {
-                Script::new(&text.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', "))
-            }
+        let announce = match bridge {
+            LiveBridge::Classic(_) => Announce::Publish,
+            LiveBridge::Sharded(_) => Announce::SPublish,
         };
-        let append = script(&format!("{SUMMARIZE}{APPEND_FN}{APPEND_MANY}"));
-        let append_batch = script(&format!("{SUMMARIZE}{APPEND_BATCH}"));
+        let scripts = Scripts {
+            many: Script::new(&format!("{COMMON}{APPEND}")),
+            batch: Script::new(&format!("{COMMON}{APPEND_BATCH}")),
+            announce,
+        };
         let appender = match bridge {
             LiveBridge::Classic(_) => {
-                let scripts = Scripts {
-                    many: append.clone(),
-                    batch: append_batch.clone(),
-                };
-                Some(Appender::spawn(connection.clone(), scripts, config))
+                Some(Appender::spawn(connection.clone(), scripts.clone(), config))
             }
             LiveBridge::Sharded(_) => None,
         };
         Ok(Arc::new(Self {
-            append,
+            scripts,
             appender,
-            append_batch,
             range: Script::new(RANGE),
             summary: Script::new(SUMMARY),
             connection,
@@ -524,7 +326,7 @@ impl EventStore for RedisStore {
             None => {
                 let mut connection = self.connection.clone();
                 let events = std::iter::once(&args);
-                let outcomes = append_group(&self.append, &mut connection, &self.config, events);
+                let outcomes = append_group(&self.scripts, &mut connection, &self.config, events);
                 outcomes
                     .await?
                     .pop()
@@ -570,7 +372,7 @@ impl EventStore for RedisStore {
             Some(appender) => appender.append_batch(args).await?,
             None => {
                 let mut connection = self.connection.clone();
-                append_batch(&self.append_batch, &mut connection, &self.config, &args).await?
+                append_batch(&self.scripts, &mut connection, &self.config, &args).await?
             }
         };
         let (receipt, epoch, duplicate, change) = self.finish_append(id, outcome, now).await?;
