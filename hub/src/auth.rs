@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use exechub_protocol::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -74,14 +75,14 @@ pub enum AuthError {
 
 impl AuthError {
     /// Machine-readable code for bodies and WebSocket errors.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Missing => "missing_token",
-            Self::Malformed => "malformed_token",
-            Self::BadSignature => "bad_signature",
-            Self::Expired => "token_expired",
-            Self::Invalid(_) => "invalid_token",
-            Self::Forbidden(_) => "forbidden",
+            Self::Missing => ErrorCode::MissingToken,
+            Self::Malformed => ErrorCode::MalformedToken,
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::Invalid(_) => ErrorCode::InvalidToken,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 
@@ -515,7 +516,7 @@ mod tests {
             "within the leeway"
         );
         let early = starting(now() + 60).expect_err("not yet valid");
-        assert_eq!(early.code(), "invalid_token");
+        assert_eq!(early.code(), ErrorCode::InvalidToken);
         assert!(early.to_string().contains("not yet valid"), "{early}");
     }
 

@@ -4,10 +4,9 @@
 //! codes, bodies and what is logged. Internal causes are logged, never sent.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use exechub_protocol::{ErrorCode, HttpValidationError, ValidationError};
-use serde_json::json;
+use exechub_protocol::{ErrorBody, ErrorCode, HttpValidationError, ValidationError};
 
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -65,83 +64,123 @@ impl IntoResponse for ApiError {
                 Json(HttpValidationError { detail }),
             )
                 .into_response(),
-            Self::PayloadTooLarge { limit } => {
-                let detail = format!("event body exceeds the limit of {limit} bytes");
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Json(json!({ "detail": detail })),
-                )
-                    .into_response()
-            }
-            Self::Store(error) if error.is_retryable() => {
-                tracing::warn!(%error, "store unavailable");
-                let body = Json(json!({ "detail": "event store unavailable, retry later" }));
-                let retry = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
-                (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
-            }
-            Self::Auth(refusal) if refusal.is_forbidden() => {
-                let body = json!({ "detail": refusal.to_string(), "code": refusal.code() });
-                (StatusCode::FORBIDDEN, Json(body)).into_response()
-            }
-            Self::Auth(refusal) => {
-                // RFC 6750: say the scheme, and why when a token was presented.
-                let challenge = match &refusal {
-                    AuthError::Missing => r#"Bearer realm="exechub""#.to_owned(),
-                    other => format!(
-                        r#"Bearer realm="exechub", error="invalid_token", error_description="{other}""#
-                    ),
-                };
-                let header = HeaderValue::from_str(&challenge)
-                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-                let body = json!({ "detail": refusal.to_string(), "code": refusal.code() });
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, header)],
-                    Json(body),
-                )
-                    .into_response()
-            }
-            Self::RateLimited(limited) => {
-                let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let body = json!({ "detail": limited.to_string(), "code": "rate_limited" });
-                let retry = [(header::RETRY_AFTER, HeaderValue::from(seconds))];
-                (StatusCode::TOO_MANY_REQUESTS, retry, Json(body)).into_response()
-            }
-            Self::TokenLimit(limit) => {
-                let body = json!({ "detail": limit.to_string(), "code": "too_many_subscriptions" });
-                (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
-            }
-            Self::Busy(what) => {
-                let detail = format!("the hub is at its {what} limit; retry later");
-                let body = Json(json!({ "detail": detail, "code": "busy" }));
-                let retry = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
-                (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response()
-            }
             Self::StreamEnded => StatusCode::NO_CONTENT.into_response(),
-            Self::NotFound => (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "detail": "Execution not found" })),
-            )
-                .into_response(),
-            Self::OriginNotAllowed => {
-                let body = json!({ "detail": "this origin may not open WebSockets", "code": "origin_not_allowed" });
-                (StatusCode::FORBIDDEN, Json(body)).into_response()
-            }
-            Self::Store(StoreError::Ended { status }) => {
-                let detail = format!("execution has ended ({status}); it accepts no more events");
-                let body = json!({ "detail": detail, "code": "execution_ended" });
-                (StatusCode::CONFLICT, Json(body)).into_response()
-            }
-            Self::Store(error) => {
-                tracing::error!(%error, "store failure");
-                let body = Json(json!({ "detail": "internal error" }));
-                (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+            error => {
+                let (status, body) = error.answer();
+                (status, error.headers(), Json(body)).into_response()
             }
         }
     }
 }
 
-/// The WebSocket error code and client-facing message for a store failure.
+impl ApiError {
+    /// The status and the one error body; internal causes are logged here,
+    /// never sent.
+    fn answer(&self) -> (StatusCode, ErrorBody) {
+        let (status, code, detail) = match self {
+            Self::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                format!("event body exceeds the limit of {limit} bytes"),
+            ),
+            Self::Store(error) => return store_answer(error),
+            Self::Auth(refusal) if refusal.is_forbidden() => {
+                (StatusCode::FORBIDDEN, refusal.code(), refusal.to_string())
+            }
+            Self::Auth(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                refusal.code(),
+                refusal.to_string(),
+            ),
+            Self::RateLimited(limited) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                limited.to_string(),
+            ),
+            Self::TokenLimit(limit) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManySubscriptions,
+                limit.to_string(),
+            ),
+            Self::Busy(what) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Busy,
+                format!("the hub is at its {what} limit; retry later"),
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "Execution not found".to_owned(),
+            ),
+            Self::OriginNotAllowed => (
+                StatusCode::FORBIDDEN,
+                ErrorCode::OriginNotAllowed,
+                "this origin may not open WebSockets".to_owned(),
+            ),
+            // Answered without a body by `into_response`.
+            Self::Validation(_) | Self::StreamEnded => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                String::new(),
+            ),
+        };
+        (status, ErrorBody::new(code, detail))
+    }
+
+    /// `Retry-After` where retrying later helps, and RFC 6750's challenge on a 401.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let retry_after = match self {
+            Self::Store(error) if error.is_retryable() => Some(1),
+            Self::Busy(_) => Some(5),
+            Self::RateLimited(limited) => {
+                Some(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Self::Auth(refusal) = self
+            && !refusal.is_forbidden()
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge(refusal));
+        }
+        headers
+    }
+}
+
+/// RFC 6750: the scheme, and why when a token was presented.
+fn challenge(refusal: &AuthError) -> HeaderValue {
+    let challenge = match refusal {
+        AuthError::Missing => r#"Bearer realm="exechub""#.to_owned(),
+        other => {
+            format!(r#"Bearer realm="exechub", error="invalid_token", error_description="{other}""#)
+        }
+    };
+    HeaderValue::from_str(&challenge).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// A store failure over HTTP: 409 after the end, 503 when retrying helps,
+/// else 500.
+fn store_answer(error: &StoreError) -> (StatusCode, ErrorBody) {
+    let status = match error {
+        StoreError::Ended { status } => {
+            let detail = format!("execution has ended ({status}); it accepts no more events");
+            return (
+                StatusCode::CONFLICT,
+                ErrorBody::new(ErrorCode::ExecutionEnded, detail),
+            );
+        }
+        error if error.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let (code, detail) = ws_store_error(error);
+    (status, ErrorBody::new(code, detail))
+}
+
+/// The error code and client-facing message for a store failure (WebSocket,
+/// SSE and, with its status, HTTP); its cause is logged here.
 pub fn ws_store_error(error: &StoreError) -> (ErrorCode, &'static str) {
     if let StoreError::Ended { .. } = error {
         (

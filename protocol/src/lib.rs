@@ -17,6 +17,7 @@
 //!   reads or writes frames without the derives (the browser client).
 
 pub mod backoff;
+pub mod error;
 pub mod event;
 pub mod execution;
 pub mod names;
@@ -24,6 +25,7 @@ pub mod publish;
 pub mod validation;
 pub mod ws;
 
+pub use error::{ErrorBody, ErrorCode};
 pub use event::{BatchAccepted, Event, EventData, HistoryPage, PageLost, PublishAccepted};
 pub use execution::{ExecutionList, ExecutionSummary, StatusFilter};
 pub use publish::{
@@ -31,4 +33,4 @@ pub use publish::{
     body_not_json, is_idempotency_key, publish_problems, validate_execution_id,
 };
 pub use validation::{HttpValidationError, Loc, ValidationError};
-pub use ws::{ClientMsg, ErrorCode, LostReason, RequestId, ServerMsg, close, is_epoch};
+pub use ws::{ClientMsg, LostReason, RequestId, ServerMsg, close, is_epoch};

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::ErrorCode;
 use crate::event::{Event, EventData};
 use crate::execution::{ExecutionSummary, StatusFilter};
 use crate::names::{field, op};
@@ -271,79 +272,6 @@ impl LostReason {
             Self::Expired => "expired",
             Self::Trimmed => "trimmed",
             Self::Reset => "reset",
-        }
-    }
-}
-
-/// Why a request failed. Data, so clients can branch on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The frame is not a JSON object with a string `op`, or is binary.
-    BadFrame,
-    /// `op` names no known operation.
-    UnknownOp,
-    /// Fields are missing or mistyped; `detail` says which.
-    InvalidRequest,
-    /// `unsubscribe` for an execution that is not subscribed.
-    NotSubscribed,
-    /// `subscribe` for an execution that is already subscribed on this connection.
-    AlreadySubscribed,
-    /// The connection reached its subscription limit.
-    TooManySubscriptions,
-    /// The event store is unavailable; retry later.
-    Unavailable,
-    /// An unexpected server-side failure.
-    Internal,
-    /// The token is missing, malformed, badly signed or expired.
-    Unauthorized,
-    /// The token is valid but does not allow this operation on this execution.
-    Forbidden,
-    /// The client's publish rate limit is reached; retry later (the message says when).
-    RateLimited,
-    /// The execution has ended (its terminal event was stored); it takes no more events.
-    ExecutionEnded,
-}
-
-impl ErrorCode {
-    /// Every code, for looking one up by its wire name.
-    const ALL: [Self; 12] = [
-        Self::BadFrame,
-        Self::UnknownOp,
-        Self::InvalidRequest,
-        Self::NotSubscribed,
-        Self::AlreadySubscribed,
-        Self::TooManySubscriptions,
-        Self::Unavailable,
-        Self::Internal,
-        Self::Unauthorized,
-        Self::Forbidden,
-        Self::RateLimited,
-        Self::ExecutionEnded,
-    ];
-
-    /// The code named `wire` (e.g. `"bad_frame"`), if this version knows it;
-    /// for clients that read frames without serde.
-    pub fn from_wire(wire: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|code| code.as_str() == wire)
-    }
-
-    /// The code as it appears on the wire, e.g. `"bad_frame"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadFrame => "bad_frame",
-            Self::UnknownOp => "unknown_op",
-            Self::InvalidRequest => "invalid_request",
-            Self::NotSubscribed => "not_subscribed",
-            Self::AlreadySubscribed => "already_subscribed",
-            Self::TooManySubscriptions => "too_many_subscriptions",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::RateLimited => "rate_limited",
-            Self::ExecutionEnded => "execution_ended",
         }
     }
 }
@@ -753,26 +681,5 @@ mod tests {
         let err = ClientMsg::decode(r#"{"op":"publish","id":2,"data":[]}"#).expect_err("invalid");
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert_eq!(err.detail.map(|d| d.len()), Some(3));
-    }
-
-    #[test]
-    fn error_code_strings_match_serde() {
-        for code in [
-            ErrorCode::BadFrame,
-            ErrorCode::TooManySubscriptions,
-            ErrorCode::Unavailable,
-        ] {
-            assert_eq!(
-                serde_json::to_value(code).expect("serializes"),
-                code.as_str()
-            );
-        }
-        for code in ErrorCode::ALL {
-            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
-            let parsed: ErrorCode =
-                serde_json::from_value(code.as_str().into()).expect("deserializes");
-            assert_eq!(parsed, code);
-        }
-        assert_eq!(ErrorCode::from_wire("newer_code"), None);
     }
 }

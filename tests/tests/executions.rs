@@ -198,8 +198,8 @@ async fn the_terminal_event_ends_the_execution_on_every_node(shared: Shared) -> 
     }
     let (status, body) = get(&a, "/api/v1/executions/no-such-execution", None).await?;
     assert_eq!(
-        (status, body["detail"].as_str()),
-        (404, Some("Execution not found"))
+        (status, body["detail"].as_str(), body["code"].as_str()),
+        (404, Some("Execution not found"), Some("not_found"))
     );
     Ok(())
 }

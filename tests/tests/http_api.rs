@@ -176,6 +176,7 @@ async fn oversized_body_is_413_and_not_stored() -> Result<()> {
             .is_some_and(|d| d.contains("1024")),
         "{answer}"
     );
+    assert_eq!(answer["code"], "payload_too_large", "{answer}");
     assert_eq!(hub.history(&id, 0).await?["last_seq"], 0);
     assert_eq!(hub.publish(&id, "small", json!({})).await?, 1);
     Ok(())

@@ -4,7 +4,9 @@
 //! by the call that caused it, or handed to an error callback.
 //!
 //! The enum is plain Rust (host-testable); only [`ClientError::to_js`] touches
-//! JavaScript.
+//! JavaScript. It depends on nothing else in this crate. Codes are the
+//! protocol's (`exechub_protocol::ErrorCode`), as the hub sends them over
+//! HTTP and the socket, plus the client's own (`not_connected`, `closed`, …).
 
 use exechub_protocol::{ErrorCode, ValidationError};
 use js_sys::Reflect;
@@ -41,8 +43,8 @@ pub enum ClientError {
     Http {
         /// The status code.
         status: u16,
-        /// The hub's error code when the body names one (e.g. a 409's
-        /// `execution_ended`); otherwise the status decides the code.
+        /// The hub's error code from the body (`http_error` without one:
+        /// not the hub's answer, e.g. a proxy's).
         code: Option<ErrorCode>,
         /// The hub's `detail` text, or the status text.
         message: String,
@@ -83,7 +85,7 @@ impl ClientError {
             Self::Http {
                 code: Some(code), ..
             } => code.as_str(),
-            Self::Http { status, .. } => http_code(*status),
+            Self::Http { code: None, .. } => "http_error",
             Self::Network(_) => "network_error",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::Protocol(_) => "protocol_error",
@@ -106,24 +108,13 @@ impl ClientError {
         // Setting properties on a fresh Error object cannot fail.
         let _ = Reflect::set(object, &"code".into(), &self.code().into());
         if let Some(detail) = self.detail() {
-            let _ = Reflect::set(object, &"detail".into(), &crate::wire::to_js(detail));
+            let detail = serde_wasm_bindgen::to_value(detail).unwrap_or(JsValue::NULL);
+            let _ = Reflect::set(object, &"detail".into(), &detail);
         }
         if let Self::Http { status, .. } = self {
             let _ = Reflect::set(object, &"status".into(), &JsValue::from(*status));
         }
         error.into()
-    }
-}
-
-/// The code of an HTTP error status, as the hub means it.
-fn http_code(status: u16) -> &'static str {
-    match status {
-        401 => ErrorCode::Unauthorized.as_str(),
-        403 => ErrorCode::Forbidden.as_str(),
-        422 => ErrorCode::InvalidRequest.as_str(),
-        429 => ErrorCode::RateLimited.as_str(),
-        503 => ErrorCode::Unavailable.as_str(),
-        _ => "http_error",
     }
 }
 
@@ -138,34 +129,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_statuses_read_as_the_hubs_codes() {
-        let http = |status| ClientError::Http {
+    fn http_errors_carry_the_hubs_code_and_nothing_is_guessed_from_the_status() {
+        let http = |status, code| ClientError::Http {
             status,
-            code: None,
+            code,
             message: String::new(),
             detail: None,
         };
-        let codes: Vec<&str> = [401, 403, 422, 429, 500, 503]
-            .map(|status| http(status).code())
-            .into();
         assert_eq!(
-            codes,
-            [
-                "unauthorized",
-                "forbidden",
-                "invalid_request",
-                "rate_limited",
-                "http_error",
-                "unavailable"
-            ]
+            http(409, Some(ErrorCode::ExecutionEnded)).code(),
+            "execution_ended"
         );
+        assert_eq!(
+            http(401, Some(ErrorCode::TokenExpired)).code(),
+            "token_expired"
+        );
+        assert_eq!(http(502, None).code(), "http_error", "a proxy's answer");
         assert_eq!(ClientError::invalid(Vec::new()).code(), "invalid_request");
-        let ended = ClientError::Http {
-            status: 409,
-            code: Some(ErrorCode::ExecutionEnded),
-            message: String::new(),
-            detail: None,
-        };
-        assert_eq!(ended.code(), "execution_ended");
     }
 }

@@ -205,19 +205,26 @@ async fn send(request: RequestBuilder, body: Option<String>) -> Result<String, C
     Ok(text)
 }
 
-/// [`ClientError::Http`] for an error status, keeping the hub's detail: the
-/// 422 list, or the text and code other errors carry (`detail`, `code`).
+/// [`ClientError::Http`] for an error status, keeping the hub's answer: a
+/// 422's list (FastAPI's shape, `invalid_request`), or the `ErrorBody`'s
+/// text and code.
 fn http_error(response: &Response, body: &str) -> ClientError {
-    let (message, detail) = match wire::parse::<HttpValidationError>(body, "error") {
-        Ok(invalid) => ("invalid request".to_owned(), Some(invalid.detail)),
+    let status = response.status();
+    let (code, message, detail) = match wire::parse::<HttpValidationError>(body, "error") {
+        Ok(invalid) => (
+            Some(ErrorCode::InvalidRequest),
+            "invalid request".to_owned(),
+            Some(invalid.detail),
+        ),
         Err(_) => (
+            body_text(body, field::CODE).and_then(|code| ErrorCode::from_wire(&code)),
             body_text(body, field::DETAIL).unwrap_or_else(|| response.status_text()),
             None,
         ),
     };
     ClientError::Http {
-        status: response.status(),
-        code: body_text(body, field::CODE).and_then(|code| ErrorCode::from_wire(&code)),
+        status,
+        code,
         message,
         detail,
     }

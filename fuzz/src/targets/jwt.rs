@@ -104,7 +104,7 @@ pub fn jwt_token(input: &[u8]) -> String {
         .iter()
         .map(|auth| match auth.authenticate(Some(&token)) {
             Ok(grant) => format!("ok:{}", grant.check(Action::Publish, "ci-1").is_ok()),
-            Err(refusal) => refusal.code().to_owned(),
+            Err(refusal) => refusal.code().as_str().to_owned(),
         })
         .collect();
     labels.join("|")

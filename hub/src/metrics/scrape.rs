@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use exechub_protocol::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -27,7 +28,7 @@ const TOP: usize = 10;
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
-        (status = 401, description = "`--metrics-token` is set and the request does not carry it", body = crate::transport::openapi::Detail),
+        (status = 401, description = "`--metrics-token` is set and the request does not carry it", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(refusal) = refuse(&app, &headers) {
@@ -58,7 +59,7 @@ pub struct Snapshot {
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "Metrics summary", body = Snapshot),
-        (status = 401, description = "`--metrics-token` is set and the request does not carry it", body = crate::transport::openapi::Detail),
+        (status = 401, description = "`--metrics-token` is set and the request does not carry it", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn metrics_json(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(refusal) = refuse(&app, &headers) {
@@ -91,7 +92,10 @@ fn refuse(app: &AppState, headers: &HeaderMap) -> Option<Response> {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(r#"Bearer realm="exechub-metrics""#),
     )];
-    let body = Json(json!({ "detail": "metrics need the --metrics-token bearer token" }));
+    let body = Json(ErrorBody::new(
+        ErrorCode::Unauthorized,
+        "metrics need the --metrics-token bearer token",
+    ));
     Some((StatusCode::UNAUTHORIZED, challenge, body).into_response())
 }
 

@@ -33,11 +33,11 @@ const SCAN_PAGES: usize = 20;
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "The execution's summary", body = ExecutionSummary),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
-        (status = 404, description = "Execution not found", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
+        (status = 404, description = "Execution not found", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail),
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn summary(
     State(app): State<AppState>,
@@ -63,11 +63,11 @@ pub async fn summary(
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "The summary once ended, or as it stands when the wait ran out", body = ExecutionSummary),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
-        (status = 404, description = "Execution not found (after the wait)", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
+        (status = 404, description = "Execution not found (after the wait)", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail),
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn result(
     State(app): State<AppState>,
@@ -98,9 +98,9 @@ pub async fn result(
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "Executions the caller may subscribe to, most recently updated first", body = ExecutionList),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail),
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn list(
     State(app): State<AppState>,

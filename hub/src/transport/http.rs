@@ -41,14 +41,14 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 1_000;
     responses(
         (status = 202, description = "Stored; the event's seq", body = exechub_protocol::PublishAccepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when an earlier publish with this key answered"))),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
-        (status = 409, description = "The execution has ended", body = crate::transport::openapi::Detail),
-        (status = 413, description = "The body exceeds --max-event-bytes", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
+        (status = 409, description = "The execution has ended", body = exechub_protocol::ErrorBody),
+        (status = 413, description = "The body exceeds --max-event-bytes", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 429, description = "Over the client's publish rate", body = crate::transport::openapi::Detail,
+        (status = 429, description = "Over the client's publish rate", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
 pub async fn publish(State(app): State<AppState>, request: PublishRequest) -> Response {
@@ -94,14 +94,14 @@ async fn publish_one(app: AppState, request: PublishRequest) -> Result<Response,
     responses(
         (status = 202, description = "Stored with consecutive seqs", body = exechub_protocol::BatchAccepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when an earlier batch with this key answered"))),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
-        (status = 409, description = "The execution has ended", body = crate::transport::openapi::Detail),
-        (status = 413, description = "The body exceeds --max-batch-bytes", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
+        (status = 409, description = "The execution has ended", body = exechub_protocol::ErrorBody),
+        (status = 413, description = "The body exceeds --max-batch-bytes", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error (nothing stored)", body = exechub_protocol::HttpValidationError),
-        (status = 429, description = "Over the client's publish rate", body = crate::transport::openapi::Detail,
+        (status = 429, description = "Over the client's publish rate", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail,
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
 pub async fn publish_batch(State(app): State<AppState>, request: PublishRequest) -> Response {
@@ -262,10 +262,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ValidationErro
     security((), ("BearerAuth" = [])),
     responses(
         (status = 200, description = "Stored events after `after`", body = exechub_protocol::HistoryPage),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 503, description = "The event store is unavailable; retry", body = crate::transport::openapi::Detail),
+        (status = 503, description = "The event store is unavailable; retry", body = exechub_protocol::ErrorBody),
     ))]
 pub async fn history(
     State(app): State<AppState>,

@@ -14,16 +14,6 @@ use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// An error answer other than a validation error: `{"detail": "…", "code": "…"}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Detail {
-    /// What went wrong, for people.
-    pub detail: String,
-    /// What went wrong, for programs (e.g. `rate_limited`, `busy`, `execution_ended`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-}
-
 /// A development token, `GET /dev/token`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DevToken {
@@ -54,7 +44,7 @@ pub struct DevToken {
         openapi_json,
         super::status::page,
     ),
-    components(schemas(Detail, DevToken, exechub_protocol::StatusFilter)),
+    components(schemas(exechub_protocol::ErrorBody, exechub_protocol::ErrorCode, DevToken, exechub_protocol::StatusFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "executions", description = "Publish, history and live streams"),

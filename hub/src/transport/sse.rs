@@ -23,7 +23,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use exechub_protocol::{Loc, ValidationError};
+use exechub_protocol::{ErrorCode, Loc, ValidationError};
 use futures_util::stream;
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -56,11 +56,11 @@ use crate::{AppState, ConnectionGuard};
     responses(
         (status = 200, description = "Server-Sent Events: one `data:` message per event, `id: <epoch>-<seq>`; `event: end` after the terminal event", content_type = "text/event-stream", body = String),
         (status = 204, description = "The execution has ended and the client has everything up to its terminal event (EventSource stops)"),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
         (status = 422, description = "Validation Error", body = exechub_protocol::HttpValidationError),
-        (status = 429, description = "The token holds its maximum of subscriptions", body = crate::transport::openapi::Detail),
-        (status = 503, description = "At the connection or subscription limit", body = crate::transport::openapi::Detail,
+        (status = 429, description = "The token holds its maximum of subscriptions", body = exechub_protocol::ErrorBody),
+        (status = 503, description = "At the connection or subscription limit", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
 pub async fn stream(
@@ -201,7 +201,7 @@ impl Stream {
         Poll::Ready(match closing {
             Closing::SlowConsumer => {
                 self.ending = "slow_consumer";
-                Next::Last(error_frame("slow_consumer"))
+                Next::Last(error_frame(ErrorCode::SlowConsumer.as_str()))
             }
             Closing::Done => {
                 self.ending = "done";
@@ -326,7 +326,7 @@ impl Pump {
             }
             () = until(&mut self.expiry) => {
                 self.stream.ending = "token_expired";
-                Next::Last(error_frame("token_expired"))
+                Next::Last(error_frame(ErrorCode::TokenExpired.as_str()))
             }
             next = poll_fn(|cx| self.stream.poll_outbox(cx)) => next,
             _ = self.keepalive.tick() => Next::Frame(Bytes::from_static(b": keep-alive\n\n")),

@@ -44,9 +44,9 @@ pub const READ_BUFFER: usize = 512;
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", content_type = "text/plain", body = String),
-        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = crate::transport::openapi::Detail),
-        (status = 403, description = "The token does not allow this execution", body = crate::transport::openapi::Detail),
-        (status = 503, description = "At the connection limit", body = crate::transport::openapi::Detail,
+        (status = 401, description = "No token, or an invalid one (when the hub requires tokens)", body = exechub_protocol::ErrorBody),
+        (status = 403, description = "The token does not allow this execution", body = exechub_protocol::ErrorBody),
+        (status = 503, description = "At the connection limit", body = exechub_protocol::ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
 pub async fn upgrade(

@@ -155,7 +155,11 @@ export type ErrorCode =
   | "too_many_subscriptions" | "unavailable" | "internal"
   | "unauthorized" | "forbidden" | "rate_limited"
   /** A publish after the execution's terminal event (HTTP 409 or over the socket). */
-  | "execution_ended";
+  | "execution_ended"
+  /** HTTP 401: why the token was refused. */
+  | "missing_token" | "malformed_token" | "bad_signature" | "token_expired" | "invalid_token"
+  /** HTTP: the hub at a limit (503), an origin refused (403), not found (404), too large (413). */
+  | "busy" | "origin_not_allowed" | "not_found" | "payload_too_large" | "slow_consumer";
 
 /** Every failure of the client is an `ExechubError`. */
 export interface ExechubError extends Error {
