@@ -397,6 +397,12 @@ impl Config {
         })
     }
 
+    /// Whether the terminal event is the last one (`--allow-publish-after-end`):
+    /// the one place the flag is read.
+    pub fn after_end(&self) -> crate::lifecycle::AfterEnd {
+        crate::lifecycle::AfterEnd::from_flag(self.allow_publish_after_end)
+    }
+
     /// Settings for the store.
     pub fn store(&self) -> crate::store::StoreConfig {
         crate::store::StoreConfig {
@@ -405,7 +411,7 @@ impl Config {
             idempotency_window: Duration::from_secs(self.idempotency_window),
             max_bytes: self.memory_max_bytes,
             final_state_ttl: self.final_state_ttl,
-            allow_publish_after_end: self.allow_publish_after_end,
+            after_end: self.after_end(),
             max_listed: self.max_listed_executions,
         }
     }

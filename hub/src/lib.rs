@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod event;
 pub mod feeds;
@@ -82,7 +83,7 @@ pub struct Hub {
     /// Which events end an execution.
     pub lifecycle: Arc<lifecycle::Lifecycle>,
     /// Who follows the list of executions (and waits for results) on this node.
-    pub directory: Arc<lifecycle::directory::Directory>,
+    pub directory: Arc<directory::Directory>,
     /// Publish rate per client.
     pub publish_limit: limits::PublishLimiter,
     /// Subscriptions per token.
@@ -219,10 +220,8 @@ impl AppState {
         let store = metrics::store::MeteredStore::wrap(store, backend);
         let stats = Arc::new(Stats::new(config.connection_limit(open_files_limit())));
         let providers = Providers::start(config.providers(), &shutdown).await?;
-        let lifecycle =
-            lifecycle::Lifecycle::new(&config.terminal_event_types, config.allow_publish_after_end);
-        let directory =
-            lifecycle::directory::Directory::spawn(Arc::clone(&store), shutdown.clone());
+        let lifecycle = lifecycle::Lifecycle::new(&config.terminal_event_types, config.after_end());
+        let directory = directory::Directory::spawn(Arc::clone(&store), shutdown.clone());
         Ok(Self(Arc::new(Hub {
             publisher: Arc::new(Publisher::new(
                 Arc::clone(&store),

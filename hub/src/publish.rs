@@ -21,9 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
+use crate::directory::Directory;
 use crate::event::{Epoch, NewBatch, NewEvent, splice_seq};
 use crate::lifecycle::Lifecycle;
-use crate::lifecycle::directory::Directory;
 use crate::providers::{Delivery, Providers};
 use crate::store::{BatchReceipt, Change, EventStore, Receipt, StoreError};
 
@@ -131,7 +131,7 @@ impl Publisher {
                 continue;
             };
             // Events after the terminal one would be publishes after the end.
-            if i + 1 < count && self.lifecycle.ends_subscriptions() {
+            if i + 1 < count && self.lifecycle.after_end().is_final() {
                 return Err(StoreError::Ended {
                     status: status.to_string(),
                 });

@@ -49,8 +49,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::AppState;
 use crate::auth::{Action, AuthError, Grant};
+use crate::directory::Following;
 use crate::event::{Epoch, FrameEvents, NewBatch, NewEvent, PublishFrame};
-use crate::lifecycle::directory::Following;
 use crate::limits::{ClientKey, TokenSlot};
 use crate::metrics::{self, PublishResult, Transport};
 use crate::outbox::{Closing, Outbox, PushError};

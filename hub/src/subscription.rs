@@ -300,7 +300,7 @@ impl<E: Encoder> Inner<E> {
     /// executions still take events), and for SSE the stream too.
     fn ended(&self, state: &mut State) {
         state.told_end = true;
-        if self.lifecycle.ends_subscriptions() {
+        if self.lifecycle.after_end().is_final() {
             state.ended = true;
             if E::END_ENDS_CONNECTION {
                 self.outbox.close(Closing::Done);

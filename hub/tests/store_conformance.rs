@@ -78,7 +78,7 @@ conformance! {
     final_state_outlives_the_events
         with StoreConfig { ttl: Duration::from_secs(1), ..config() };
     ended_batch_and_publish_after_end_when_allowed
-        with StoreConfig { allow_publish_after_end: true, ..config() };
+        with StoreConfig { after_end: exechub::lifecycle::AfterEnd::Open, ..config() };
     list_of_executions_is_newest_first_and_pages_by_cursor with config();
 }
 

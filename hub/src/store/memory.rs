@@ -274,7 +274,7 @@ impl MemoryStore {
                 change: Change::None,
             });
         }
-        if !self.config.allow_publish_after_end
+        if self.config.after_end.is_final()
             && let Some(ending) = state
                 .summaries
                 .get(execution_id)
@@ -622,7 +622,7 @@ mod tests {
             idempotency_window: Duration::from_secs(5),
             max_bytes,
             final_state_ttl: Duration::from_secs(60),
-            allow_publish_after_end: false,
+            after_end: crate::lifecycle::AfterEnd::Final,
             max_listed: 1000,
         };
         MemoryStore::new(config, Feeds::new())

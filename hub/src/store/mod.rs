@@ -16,6 +16,7 @@ use exechub_protocol::{ExecutionSummary, LostReason};
 use tokio::sync::oneshot;
 
 use crate::event::{Epoch, NewBatch, NewEvent, SharedEvent};
+use crate::lifecycle::AfterEnd;
 
 use std::time::Duration;
 
@@ -153,8 +154,9 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// How long an ended execution's summary outlives its events.
     pub final_state_ttl: Duration,
-    /// Whether an ended execution still takes events.
-    pub allow_publish_after_end: bool,
+    /// Whether an ended execution still takes events (checked by the store,
+    /// atomically with the append).
+    pub after_end: AfterEnd,
     /// Executions the list of executions keeps.
     pub max_listed: usize,
 }

@@ -37,7 +37,7 @@ fn store(ttl: Duration, max_events: u64) -> (Arc<dyn EventStore>, Arc<Feeds>) {
         idempotency_window: Duration::from_secs(60),
         max_bytes: usize::MAX,
         final_state_ttl: Duration::from_secs(60),
-        allow_publish_after_end: false,
+        after_end: crate::lifecycle::AfterEnd::Final,
         max_listed: 1000,
     };
     (MemoryStore::new(config, feeds.clone()), feeds)
@@ -144,7 +144,7 @@ fn subscribe(
         node_limit: 100,
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
             &["execution_completed".into()],
-            false,
+            crate::lifecycle::AfterEnd::Final,
         )),
     };
     let sub = Subscription::start(

@@ -31,7 +31,7 @@ pub fn config() -> StoreConfig {
         idempotency_window: Duration::from_secs(60),
         max_bytes: usize::MAX,
         final_state_ttl: Duration::from_secs(60),
-        allow_publish_after_end: false,
+        after_end: exechub::lifecycle::AfterEnd::Final,
         max_listed: 1_000,
     }
 }

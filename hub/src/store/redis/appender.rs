@@ -125,7 +125,7 @@ fn add_shared(cmd: &mut redis::Cmd, config: &StoreConfig, announce: Announce) {
     cmd.arg(config.ttl.as_secs().max(1))
         .arg(config.max_events)
         .arg(config.idempotency_window.as_secs().max(1))
-        .arg(u8::from(config.allow_publish_after_end))
+        .arg(u8::from(!config.after_end.is_final()))
         .arg(config.final_state_ttl.as_secs())
         .arg(now_ms())
         .arg(Epoch::random().as_str())
