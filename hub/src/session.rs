@@ -453,29 +453,10 @@ impl Session {
         epoch: Option<String>,
     ) -> Result<(), Ending> {
         let key: Arc<str> = Arc::from(execution_id.as_str());
-        if self
-            .subscriptions
-            .get(&key)
-            .is_some_and(|held| !held.subscription.is_ended())
-        {
-            let msg = "already subscribed to this execution";
-            return self.reply(error_msg(
-                id,
-                ErrorCode::AlreadySubscribed,
-                msg,
-                Some(execution_id),
-            ));
-        }
-        self.subscriptions.remove(&key);
-        if self.subscriptions.len() >= self.app.config.max_subscriptions {
-            let msg = "subscription limit of this connection reached";
-            return self.reply(error_msg(
-                id,
-                ErrorCode::TooManySubscriptions,
-                msg,
-                Some(execution_id),
-            ));
-        }
+        let slot = match self.may_subscribe(&key) {
+            Ok(slot) => slot,
+            Err((code, msg)) => return self.reply(error_msg(id, code, &msg, Some(execution_id))),
+        };
         let start = Start {
             after,
             epoch: epoch.as_deref().and_then(Epoch::parse),
@@ -486,17 +467,6 @@ impl Session {
         let encoder = WsEncoder {
             id: id.clone(),
             execution_id: Arc::clone(&key),
-        };
-        let slot = match self.app.auth.enabled() {
-            true => match self.app.token_subscriptions.take(self.client) {
-                Ok(slot) => Some(slot),
-                Err(limit) => {
-                    let msg = limit.to_string();
-                    let code = ErrorCode::TooManySubscriptions;
-                    return self.reply(error_msg(id, code, &msg, Some(execution_id)));
-                }
-            },
-            false => None,
         };
         let outbox = Arc::clone(&self.outbox);
         match Subscription::start(
@@ -526,6 +496,27 @@ impl Session {
                 ))
             }
         }
+    }
+
+    /// Whether this connection may subscribe to `key` now, with the token's
+    /// slot for it when tokens are counted; else the refusal's code and text.
+    fn may_subscribe(&mut self, key: &Arc<str>) -> Result<Option<TokenSlot>, (ErrorCode, String)> {
+        let held = self.subscriptions.get(key);
+        if held.is_some_and(|held| !held.subscription.is_ended()) {
+            let msg = "already subscribed to this execution";
+            return Err((ErrorCode::AlreadySubscribed, msg.into()));
+        }
+        self.subscriptions.remove(key);
+        if self.subscriptions.len() >= self.app.config.max_subscriptions {
+            let msg = "subscription limit of this connection reached";
+            return Err((ErrorCode::TooManySubscriptions, msg.into()));
+        }
+        if !self.app.auth.enabled() {
+            return Ok(None);
+        }
+        let slot = self.app.token_subscriptions.take(self.client);
+        slot.map(Some)
+            .map_err(|limit| (ErrorCode::TooManySubscriptions, limit.to_string()))
     }
 
     fn unsubscribe(&mut self, id: Option<RequestId>, execution_id: String) -> Result<(), Ending> {

@@ -381,21 +381,7 @@ impl<E: Encoder> Inner<E> {
                     position = event.seq();
                 }
             }
-            // The end: after its terminal event, or when only the summary is
-            // left of the execution.
-            if let Some(end) = &page.ended
-                && (position >= end.seq || page.epoch.is_none())
-                && !self.lock().told_end
-            {
-                let item = Item::Ended {
-                    status: &end.status,
-                    seq: end.seq,
-                };
-                self.deliver(item, |state| self.ended(state)).await?;
-                if self.lock().ended {
-                    return Err(Stop::Ended);
-                }
-            }
+            self.tell_end(&page, position).await?;
             // Level with the store once the head is reached (a short page is
             // not enough: items that are not the hub's can shorten one).
             let done = position >= page.last_seq || page.events.is_empty();
@@ -403,6 +389,28 @@ impl<E: Encoder> Inner<E> {
                 return Ok(());
             }
         }
+    }
+
+    /// Tells the end, once: after its terminal event, or when only the
+    /// summary is left of the execution. `Stop::Ended` when the
+    /// subscription is over with it.
+    async fn tell_end(&self, page: &Page, position: u64) -> Result<(), Stop> {
+        let Some(end) = &page.ended else {
+            return Ok(());
+        };
+        let reached = position >= end.seq || page.epoch.is_none();
+        if !reached || self.lock().told_end {
+            return Ok(());
+        }
+        let item = Item::Ended {
+            status: &end.status,
+            seq: end.seq,
+        };
+        self.deliver(item, |state| self.ended(state)).await?;
+        if self.lock().ended {
+            return Err(Stop::Ended);
+        }
+        Ok(())
     }
 
     /// After a read that came back short: goes live unless something new

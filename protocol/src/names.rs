@@ -2,10 +2,9 @@
 //!
 //! The serde derives in this crate spell the same names (an attribute cannot
 //! take a constant); the tests below check that the two agree. Code that reads
-//! or writes frames without the derives uses these constants: the hub's frame
-//! decoder ([`ClientMsg::decode`](crate::ClientMsg::decode)) and the browser
-//! client, which reads the browser's `JSON.parse` output and writes its few
-//! frames by hand because serde's decoders would triple its download size.
+//! or writes JSON without the derives uses these constants: the hub's frame
+//! decoder ([`ClientMsg::decode`](crate::ClientMsg::decode)) and its quick
+//! publish readers, and the browser client's reading of error bodies.
 
 /// Field names, in every message and body that has them.
 pub mod field {
@@ -190,10 +189,19 @@ mod tests {
         assert_eq!(keys(&invalid), sorted(&[DETAIL]));
     }
 
+    /// Each frame serializes with its kind under `type` and exactly `fields`.
+    fn assert_server_frames<const N: usize>(frames: [(ServerMsg, &str, Vec<&str>); N]) {
+        for (frame, kind, mut fields) in frames {
+            assert_eq!(tag(&frame, TYPE), kind);
+            fields.push(TYPE);
+            assert_eq!(keys(&frame), sorted(&fields), "{kind}");
+        }
+    }
+
     #[test]
-    fn server_frames_use_the_named_kinds_and_fields() {
+    fn subscription_frames_use_the_named_kinds_and_fields() {
         let id = Some(RequestId::Num(1));
-        let frames = [
+        assert_server_frames([
             (
                 ServerMsg::Event {
                     epoch: Some("e1".into()),
@@ -221,6 +229,33 @@ mod tests {
                 vec![ID, EXECUTION_ID],
             ),
             (
+                ServerMsg::HistoryLost {
+                    execution_id: "e".into(),
+                    after: 1,
+                    resume_after: 2,
+                    reason: crate::LostReason::Expired,
+                    epoch: Some("e2".into()),
+                },
+                kind::HISTORY_LOST,
+                vec![EXECUTION_ID, AFTER, RESUME_AFTER, REASON, EPOCH],
+            ),
+            (
+                ServerMsg::Ended {
+                    execution_id: "e".into(),
+                    status: "completed".into(),
+                    seq: 3,
+                },
+                kind::ENDED,
+                vec![EXECUTION_ID, STATUS, SEQ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn answer_frames_use_the_named_kinds_and_fields() {
+        let id = Some(RequestId::Num(1));
+        assert_server_frames([
+            (
                 ServerMsg::Ack {
                     id: id.clone(),
                     execution_id: "e".into(),
@@ -241,26 +276,6 @@ mod tests {
                 vec![ID, EXPIRES_AT],
             ),
             (
-                ServerMsg::HistoryLost {
-                    execution_id: "e".into(),
-                    after: 1,
-                    resume_after: 2,
-                    reason: crate::LostReason::Expired,
-                    epoch: Some("e2".into()),
-                },
-                kind::HISTORY_LOST,
-                vec![EXECUTION_ID, AFTER, RESUME_AFTER, REASON, EPOCH],
-            ),
-            (
-                ServerMsg::Ended {
-                    execution_id: "e".into(),
-                    status: "completed".into(),
-                    seq: 3,
-                },
-                kind::ENDED,
-                vec![EXECUTION_ID, STATUS, SEQ],
-            ),
-            (
                 ServerMsg::Executions {
                     id: id.clone(),
                     executions: vec![],
@@ -279,18 +294,22 @@ mod tests {
                 kind::ERROR,
                 vec![ID, CODE, MESSAGE, EXECUTION_ID, DETAIL],
             ),
-        ];
-        for (frame, kind, mut fields) in frames {
-            assert_eq!(tag(&frame, TYPE), kind);
-            fields.push(TYPE);
-            assert_eq!(keys(&frame), sorted(&fields), "{kind}");
+        ]);
+    }
+
+    /// Each frame serializes with its op under `op` and exactly `fields`.
+    fn assert_client_frames<const N: usize>(frames: [(ClientMsg, &str, Vec<&str>); N]) {
+        for (frame, op, mut fields) in frames {
+            assert_eq!(tag(&frame, OP), op);
+            fields.push(OP);
+            assert_eq!(keys(&frame), sorted(&fields), "{op}");
         }
     }
 
     #[test]
-    fn client_frames_use_the_named_ops_and_fields() {
+    fn client_subscription_frames_use_the_named_ops_and_fields() {
         let id = Some(RequestId::Num(1));
-        let frames = [
+        assert_client_frames([
             (
                 ClientMsg::Subscribe {
                     id: id.clone(),
@@ -309,6 +328,26 @@ mod tests {
                 op::UNSUBSCRIBE,
                 vec![ID, EXECUTION_ID],
             ),
+            (
+                ClientMsg::SubscribeExecutions {
+                    id: id.clone(),
+                    status: crate::StatusFilter::Running,
+                },
+                op::SUBSCRIBE_EXECUTIONS,
+                vec![ID, STATUS],
+            ),
+            (
+                ClientMsg::UnsubscribeExecutions { id: id.clone() },
+                op::UNSUBSCRIBE_EXECUTIONS,
+                vec![ID],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn client_requests_use_the_named_ops_and_fields() {
+        let id = Some(RequestId::Num(1));
+        assert_client_frames([
             (
                 ClientMsg::Publish {
                     id: id.clone(),
@@ -338,25 +377,7 @@ mod tests {
                 op::AUTH,
                 vec![ID, TOKEN],
             ),
-            (
-                ClientMsg::SubscribeExecutions {
-                    id: id.clone(),
-                    status: crate::StatusFilter::Running,
-                },
-                op::SUBSCRIBE_EXECUTIONS,
-                vec![ID, STATUS],
-            ),
-            (
-                ClientMsg::UnsubscribeExecutions { id: id.clone() },
-                op::UNSUBSCRIBE_EXECUTIONS,
-                vec![ID],
-            ),
             (ClientMsg::Ping { id }, op::PING, vec![ID]),
-        ];
-        for (frame, op, mut fields) in frames {
-            assert_eq!(tag(&frame, OP), op);
-            fields.push(OP);
-            assert_eq!(keys(&frame), sorted(&fields), "{op}");
-        }
+        ]);
     }
 }

@@ -119,22 +119,8 @@ impl BatchRequest {
                 )]);
             }
         };
-        if items.is_empty() || items.len() > max_events {
-            let (kind, msg) = if items.is_empty() {
-                (
-                    "too_short",
-                    "List should have at least 1 item after validation, not 0".to_owned(),
-                )
-            } else {
-                let n = items.len();
-                (
-                    "too_long",
-                    format!(
-                        "List should have at most {max_events} items after validation, not {n}"
-                    ),
-                )
-            };
-            return Err(vec![ValidationError::new(loc(), kind, &msg)]);
+        if let Some(problem) = batch_length_problem(items.len(), max_events) {
+            return Err(vec![problem]);
         }
         let mut events = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
@@ -160,6 +146,17 @@ impl BatchRequest {
             Err(errors)
         }
     }
+}
+
+/// What is wrong with a batch of `n` events, if anything: none, or more than `max`.
+fn batch_length_problem(n: usize, max: usize) -> Option<ValidationError> {
+    let loc = vec![Loc::from("body"), Loc::from(field::EVENTS)];
+    if n == 0 {
+        let msg = "List should have at least 1 item after validation, not 0";
+        return Some(ValidationError::new(loc, "too_short", msg));
+    }
+    let msg = format!("List should have at most {max} items after validation, not {n}");
+    (n > max).then(|| ValidationError::new(loc, "too_long", &msg))
 }
 
 /// The JSON type of a request field: all that publish validation looks at.

@@ -333,50 +333,14 @@ impl ClientMsg {
     /// # Errors
     /// As [`ClientMsg::decode`].
     pub fn decode_limited(text: &str, max_batch_events: usize) -> Result<Self, FrameError> {
-        let mut fields = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::BadFrame,
-                    "frame must be a JSON object",
-                ));
-            }
-            Err(err) => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::BadFrame,
-                    format!("frame is not JSON: {err}"),
-                ));
-            }
-        };
-        let id = match fields.remove(field::ID) {
-            None | Some(Value::Null) => None,
-            // Echoed in the answer: a string id is bounded like an idempotency key.
-            Some(Value::String(id)) if id.len() > MAX_REQUEST_ID_BYTES => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::BadFrame,
-                    "id must be a string of at most 256 bytes or a non-negative integer",
-                ));
-            }
-            Some(raw) => Some(serde_json::from_value(raw).map_err(|_| {
-                FrameError::new(
-                    None,
-                    ErrorCode::BadFrame,
-                    "id must be a string or a non-negative integer",
-                )
-            })?),
-        };
-        let op = match fields.remove(field::OP) {
-            Some(Value::String(op)) => op,
-            _ => {
-                return Err(FrameError::new(
-                    id,
-                    ErrorCode::BadFrame,
-                    "frame needs a string `op`",
-                ));
-            }
+        let mut fields = frame_object(text)?;
+        let id = request_id(fields.remove(field::ID))?;
+        let Some(Value::String(op)) = fields.remove(field::OP) else {
+            return Err(FrameError::new(
+                id,
+                ErrorCode::BadFrame,
+                "frame needs a string `op`",
+            ));
         };
         match op.as_str() {
             op::SUBSCRIBE => decode_subscribe(id, fields),
@@ -390,41 +354,87 @@ impl ClientMsg {
             }
             op::PUBLISH => decode_publish(id, fields),
             op::SUBSCRIBE_EXECUTIONS => {
-                let status = match fields.remove(field::STATUS) {
-                    None | Some(Value::Null) => StatusFilter::All,
-                    Some(Value::String(status)) if StatusFilter::from_wire(&status).is_some() => {
-                        StatusFilter::from_wire(&status).unwrap_or_default()
-                    }
-                    Some(_) => {
-                        let problem = ValidationError::body_field(
-                            field::STATUS,
-                            "enum",
-                            "Input should be 'all', 'running' or 'ended'",
-                        );
-                        return Err(FrameError::invalid(id, vec![problem]));
-                    }
-                };
+                let status = status_filter(&id, fields.remove(field::STATUS))?;
                 Ok(Self::SubscribeExecutions { id, status })
             }
             op::UNSUBSCRIBE_EXECUTIONS => Ok(Self::UnsubscribeExecutions { id }),
             op::PING => Ok(Self::Ping { id }),
-            op::AUTH => match fields.remove(field::TOKEN) {
-                Some(Value::String(token)) => Ok(Self::Auth { id, token }),
-                _ => Err(FrameError::invalid(
-                    id,
-                    vec![ValidationError::body_field(
-                        field::TOKEN,
-                        "string_type",
-                        "Input should be a valid string",
-                    )],
-                )),
-            },
+            op::AUTH => decode_auth(id, fields),
             other => Err(FrameError::new(
                 id,
                 ErrorCode::UnknownOp,
                 format!("unknown op `{}`", echo(other)),
             )),
         }
+    }
+}
+
+/// The frame's fields, if it is a JSON object.
+fn frame_object(text: &str) -> Result<EventData, FrameError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(FrameError::new(
+            None,
+            ErrorCode::BadFrame,
+            "frame must be a JSON object",
+        )),
+        Err(err) => Err(FrameError::new(
+            None,
+            ErrorCode::BadFrame,
+            format!("frame is not JSON: {err}"),
+        )),
+    }
+}
+
+/// The request id, echoed in the answer: absent, a non-negative integer, or
+/// a string bounded like an idempotency key.
+fn request_id(raw: Option<Value>) -> Result<Option<RequestId>, FrameError> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if id.len() > MAX_REQUEST_ID_BYTES => Err(FrameError::new(
+            None,
+            ErrorCode::BadFrame,
+            "id must be a string of at most 256 bytes or a non-negative integer",
+        )),
+        Some(raw) => serde_json::from_value(raw).map(Some).map_err(|_| {
+            FrameError::new(
+                None,
+                ErrorCode::BadFrame,
+                "id must be a string or a non-negative integer",
+            )
+        }),
+    }
+}
+
+/// `subscribe_executions`' `status` (default `all`).
+fn status_filter(id: &Option<RequestId>, raw: Option<Value>) -> Result<StatusFilter, FrameError> {
+    match raw {
+        None | Some(Value::Null) => Ok(StatusFilter::All),
+        Some(Value::String(status)) if StatusFilter::from_wire(&status).is_some() => {
+            Ok(StatusFilter::from_wire(&status).unwrap_or_default())
+        }
+        Some(_) => {
+            let problem = ValidationError::body_field(
+                field::STATUS,
+                "enum",
+                "Input should be 'all', 'running' or 'ended'",
+            );
+            Err(FrameError::invalid(id.clone(), vec![problem]))
+        }
+    }
+}
+
+fn decode_auth(id: Option<RequestId>, mut fields: EventData) -> Result<ClientMsg, FrameError> {
+    match fields.remove(field::TOKEN) {
+        Some(Value::String(token)) => Ok(ClientMsg::Auth { id, token }),
+        _ => Err(FrameError::invalid(
+            id,
+            vec![ValidationError::body_field(
+                field::TOKEN,
+                "string_type",
+                "Input should be a valid string",
+            )],
+        )),
     }
 }
 

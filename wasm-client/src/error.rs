@@ -66,6 +66,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The hub's refusal of a WebSocket request.
+    pub fn hub(code: ErrorCode, message: String, detail: Option<Vec<ValidationError>>) -> Self {
+        Self::Hub {
+            code,
+            message,
+            detail,
+        }
+    }
+
     /// An `invalid_request` for problems the hub's rules found locally.
     pub fn invalid(detail: Vec<ValidationError>) -> Self {
         Self::Hub {

@@ -245,6 +245,31 @@ fn history_bytes(execution_id: &str, history: &History) -> usize {
     HISTORY_OVERHEAD + execution_id.len() + events + keys
 }
 
+/// The history `history_for` just made sure of.
+fn history_mut<'a>(
+    state: &'a mut State,
+    execution_id: &str,
+) -> Result<&'a mut History, StoreError> {
+    state
+        .histories
+        .get_mut(execution_id)
+        .ok_or_else(|| StoreError::Rejected("history vanished under the store lock".into()))
+}
+
+/// The receipt of the earlier append with idempotency key `idem`, while it
+/// is remembered.
+fn replay(history: &History, idem: Option<&str>, now: Instant) -> Option<BatchReceipt> {
+    let record = history.keys.get(idem?)?;
+    (record.until > now).then(|| BatchReceipt {
+        epoch: history.epoch.clone(),
+        first_seq: record.first,
+        last_seq: record.last,
+        timestamp: record.timestamp.clone(),
+        duplicate: true,
+        change: Change::None,
+    })
+}
+
 impl MemoryStore {
     /// Appends `events` (one or a batch) under one lock, or finds the earlier
     /// append with the same idempotency key (`idem`, already namespaced).
@@ -257,60 +282,14 @@ impl MemoryStore {
         let now = Instant::now();
         let mut state = self.lock();
         let key = self.history_for(&mut state, execution_id, now);
-        let history = state
-            .histories
-            .get_mut(execution_id)
-            .ok_or_else(|| StoreError::Rejected("history vanished under the store lock".into()))?;
-        if let Some(idem) = &idem
-            && let Some(record) = history.keys.get(idem)
-            && record.until > now
-        {
-            return Ok(BatchReceipt {
-                epoch: history.epoch.clone(),
-                first_seq: record.first,
-                last_seq: record.last,
-                timestamp: record.timestamp.clone(),
-                duplicate: true,
-                change: Change::None,
-            });
+        if let Some(replay) = replay(history_mut(&mut state, execution_id)?, idem.as_deref(), now) {
+            return Ok(replay);
         }
-        if self.config.after_end.is_final()
-            && let Some(ending) = state
-                .summaries
-                .get(execution_id)
-                .and_then(|s| s.ended.as_ref())
-        {
-            let status = ending.status.clone();
-            if state
-                .histories
-                .get(execution_id)
-                .is_some_and(|h| h.last_seq == 0)
-            {
-                state.remove(execution_id);
-            }
-            return Err(StoreError::Ended { status });
-        }
-        let Some(history) = state.histories.get_mut(execution_id) else {
-            return Err(StoreError::Rejected(
-                "history vanished under the store lock".into(),
-            ));
-        };
+        self.refuse_after_end(&mut state, execution_id)?;
+        let history = history_mut(&mut state, execution_id)?;
         let epoch = history.epoch.clone();
         let first_seq = history.last_seq + 1;
-        let mut delta = 0_isize;
-        let mut numbered = Vec::with_capacity(events.len());
-        for event in events {
-            history.last_seq += 1;
-            let shared = event.numbered(epoch.clone(), history.last_seq);
-            delta += (shared.json().len() + EVENT_OVERHEAD) as isize;
-            history.events.push_back(shared.clone());
-            numbered.push(shared);
-        }
-        while history.events.len() as u64 > self.config.max_events {
-            if let Some(trimmed) = history.events.pop_front() {
-                delta -= (trimmed.json().len() + EVENT_OVERHEAD) as isize;
-            }
-        }
+        let (numbered, mut delta) = self.number(history, &epoch, events);
         history.expires_at = now + self.config.ttl;
         let last_seq = history.last_seq;
         let timestamp = events
@@ -343,6 +322,55 @@ impl MemoryStore {
             duplicate: false,
             change,
         })
+    }
+
+    /// Refuses an append to an execution that has ended, unless the end is
+    /// not final; a history that the refused append just created goes again.
+    fn refuse_after_end(&self, state: &mut State, execution_id: &str) -> Result<(), StoreError> {
+        if !self.config.after_end.is_final() {
+            return Ok(());
+        }
+        let Some(ending) = state
+            .summaries
+            .get(execution_id)
+            .and_then(|s| s.ended.as_ref())
+        else {
+            return Ok(());
+        };
+        let status = ending.status.clone();
+        if state
+            .histories
+            .get(execution_id)
+            .is_some_and(|h| h.last_seq == 0)
+        {
+            state.remove(execution_id);
+        }
+        Err(StoreError::Ended { status })
+    }
+
+    /// Numbers `events` onto `history` and trims it to the retained count:
+    /// the stored events, and the bytes the history grew by.
+    fn number(
+        &self,
+        history: &mut History,
+        epoch: &Epoch,
+        events: &[NewEvent],
+    ) -> (Vec<SharedEvent>, isize) {
+        let mut delta = 0_isize;
+        let mut numbered = Vec::with_capacity(events.len());
+        for event in events {
+            history.last_seq += 1;
+            let shared = event.numbered(epoch.clone(), history.last_seq);
+            delta += (shared.json().len() + EVENT_OVERHEAD) as isize;
+            history.events.push_back(shared.clone());
+            numbered.push(shared);
+        }
+        while history.events.len() as u64 > self.config.max_events {
+            if let Some(trimmed) = history.events.pop_front() {
+                delta -= (trimmed.json().len() + EVENT_OVERHEAD) as isize;
+            }
+        }
+        (numbered, delta)
     }
 
     /// Updates the summary of `id` after `events` were stored as `numbered`,
@@ -391,30 +419,31 @@ impl MemoryStore {
             });
             change = Change::Ended;
         }
-        let keep = if summary.ended.is_some() {
-            self.config.ttl + self.config.final_state_ttl
-        } else {
-            self.config.ttl
-        };
-        summary.expires_at = now + keep;
-        if change == Change::None {
-            return change;
+        let final_ttl = summary
+            .ended
+            .as_ref()
+            .map_or(Duration::ZERO, |_| self.config.final_state_ttl);
+        summary.expires_at = now + self.config.ttl + final_ttl;
+        if change != Change::None {
+            let previous = std::mem::replace(&mut summary.announced_ms, now_ms);
+            self.announce(state, id, previous, now_ms);
         }
-        // The list moves with announcements, as in Redis: at most once a
-        // second per execution, and at its start and end.
-        let previous = (summary.announced_ms, Arc::clone(id));
-        summary.announced_ms = now_ms;
-        state.listed.remove(&previous);
+        change
+    }
+
+    /// Moves `id` in the list of executions, from `previous` to `now_ms`. The
+    /// list moves with announcements, as in Redis: at most once a second per
+    /// execution, and at its start and end. It is bounded (with the summaries
+    /// it names): the least recently updated executions leave it first.
+    fn announce(&self, state: &mut State, id: &Arc<str>, previous: u64, now_ms: u64) {
+        state.listed.remove(&(previous, Arc::clone(id)));
         state.listed.insert((now_ms, Arc::clone(id)));
-        // The list (and the summaries it names) is bounded: the least
-        // recently updated executions leave it first.
         while state.summaries.len() > self.config.max_listed {
             let Some(oldest) = state.listed.pop_first() else {
                 break;
             };
             state.summaries.remove(&oldest.1);
         }
-        change
     }
 
     /// The summary of `id` as the protocol shows it.

@@ -132,6 +132,15 @@ pub struct ListCursor {
     pub execution_id: String,
 }
 
+impl ListCursor {
+    /// Whether the entry `(execution_id, updated_ms)` comes after this
+    /// position in the list (newest first, ties by id descending).
+    pub fn is_before(&self, execution_id: &str, updated_ms: u64) -> bool {
+        updated_ms < self.updated_ms
+            || (updated_ms == self.updated_ms && execution_id < self.execution_id.as_str())
+    }
+}
+
 /// One entry of the list of executions.
 #[derive(Debug, Clone)]
 pub struct Listed {

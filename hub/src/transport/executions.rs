@@ -108,47 +108,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<ExecutionList>, ApiError> {
     let grant = authenticate(&app, &headers, query.get("access_token"))?;
-    let mut problems = Vec::new();
-    let status = match query.get("status").map(String::as_str) {
-        None => StatusFilter::All,
-        Some(wire) => StatusFilter::from_wire(wire).unwrap_or_else(|| {
-            problems.push(ValidationError::new(
-                vec![Loc::from("query"), Loc::from("status")],
-                "enum",
-                "Input should be 'all', 'running' or 'ended'",
-            ));
-            StatusFilter::All
-        }),
-    };
-    let limit = query_u64(&query, "limit", DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
-        .and_then(|limit| {
-            if limit == 0 {
-                let loc = vec![Loc::from("query"), Loc::from("limit")];
-                return Err(ValidationError::new(
-                    loc,
-                    "greater_than_equal",
-                    "Input should be greater than or equal to 1",
-                ));
-            }
-            Ok(limit)
-        })
-        .map_err(|p| problems.push(p))
-        .unwrap_or(DEFAULT_LIST_LIMIT);
-    let cursor = match query.get("cursor") {
-        None => None,
-        Some(text) => decode_cursor(text).or_else(|| {
-            problems.push(ValidationError::new(
-                vec![Loc::from("query"), Loc::from("cursor")],
-                "value_error",
-                "Value error, not a cursor this hub returned",
-            ));
-            None
-        }),
-    };
-    if !problems.is_empty() {
-        return Err(ApiError::Validation(problems));
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let ListQuery {
+        status,
+        limit,
+        cursor,
+    } = ListQuery::read(&query)?;
     let mut executions = Vec::with_capacity(limit);
     let mut position = cursor;
     let mut more = false;
@@ -179,6 +143,67 @@ pub async fn list(
         executions,
         next_cursor,
     }))
+}
+
+/// The list's query, validated: every problem at once, as a 422 lists them.
+struct ListQuery {
+    status: StatusFilter,
+    limit: usize,
+    cursor: Option<ListCursor>,
+}
+
+impl ListQuery {
+    fn read(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let mut problems = Vec::new();
+        let status = match query.get("status").map(String::as_str) {
+            None => StatusFilter::All,
+            Some(wire) => StatusFilter::from_wire(wire).unwrap_or_else(|| {
+                problems.push(ValidationError::new(
+                    vec![Loc::from("query"), Loc::from("status")],
+                    "enum",
+                    "Input should be 'all', 'running' or 'ended'",
+                ));
+                StatusFilter::All
+            }),
+        };
+        let limit = query_u64(query, "limit", DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+            .and_then(at_least_one)
+            .map_err(|p| problems.push(p))
+            .unwrap_or(DEFAULT_LIST_LIMIT);
+        let cursor = query.get("cursor").and_then(|text| {
+            let cursor = decode_cursor(text);
+            if cursor.is_none() {
+                problems.push(ValidationError::new(
+                    vec![Loc::from("query"), Loc::from("cursor")],
+                    "value_error",
+                    "Value error, not a cursor this hub returned",
+                ));
+            }
+            cursor
+        });
+        if !problems.is_empty() {
+            return Err(ApiError::Validation(problems));
+        }
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(Self {
+            status,
+            limit,
+            cursor,
+        })
+    }
+}
+
+/// A page size of 0 asks for nothing.
+fn at_least_one(limit: u64) -> Result<u64, ValidationError> {
+    if limit == 0 {
+        let loc = vec![Loc::from("query"), Loc::from("limit")];
+        return Err(ValidationError::new(
+            loc,
+            "greater_than_equal",
+            "Input should be greater than or equal to 1",
+        ));
+    }
+    Ok(limit)
 }
 
 /// The execution of the path, if the caller may subscribe to it.

@@ -265,12 +265,7 @@ impl<S: Clone, P, L: Clone> Connection<S, P, L> {
                 after,
                 epoch,
                 ..
-            } => {
-                if let Some(sub) = self.find_mut(&execution_id) {
-                    sub.position.confirmed(after, epoch);
-                }
-                Vec::new()
-            }
+            } => self.confirmed(&execution_id, after, epoch),
             ServerMsg::HistoryLost {
                 execution_id,
                 after,
@@ -309,17 +304,23 @@ impl<S: Clone, P, L: Clone> Connection<S, P, L> {
                 message,
                 execution_id,
                 detail,
-            } => {
-                let error = ClientError::Hub {
-                    code,
-                    message,
-                    detail,
-                };
-                self.error(id, execution_id, error)
-            }
+            } => self.error(id, execution_id, ClientError::hub(code, message, detail)),
             // Answers that need no action: `unsubscribed`, `pong`, `authenticated`.
             _ => Vec::new(),
         }
+    }
+
+    /// `subscribed`: where delivery starts, as the hub confirmed it.
+    fn confirmed(
+        &mut self,
+        execution_id: &str,
+        after: u64,
+        epoch: Option<String>,
+    ) -> Actions<S, P, L> {
+        if let Some(sub) = self.find_mut(execution_id) {
+            sub.position.confirmed(after, epoch);
+        }
+        Vec::new()
     }
 
     fn event(&mut self, epoch: Option<&str>, event: Event) -> Actions<S, P, L> {

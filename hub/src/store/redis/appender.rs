@@ -382,23 +382,10 @@ async fn run(
                     None => break,
                 },
                 Some(called) = in_flight.next(), if !in_flight.is_empty() => {
-                    match called {
-                        Called::Done { ok, group } => {
-                            loaded &= ok;
-                            groups -= usize::from(group);
-                        }
-                        Called::LostScript { seq, retried, call: work } => {
-                            loaded = load(&scripts, &mut connection).await.is_ok();
-                            if seq == sent && !retried && loaded {
-                                sent += 1;
-                                in_flight.push(call(sent, true, work, connection.clone(), &scripts, &config));
-                            } else {
-                                groups -= usize::from(work.is_group());
-                                work.fail(&StoreError::Unavailable(
-                                    "Redis lost the append scripts (restarted or flushed); retry".into(),
-                                ));
-                            }
-                        }
+                    let came_back = CameBack { sent, groups: &mut groups, loaded: &mut loaded };
+                    if let Some(work) = came_back.settle(called, &scripts, &mut connection).await {
+                        sent += 1;
+                        in_flight.push(call(sent, true, work, connection.clone(), &scripts, &config));
                     }
                     continue;
                 }
@@ -411,19 +398,8 @@ async fn run(
         let work = match request {
             Request::Batch(args, reply) => Call::Batch(Box::new(args), reply),
             Request::One(args, reply) => {
-                let mut group = vec![(args, reply)];
-                while group.len() < MAX_GROUP {
-                    match requests.try_recv() {
-                        Ok(Request::One(args, reply)) => group.push((args, reply)),
-                        Ok(batch) => {
-                            next = Some(batch);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
                 groups += 1;
-                Call::Group(group)
+                group((args, reply), &mut requests, &mut next)
             }
         };
         sent += 1;
@@ -437,11 +413,79 @@ async fn run(
         ));
     }
     // (The queue closed: `next` was empty, or `recv` would not have run.)
+    drain(in_flight).await;
+}
+
+/// Waits for the calls still in flight once the queue closed; one that
+/// would need making again fails instead.
+async fn drain(mut in_flight: FuturesUnordered<impl Future<Output = Called>>) {
     while let Some(called) = in_flight.next().await {
         if let Called::LostScript { call: work, .. } = called {
             work.fail(&StoreError::Unavailable(
                 "the Redis appender has stopped".into(),
             ));
+        }
+    }
+}
+
+/// A group of single events: `first`, and whatever else queued, up to
+/// [`MAX_GROUP`] or the next batch (left in `next`).
+fn group(
+    first: (AppendArgs, Reply),
+    requests: &mut mpsc::Receiver<Request>,
+    next: &mut Option<Request>,
+) -> Call {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match requests.try_recv() {
+            Ok(Request::One(args, reply)) => group.push((args, reply)),
+            Ok(batch) => {
+                *next = Some(batch);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Call::Group(group)
+}
+
+/// The appender's counters, as a call comes back.
+struct CameBack<'a> {
+    /// The seq of the last call sent.
+    sent: u64,
+    /// Groups in flight.
+    groups: &'a mut usize,
+    /// Whether Redis has the scripts, as far as the appender knows.
+    loaded: &'a mut bool,
+}
+
+impl CameBack<'_> {
+    /// Notes how `called` went. A call whose script Redis lost comes back
+    /// to be made again when the scripts load and no call went out after it
+    /// (and it was not made again already); otherwise its appends fail.
+    async fn settle(
+        self,
+        called: Called,
+        scripts: &Scripts,
+        connection: &mut RedisConnection,
+    ) -> Option<Call> {
+        match called {
+            Called::Done { ok, group } => {
+                *self.loaded &= ok;
+                *self.groups -= usize::from(group);
+                None
+            }
+            Called::LostScript { seq, retried, call } => {
+                *self.loaded = load(scripts, connection).await.is_ok();
+                if seq == self.sent && !retried && *self.loaded {
+                    return Some(call);
+                }
+                *self.groups -= usize::from(call.is_group());
+                call.fail(&StoreError::Unavailable(
+                    "Redis lost the append scripts (restarted or flushed); retry".into(),
+                ));
+                None
+            }
         }
     }
 }

@@ -303,6 +303,30 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Up to `want` entries of the list of executions (id, last update in
+    /// ms), newest first, from `position`'s score down (ties included: the
+    /// caller skips those it has seen).
+    async fn index_page(
+        &self,
+        position: Option<&ListCursor>,
+        want: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let max = position.map_or_else(|| "+inf".to_owned(), |p| p.updated_ms.to_string());
+        redis::cmd("ZREVRANGEBYSCORE")
+            .arg(EXECUTIONS_INDEX)
+            .arg(max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(want)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(store_error)
+    }
+}
+
 #[async_trait]
 impl EventStore for RedisStore {
     async fn append(&self, event: NewEvent) -> Result<Receipt, StoreError> {
@@ -450,34 +474,16 @@ impl EventStore for RedisStore {
         cursor: Option<&ListCursor>,
         count: usize,
     ) -> Result<Vec<Listed>, StoreError> {
-        let mut connection = self.connection.clone();
         let mut listed = Vec::with_capacity(count);
         let mut position = cursor.cloned();
         while listed.len() < count {
             // Ties on the score are skipped by id; fetch a little more than asked.
             let want = count - listed.len() + 8;
-            let max = position
-                .as_ref()
-                .map_or_else(|| "+inf".to_owned(), |p| p.updated_ms.to_string());
-            let entries: Vec<(String, u64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(EXECUTIONS_INDEX)
-                .arg(max)
-                .arg("-inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want)
-                .query_async(&mut connection)
-                .await
-                .map_err(store_error)?;
+            let entries = self.index_page(position.as_ref(), want).await?;
             let exhausted = entries.len() < want;
             let fresh: Vec<(String, u64)> = entries
                 .into_iter()
-                .filter(|(id, ms)| {
-                    position.as_ref().is_none_or(|p| {
-                        *ms < p.updated_ms || (*ms == p.updated_ms && *id < p.execution_id)
-                    })
-                })
+                .filter(|(id, ms)| position.as_ref().is_none_or(|p| p.is_before(id, *ms)))
                 .collect();
             if fresh.is_empty() {
                 break;
@@ -503,7 +509,7 @@ impl EventStore for RedisStore {
                         let _: Result<u64, _> = redis::cmd("ZREM")
                             .arg(EXECUTIONS_INDEX)
                             .arg(&id)
-                            .query_async(&mut connection)
+                            .query_async(&mut self.connection.clone())
                             .await;
                     }
                 }
