@@ -444,7 +444,10 @@ async fn redis_range_skips_list_items_that_are_not_the_hubs() {
         .redis
         .as_ref()
         .expect("a Redis fixture has a server");
-    let mut raw = redis.connection().await;
+    let mut raw = redis
+        .connection()
+        .await
+        .expect("connects to the test redis-server");
     let _: i64 = raw
         .rpush(&key, r#"{"event_type":"x","data":{}}"#)
         .await

@@ -23,17 +23,7 @@ async fn secured(extra: &[&str]) -> Result<TestHub> {
 
 /// `exechub token --secret … <args>`.
 fn token(secret: &str, args: &[&str]) -> Result<String> {
-    let output = std::process::Command::new(hub_binary())
-        .args(["token", "--secret", secret])
-        .args(args)
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "exechub token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    exechub_testkit::mint_token(&hub_binary(), secret, args)
 }
 
 fn now() -> u64 {

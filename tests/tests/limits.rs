@@ -14,19 +14,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 const SECRET: &str = "limits-test-secret";
 
 fn token() -> Result<String> {
-    let output = std::process::Command::new(hub_binary())
-        .args([
-            "token",
-            "--secret",
-            SECRET,
-            "--scope",
-            "publish",
-            "--scope",
-            "subscribe",
-        ])
-        .output()?;
-    ensure!(output.status.success(), "exechub token failed");
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    let scopes = ["--scope", "publish", "--scope", "subscribe"];
+    exechub_testkit::mint_token(&hub_binary(), SECRET, &scopes)
 }
 
 async fn ws_with(hub: &TestHub, token: &str) -> Result<WsClient> {

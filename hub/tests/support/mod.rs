@@ -1,9 +1,8 @@
-//! Fixtures for the store conformance suite: a real `redis-server` on a free
-//! loopback port (stopped on drop), stores built on it or in memory, a
-//! recorder of what the live feed offers, and waits that poll with a bound.
+//! Fixtures for the store conformance suite: stores built in memory, on a
+//! real `redis-server` or on a real Redis Cluster (both from
+//! `exechub-testkit`), a recorder of what the live feed offers, and waits
+//! that poll with a bound.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use exechub::store::{EventStore, Page, Receipt, StoreConfig, Watch};
 use exechub_protocol::PublishRequest;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub mod cluster;
+pub use exechub_testkit::{TestRedis, cluster};
 
 /// The longest any wait in the suite may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -70,7 +69,9 @@ impl Fixture {
 
     /// The Redis store, on a server of its own.
     pub async fn redis(config: StoreConfig) -> Self {
-        let redis = TestRedis::spawn().await;
+        let redis = TestRedis::spawn()
+            .await
+            .expect("redis-server starts (install it with `apt-get install redis-server`)");
         let feeds = Feeds::new();
         let shutdown = CancellationToken::new();
         let store = RedisStore::connect(&redis.url(), config, feeds.clone(), shutdown.clone())
@@ -109,105 +110,6 @@ impl Fixture {
             _cluster: Some(cluster),
         }
     }
-}
-
-/// A real `redis-server` without persistence, killed and reaped on drop.
-pub struct TestRedis {
-    child: Child,
-    port: u16,
-}
-
-impl TestRedis {
-    /// Starts a server on a free port and waits until it answers PING.
-    pub async fn spawn() -> Self {
-        // The port is free when probed but may be taken before redis binds
-        // it; a server that exits at once is retried on another port.
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs (install it with `apt-get install redis-server`)");
-            let mut redis = Self { child, port };
-            if redis.answers().await {
-                return redis;
-            }
-        }
-        panic!("redis-server exited at start on five free ports in a row");
-    }
-
-    /// The server's URL.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain connection, to write what the hub would not.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("valid redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connects to the test redis-server")
-    }
-
-    /// Polls with PING until the server answers (`true`) or exits (`false`).
-    async fn answers(&mut self) -> bool {
-        let port = self.port;
-        let poll = async {
-            loop {
-                if self
-                    .child
-                    .try_wait()
-                    .expect("redis-server status")
-                    .is_some()
-                {
-                    return false;
-                }
-                if pings(&self.url()).await {
-                    return true;
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        };
-        tokio::time::timeout(PATIENCE, poll)
-            .await
-            .unwrap_or_else(|_| panic!("redis-server on port {port} did not answer PING"))
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether a fresh connection to `url` gets an answer to PING.
-async fn pings(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let ping = async {
-        let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), ping).await,
-        Ok(Ok(_))
-    )
-}
-
-/// A port that was free a moment ago (redis-server cannot report a port 0 bind).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A publish of `{"event_type":"t","data":{"n":1}}` to `execution_id`.

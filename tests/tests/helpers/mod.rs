@@ -8,9 +8,6 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code, unused_imports, missing_docs)]
 
-// The Redis Cluster harness is shared with the hub's store conformance suite.
-#[path = "../../../hub/tests/support/cluster.rs"]
-pub mod cluster;
 pub mod faults;
 pub mod nats;
 pub mod redis;
@@ -29,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use exechub_testkit::cluster;
 pub use nats::TestNats;
 pub use redis::TestRedis;
 pub use sse::SseClient;

@@ -185,8 +185,18 @@ impl WsClient {
         Ok(())
     }
 
+    /// Closes cleanly: sends a close frame and fails unless the hub echoes one.
     pub async fn close(mut self) -> Result<()> {
         self.socket.close(None).await?;
-        Ok(())
+        // RFC 6455 §5.5.1: the hub answers a close frame with its own.
+        within("the hub to echo the close frame", async {
+            while let Some(message) = self.socket.next().await {
+                if let Message::Close(_) = message? {
+                    return Ok(());
+                }
+            }
+            bail!("the socket ended without the hub's close frame")
+        })
+        .await?
     }
 }

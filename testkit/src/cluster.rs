@@ -1,16 +1,13 @@
 //! A real Redis Cluster for tests: 3 masters and 3 replicas
 //! (`redis-server --cluster-enabled yes` ×6 on free loopback ports, joined by
 //! `redis-cli --cluster create … --cluster-replicas 1`), killed and its files
-//! removed on drop. Shared by the store conformance suite (hub) and the
-//! end-to-end tests (tests/), which include this file by path.
+//! removed on drop. Used by the store conformance suite (hub) and the
+//! end-to-end tests (tests/).
 //!
 //! Each node also listens on its port + 10000 (the cluster bus), so a port is
 //! picked only when both are free. Nodes time out after 1 s, so a killed
 //! master's replica is promoted within a few seconds, and the cluster keeps
 //! serving the slots it still covers (`cluster-require-full-coverage no`).
-
-// Each test binary uses a different part of the harness.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
