@@ -414,15 +414,22 @@ pub(crate) fn authorize(
     Ok((grant, execution_id))
 }
 
+/// A development token, `GET /dev/token`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DevToken {
+    /// A signed JWT allowing publish and subscribe on every execution for 12 hours.
+    pub token: String,
+}
+
 /// `GET /dev/token` (only with `--dev-token`): a fresh development token for the demo page.
 #[utoipa::path(get, path = "/dev/token", tag = "operations",
     responses(
-        (status = 200, description = "A development token (only with --dev-token)", body = crate::transport::openapi::DevToken),
+        (status = 200, description = "A development token (only with --dev-token)", body = DevToken),
         (status = 404, description = "The hub runs without --dev-token"),
     ))]
 pub async fn dev_token(State(app): State<AppState>) -> Response {
     match app.dev_token() {
-        Some(token) => Json(json!({ "token": token })).into_response(),
+        Some(token) => Json(DevToken { token }).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -10,16 +10,8 @@ use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// A development token, `GET /dev/token`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DevToken {
-    /// A signed JWT allowing publish and subscribe on every execution for 12 hours.
-    pub token: String,
-}
+use utoipa::{Modify, OpenApi};
 
 /// The document.
 #[derive(OpenApi)]
@@ -44,7 +36,7 @@ pub struct DevToken {
         openapi_json,
         super::status::page,
     ),
-    components(schemas(exechub_protocol::ErrorBody, exechub_protocol::ErrorCode, DevToken, exechub_protocol::StatusFilter)),
+    components(schemas(exechub_protocol::ErrorBody, exechub_protocol::ErrorCode, super::http::DevToken, exechub_protocol::StatusFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "executions", description = "Publish, history and live streams"),
