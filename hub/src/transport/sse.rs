@@ -30,6 +30,10 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+mod head;
+
+pub(crate) use head::stream_request;
+
 use super::http::{authorize, client_of, execution_id, query_u64};
 use crate::auth::Action;
 use crate::error::ApiError;
@@ -40,6 +44,7 @@ use crate::outbox::{Closing, Outbox};
 use crate::session::{expiry_timer, until};
 use crate::subscription::{Encoder, Item, Start, Subscription};
 use crate::{AppState, ConnectionGuard};
+use head::Head;
 
 /// Opens the stream, resuming after `Last-Event-ID` (set by `EventSource` on
 /// reconnect) or else `?after=N` (with `&epoch=E` when known); without
@@ -360,7 +365,7 @@ cache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n";
 /// socket, and closes it when the stream ends. Nothing but the subscription,
 /// its queue and this task stays allocated while the stream is idle — no
 /// HTTP connection buffers — which is what keeps an idle stream cheap.
-pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: super::listener::Head) {
+pub(crate) async fn serve_direct(app: AppState, socket: TcpStream, request: Head) {
     let request_id = crate::telemetry::request_id_of(&request.headers);
     if let Ok(id) = &request.execution_id
         && let Err(refusal) = resumes_past_the_end(&app, id, &request.headers).await
