@@ -16,11 +16,6 @@ use std::sync::{Arc, OnceLock};
 use crate::clock::{now_rfc3339, random_u64};
 use crate::telemetry::TraceParent;
 
-mod body;
-mod frame;
-pub use body::{BatchBody, PublishBody};
-pub use frame::{FrameEvents, PublishFrame};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use exechub_protocol::PublishRequest;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -203,7 +198,7 @@ impl NewEvent {
 
     /// An event from its fields; `data` writes the `data` object's JSON
     /// (about `data_len` bytes). The one place the tail's layout is written.
-    fn from_fields(
+    pub(crate) fn from_fields(
         execution_id: String,
         event_type: &str,
         timestamp: String,
@@ -315,11 +310,11 @@ pub struct NewBatch {
 /// A batch's arrival time, formatted once: the events of one batch without
 /// a timestamp of their own share it.
 #[derive(Default)]
-struct Arrival(Option<String>);
+pub(crate) struct Arrival(Option<String>);
 
 impl Arrival {
     /// `own`, or the batch's arrival time.
-    fn stamp(&mut self, own: Option<&String>) -> String {
+    pub(crate) fn stamp(&mut self, own: Option<&String>) -> String {
         match own {
             Some(timestamp) => timestamp.clone(),
             None => self.0.get_or_insert_with(now_rfc3339).clone(),
@@ -342,7 +337,7 @@ impl NewBatch {
     }
 
     /// A batch of encoded events, in order.
-    fn from_events(execution_id: String, events: Vec<NewEvent>) -> Self {
+    pub(crate) fn from_events(execution_id: String, events: Vec<NewEvent>) -> Self {
         Self {
             execution_id,
             idempotency_key: None,

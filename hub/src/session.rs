@@ -50,12 +50,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::AppState;
 use crate::auth::{Action, AuthError, Grant};
 use crate::directory::Following;
-use crate::event::{Epoch, FrameEvents, NewBatch, NewEvent, PublishFrame};
+use crate::event::{Epoch, NewBatch, NewEvent};
 use crate::limits::{ClientKey, TokenSlot};
 use crate::metrics::{self, PublishResult, Transport};
 use crate::outbox::{Closing, Outbox, PushError};
 use crate::store::StoreError;
 use crate::subscription::{Start, Subscription};
+use crate::transport::frame::{FrameEvents, PublishFrame};
 
 pub use frames::WsEncoder;
 pub use socket::{CLOSE_GRACE, Ending, ReadError};

@@ -1,7 +1,9 @@
 //! WebSocket frames (`ClientMsg::decode`) and HTTP publish bodies
 //! (`PublishRequest::from_slice`, `BatchRequest::from_slice`).
 
-use exechub::event::{BatchBody, FrameEvents, NewBatch, NewEvent, PublishBody, PublishFrame};
+use exechub::event::{NewBatch, NewEvent};
+use exechub::transport::body::{BatchBody, PublishBody};
+use exechub::transport::frame::{FrameEvents, PublishFrame};
 use exechub_protocol::ws::MAX_BATCH_EVENTS;
 use exechub_protocol::{BatchRequest, ClientMsg, PublishRequest};
 use serde_json::Value;

@@ -15,10 +15,10 @@ use exechub_protocol::{
 };
 use serde_json::json;
 
+use super::body::{BatchBody, PublishBody};
 use crate::AppState;
 use crate::auth::{Action, Grant, bearer};
 use crate::error::ApiError;
-use crate::event::{BatchBody, PublishBody};
 use crate::limits::ClientKey;
 
 /// Largest page `GET …/events` returns.

@@ -7,7 +7,9 @@
 //! - [`listener`]: the accept loop that hands connections to these.
 //! - [`openapi`]: `GET /openapi.json`; [`status`]: `GET /status`, the operator page.
 
+pub mod body;
 pub mod executions;
+pub mod frame;
 pub mod http;
 pub mod listener;
 pub mod openapi;

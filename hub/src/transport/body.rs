@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Arrival, NewBatch, NewEvent};
 use crate::clock::now_rfc3339;
+use crate::event::{Arrival, NewBatch, NewEvent};
 
 /// A publish read without a tree: `data` is the raw JSON object it came as.
 /// Read from a JSON object only (a derived `Deserialize` would also take an
