@@ -11,19 +11,31 @@
 //!
 //! An outbox that owns its connection's socket ([`Outbox::on_socket`])
 //! writes a frame straight to it when nothing is ahead of it, and queues
-//! only what the socket cannot take at once ([`direct`]).
+//! only what the socket cannot take at once.
+//!
+//! One job per file: this one is the bounded queue; [`direct`] the socket
+//! writer (in place from the pusher, or draining from the connection's
+//! task); `wire` a frame's bytes on the wire (WebSocket framing);
+//! `shared_socket` the socket as the WebSocket layer reads and writes it;
+//! `probe` the sampled publish-to-send latency.
 
 pub mod direct;
+mod probe;
+mod shared_socket;
+mod wire;
+
+pub use shared_socket::SharedSocket;
+pub use wire::Wire;
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use direct::{Unsent, Wire};
+use direct::Unsent;
+use probe::{PROBE_EVERY, record_send};
 
 /// Something that can be queued; its weight counts against the byte bound.
 pub trait Frame: Send + 'static {
@@ -89,10 +101,6 @@ struct Inner<F> {
     unsent: Unsent,
 }
 
-/// One frame in this many is timed from its event's acceptance to the
-/// moment it leaves the queue for the socket (`exechub_publish_to_send_seconds`).
-const PROBE_EVERY: u32 = 64;
-
 /// A drained queue keeps at most this many slots: a burst does not pin its
 /// memory on an idle connection, and a connection that receives one event at
 /// a time reuses its one slot instead of allocating per event.
@@ -110,16 +118,6 @@ impl<F: Frame> Outbox<F> {
     /// could not take at once ([`Outbox::poll_send`]).
     pub fn on_socket(limits: Limits, socket: Arc<TcpStream>) -> Self {
         Self::with_socket(limits, OnceLock::from(socket))
-    }
-
-    /// From now on, writes frames to `socket` itself (as [`Outbox::on_socket`]);
-    /// frames already queued go first. Once only: a later socket is ignored.
-    pub fn attach(&self, socket: Arc<TcpStream>) {
-        let _ = self.socket.set(socket);
-        // The writer may be waiting for frames that now go out another way.
-        if let Some(writer) = self.lock().writer.take() {
-            writer.wake();
-        }
     }
 
     fn with_socket(limits: Limits, socket: OnceLock<Arc<TcpStream>>) -> Self {
@@ -215,111 +213,6 @@ impl<F: Frame> Outbox<F> {
         Ok(())
     }
 
-    /// The socket, when a frame may be written to it right now: nothing is
-    /// queued or part-written ahead of it.
-    fn idle_socket(&self, inner: &Inner<F>) -> Option<&TcpStream> {
-        let socket = self.socket()?;
-        (inner.frames.is_empty() && inner.unsent.is_empty()).then_some(socket)
-    }
-
-    /// Writes `frame` to the idle socket from the caller's context; the
-    /// connection's task is woken only for what the socket did not take.
-    fn write_now(&self, inner: &mut Inner<F>, frame: &F) -> Result<(), PushError> {
-        let Some(socket) = self.socket() else {
-            return Err(PushError::Closed);
-        };
-        match inner.unsent.write(socket, &frame.wire()) {
-            Ok(()) if inner.unsent.is_empty() => Ok(()),
-            Ok(()) => {
-                if let Some(writer) = inner.writer.take() {
-                    writer.wake();
-                }
-                Ok(())
-            }
-            Err(_) => {
-                Self::close_locked(inner, Closing::Gone);
-                Err(PushError::Closed)
-            }
-        }
-    }
-
-    /// Writes `bytes` (a whole frame of the WebSocket layer's own: a pong,
-    /// a close) in order with the outbox's frames; what the socket does not
-    /// take now waits for [`Outbox::poll_flush_unsent`].
-    ///
-    /// # Errors
-    /// The socket's error, or `Other` when the client has left more than
-    /// twice the byte bound unread.
-    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let Some(socket) = self.socket() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let mut inner = self.lock();
-        if inner.unsent.bytes() > 2 * self.limits.bytes {
-            return Err(io::Error::other("the client does not read"));
-        }
-        inner.unsent.write(socket, &Wire::raw(bytes))
-    }
-
-    /// Writes what waits unsent until it is out, or registers for the
-    /// socket's next room.
-    ///
-    /// # Errors
-    /// The socket's error.
-    pub fn poll_flush_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(socket) = self.socket() else {
-            return Poll::Ready(Ok(()));
-        };
-        self.lock().unsent.poll_flush(socket, cx)
-    }
-
-    /// The connection task's side of an outbox on its socket: writes what
-    /// the socket did not take and what was queued behind it, and is
-    /// `Ready` only when the connection must end — the socket failed, the
-    /// client is too slow, or (after draining) the stream is done.
-    pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<Closing> {
-        let Some(socket) = self.socket() else {
-            return Poll::Ready(Closing::Gone);
-        };
-        let mut inner = self.lock();
-        let mut freed = false;
-        let ready = loop {
-            if let Some(reason @ (Closing::SlowConsumer | Closing::Gone)) = inner.closing {
-                break Poll::Ready(reason);
-            }
-            match inner.unsent.poll_flush(socket, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => {
-                    Self::close_locked(&mut inner, Closing::Gone);
-                    break Poll::Ready(Closing::Gone);
-                }
-                // The socket is full: only a slow-consumer verdict changes that.
-                Poll::Pending => {
-                    Self::register_writer(&mut inner, cx);
-                    break Poll::Pending;
-                }
-            }
-            let Some(frame) = self.take_front(&mut inner) else {
-                if let Some(reason) = inner.closing {
-                    break Poll::Ready(reason);
-                }
-                Self::register_writer(&mut inner, cx);
-                break Poll::Pending;
-            };
-            freed = true;
-            if inner.unsent.write(socket, &frame.wire()).is_err() {
-                Self::close_locked(&mut inner, Closing::Gone);
-                break Poll::Ready(Closing::Gone);
-            }
-        };
-        let wanted = freed && std::mem::take(&mut inner.room_wanted);
-        drop(inner);
-        if wanted {
-            self.room.notify_waiters();
-        }
-        ready
-    }
-
     /// Completes when a frame of `weight` bytes would fit (or the outbox is closing).
     pub async fn room(&self, weight: usize) {
         loop {
@@ -405,16 +298,6 @@ impl<F: Frame> Outbox<F> {
         }
     }
 
-    /// Whether the outbox writes its connection's socket itself.
-    pub fn writes_socket(&self) -> bool {
-        self.socket().is_some()
-    }
-
-    /// The socket the outbox writes itself, once it has one.
-    fn socket(&self) -> Option<&TcpStream> {
-        self.socket.get().map(Arc::as_ref)
-    }
-
     /// Whether a frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.lock().frames.is_empty()
@@ -458,15 +341,6 @@ impl<F: Frame> Outbox<F> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Times a sampled frame from its event's acceptance to the socket
-/// (`exechub_publish_to_send_seconds`).
-fn record_send(accepted: u64) {
-    let handles = crate::metrics::handles();
-    handles
-        .publish_to_send
-        .record(crate::clock::since(accepted).as_secs_f64());
 }
 
 #[cfg(test)]

@@ -13,109 +13,19 @@
 //!
 //! Everything written to the socket goes through the outbox's lock, in
 //! order: the outbox's own frames and the WebSocket layer's (pongs, the
-//! close handshake) through [`SharedSocket`], its `AsyncWrite` half. So a
+//! close handshake) through [`SharedSocket`](super::SharedSocket), its `AsyncWrite` half. So a
 //! frame is never interleaved with another one's bytes.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::{Frame, Outbox};
-
-/// A frame as it goes on the wire: a short header (empty for SSE) and its payload.
-pub struct Wire<'a> {
-    header: [u8; 10],
-    header_len: u8,
-    payload: Cow<'a, [u8]>,
-}
-
-impl<'a> Wire<'a> {
-    /// Bytes written as they are (an SSE frame is its own wire form).
-    pub fn raw(payload: &'a [u8]) -> Self {
-        Self {
-            header: [0; 10],
-            header_len: 0,
-            payload: Cow::Borrowed(payload),
-        }
-    }
-
-    /// An unmasked, final WebSocket frame of `opcode` (RFC 6455 §5.2): what a
-    /// server sends.
-    pub fn websocket(opcode: u8, payload: Cow<'a, [u8]>) -> Self {
-        let mut header = [0_u8; 10];
-        header[0] = 0x80 | (opcode & 0x0f);
-        let len = payload.len();
-        let header_len = if len < 126 {
-            header[1] = len as u8;
-            2
-        } else if let Ok(len) = u16::try_from(len) {
-            header[1] = 126;
-            header[2..4].copy_from_slice(&len.to_be_bytes());
-            4
-        } else {
-            header[1] = 127;
-            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
-        Self {
-            header,
-            header_len,
-            payload,
-        }
-    }
-
-    fn header(&self) -> &[u8] {
-        &self.header[..usize::from(self.header_len)]
-    }
-
-    fn len(&self) -> usize {
-        self.header().len() + self.payload.len()
-    }
-}
-
-impl Frame for Message {
-    fn weight(&self) -> usize {
-        // Frame header included; control frames are small but not free.
-        14 + self.len()
-    }
-
-    fn wire(&self) -> Wire<'_> {
-        match self {
-            Self::Text(text) => Wire::websocket(0x1, Cow::Borrowed(text.as_bytes())),
-            Self::Binary(bytes) => Wire::websocket(0x2, Cow::Borrowed(bytes)),
-            Self::Ping(bytes) => Wire::websocket(0x9, Cow::Borrowed(bytes)),
-            Self::Pong(bytes) => Wire::websocket(0xa, Cow::Borrowed(bytes)),
-            Self::Close(None) => Wire::websocket(0x8, Cow::Borrowed(&[])),
-            Self::Close(Some(close)) => {
-                let mut payload = u16::from(close.code).to_be_bytes().to_vec();
-                payload.extend_from_slice(close.reason.as_bytes());
-                Wire::websocket(0x8, Cow::Owned(payload))
-            }
-            Self::Frame(frame) => Wire::websocket(
-                u8::from(frame.header().opcode),
-                Cow::Borrowed(frame.payload()),
-            ),
-        }
-    }
-}
-
-impl Frame for Bytes {
-    fn weight(&self) -> usize {
-        self.len()
-    }
-
-    fn wire(&self) -> Wire<'_> {
-        Wire::raw(self)
-    }
-}
+use super::wire::Wire;
+use super::{Closing, Frame, Inner, Outbox, PushError};
 
 /// Bytes handed to the socket that it has not taken yet, oldest first.
 #[derive(Default)]
@@ -199,6 +109,133 @@ impl Unsent {
     }
 }
 
+impl<F: Frame> Outbox<F> {
+    /// From now on, writes frames to `socket` itself (as [`Outbox::on_socket`]);
+    /// frames already queued go first. Once only: a later socket is ignored.
+    pub fn attach(&self, socket: Arc<TcpStream>) {
+        let _ = self.socket.set(socket);
+        // The writer may be waiting for frames that now go out another way.
+        if let Some(writer) = self.lock().writer.take() {
+            writer.wake();
+        }
+    }
+
+    /// The socket, when a frame may be written to it right now: nothing is
+    /// queued or part-written ahead of it.
+    pub(super) fn idle_socket(&self, inner: &Inner<F>) -> Option<&TcpStream> {
+        let socket = self.socket()?;
+        (inner.frames.is_empty() && inner.unsent.is_empty()).then_some(socket)
+    }
+
+    /// Writes `frame` to the idle socket from the caller's context; the
+    /// connection's task is woken only for what the socket did not take.
+    pub(super) fn write_now(&self, inner: &mut Inner<F>, frame: &F) -> Result<(), PushError> {
+        let Some(socket) = self.socket() else {
+            return Err(PushError::Closed);
+        };
+        match inner.unsent.write(socket, &frame.wire()) {
+            Ok(()) if inner.unsent.is_empty() => Ok(()),
+            Ok(()) => {
+                if let Some(writer) = inner.writer.take() {
+                    writer.wake();
+                }
+                Ok(())
+            }
+            Err(_) => {
+                Self::close_locked(inner, Closing::Gone);
+                Err(PushError::Closed)
+            }
+        }
+    }
+
+    /// Writes `bytes` (a whole frame of the WebSocket layer's own: a pong,
+    /// a close) in order with the outbox's frames; what the socket does not
+    /// take now waits for [`Outbox::poll_flush_unsent`].
+    ///
+    /// # Errors
+    /// The socket's error, or `Other` when the client has left more than
+    /// twice the byte bound unread.
+    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let Some(socket) = self.socket() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut inner = self.lock();
+        if inner.unsent.bytes() > 2 * self.limits.bytes {
+            return Err(io::Error::other("the client does not read"));
+        }
+        inner.unsent.write(socket, &Wire::raw(bytes))
+    }
+
+    /// Writes what waits unsent until it is out, or registers for the
+    /// socket's next room.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn poll_flush_unsent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(socket) = self.socket() else {
+            return Poll::Ready(Ok(()));
+        };
+        self.lock().unsent.poll_flush(socket, cx)
+    }
+
+    /// The connection task's side of an outbox on its socket: writes what
+    /// the socket did not take and what was queued behind it, and is
+    /// `Ready` only when the connection must end — the socket failed, the
+    /// client is too slow, or (after draining) the stream is done.
+    pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<Closing> {
+        let Some(socket) = self.socket() else {
+            return Poll::Ready(Closing::Gone);
+        };
+        let mut inner = self.lock();
+        let mut freed = false;
+        let ready = loop {
+            if let Some(reason @ (Closing::SlowConsumer | Closing::Gone)) = inner.closing {
+                break Poll::Ready(reason);
+            }
+            match inner.unsent.poll_flush(socket, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    Self::close_locked(&mut inner, Closing::Gone);
+                    break Poll::Ready(Closing::Gone);
+                }
+                // The socket is full: only a slow-consumer verdict changes that.
+                Poll::Pending => {
+                    Self::register_writer(&mut inner, cx);
+                    break Poll::Pending;
+                }
+            }
+            let Some(frame) = self.take_front(&mut inner) else {
+                if let Some(reason) = inner.closing {
+                    break Poll::Ready(reason);
+                }
+                Self::register_writer(&mut inner, cx);
+                break Poll::Pending;
+            };
+            freed = true;
+            if inner.unsent.write(socket, &frame.wire()).is_err() {
+                Self::close_locked(&mut inner, Closing::Gone);
+                break Poll::Ready(Closing::Gone);
+            }
+        };
+        let wanted = freed && std::mem::take(&mut inner.room_wanted);
+        drop(inner);
+        if wanted {
+            self.room.notify_waiters();
+        }
+        ready
+    }
+
+    /// Whether the outbox writes its connection's socket itself.
+    pub fn writes_socket(&self) -> bool {
+        self.socket().is_some()
+    }
+
+    /// The socket the outbox writes itself, once it has one.
+    pub(super) fn socket(&self) -> Option<&TcpStream> {
+        self.socket.get().map(Arc::as_ref)
+    }
+}
+
 /// One non-blocking vectored write; a full socket wrote nothing.
 fn try_write(socket: &TcpStream, parts: &[&[u8]]) -> io::Result<usize> {
     let slices = [IoSlice::new(parts[0]), IoSlice::new(parts[1])];
@@ -209,79 +246,6 @@ fn try_write(socket: &TcpStream, parts: &[&[u8]]) -> io::Result<usize> {
     match socket.try_write_vectored(slices) {
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
         other => other,
-    }
-}
-
-/// The socket as the WebSocket layer sees it: reads go to the socket (after
-/// what the HTTP layer had already read past the handshake), writes go
-/// through the outbox, in order with its frames.
-pub struct SharedSocket {
-    /// The outbox made with [`Outbox::on_socket`]: it holds the socket.
-    outbox: Arc<Outbox<Message>>,
-    /// Bytes read past the upgrade request, served first.
-    read_ahead: Bytes,
-}
-
-impl SharedSocket {
-    /// The socket of `outbox` (made with [`Outbox::on_socket`]), with the
-    /// bytes the HTTP layer read past the handshake.
-    pub fn new(outbox: Arc<Outbox<Message>>, read_ahead: Bytes) -> Self {
-        Self { outbox, read_ahead }
-    }
-}
-
-impl AsyncRead for SharedSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let Some(socket) = this.outbox.socket.get().map(Arc::as_ref) else {
-            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
-        };
-        if !this.read_ahead.is_empty() {
-            let n = this.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&this.read_ahead[..n]);
-            this.read_ahead.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            match socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match socket.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SharedSocket {
-    /// Takes all of `buf` (one whole frame from the WebSocket layer): what
-    /// the socket does not take now waits in the outbox, which bounds it.
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.outbox.write_raw(buf).map(|()| buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.outbox.poll_flush_unsent(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Dropping the socket closes it; only what is waiting must go first.
-        self.outbox.poll_flush_unsent(cx)
     }
 }
 
@@ -379,19 +343,5 @@ mod tests {
         }
         assert!(refused, "writes to a closed peer kept succeeding");
         assert_eq!(poll_fn(|cx| outbox.poll_send(cx)).await, Closing::Gone);
-    }
-
-    #[test]
-    fn websocket_headers_follow_rfc_6455_lengths() {
-        let short = Wire::websocket(0x1, Cow::Borrowed(b"hi"));
-        assert_eq!(short.header(), [0x81, 2]);
-        let medium = vec![0_u8; 300];
-        let medium = Wire::websocket(0x1, Cow::Borrowed(&medium));
-        assert_eq!(medium.header(), [0x81, 126, 1, 44]);
-        let long = vec![0_u8; 70_000];
-        let long = Wire::websocket(0x2, Cow::Borrowed(&long));
-        assert_eq!(long.header(), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        let ping = Message::Ping(Bytes::new());
-        assert_eq!(ping.wire().header(), [0x89, 0]);
     }
 }

@@ -339,7 +339,7 @@ impl Pump {
     }
 }
 
-/// The stream as a response body (see [`stream`]).
+/// The stream as a response body (see [`stream()`]).
 fn sse_body(
     app: AppState,
     stream: Stream,

@@ -23,7 +23,7 @@ use crate::auth::bearer;
 use crate::error::ApiError;
 use crate::limits::ClientKey;
 use crate::outbox::Outbox;
-use crate::outbox::direct::SharedSocket;
+use crate::outbox::SharedSocket;
 use crate::session;
 
 /// Room for the publish envelope (`op`, `id`, `execution_id`) around an event body.
