@@ -8,10 +8,11 @@
 // stored, and clients that wait on nothing are collected and close.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
-  ARTIFACTS, FIXTURE, ROOT, launchChromium, openWebSockets, packedProject, publish, range, run, serve, startHub, until,
+  ARTIFACTS, FIXTURE, ROOT, launchChromium, openWebSockets, packedProject, publish, range, run, serve, startHub, tearDown,
+  until,
 } from "./support.mjs";
 
 const VITE = `${ROOT}node_modules/vite/bin/vite.js`;
@@ -33,12 +34,7 @@ before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 
-after(async () => {
-  await browser?.close();
-  server?.close();
-  hub?.kill("SIGKILL");
-  if (project) rmSync(project, { recursive: true, force: true });
-});
+after(() => tearDown({ browser, server, hub, project }));
 
 test(`a Vite-built page with no reference to its clients gets all ${ROUNDS * PER_ROUND} events while garbage is collected, then its idle client is collected`, { timeout: 120_000 }, async () => {
   const executionId = `gc-page-${process.pid}`;

@@ -7,10 +7,10 @@
 // Run by scripts/test.sh after scripts/build-web.sh built wasm-client/pkg.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  ARTIFACTS, FIXTURE, ROOT, installedManifest, launchChromium, packedProject, range, run, serve, startHub,
+  ARTIFACTS, FIXTURE, ROOT, installedManifest, launchChromium, packedProject, range, run, serve, startHub, tearDown,
 } from "./support.mjs";
 
 const TSC = `${ROOT}node_modules/typescript/bin/tsc`;
@@ -42,12 +42,7 @@ before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 
-after(async () => {
-  await browser?.close();
-  server?.close();
-  hub?.kill("SIGKILL");
-  if (project) rmSync(project, { recursive: true, force: true });
-});
+after(() => tearDown({ browser, server, hub, project }));
 
 test("the tarball's manifest says what a package user needs: license, exports with types, files", async () => {
   const { stdout } = await run("tar", ["-tzf", tarball]);

@@ -2,7 +2,7 @@
 // project, a real hub on a free port, a static server, and Chromium.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { extname, join, resolve, sep } from "node:path";
@@ -102,6 +102,14 @@ export async function until(what, check, ms = 20_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** Stops what a test file started: the browser, the static server, the hub, the project. */
+export async function tearDown({ browser, server, hub, project }) {
+  await browser?.close();
+  server?.close();
+  hub?.kill("SIGKILL");
+  if (project) rmSync(project, { recursive: true, force: true });
 }
 
 export function range(from, to) {
