@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
-  ARTIFACTS, FIXTURE, ROOT, launchChromium, openWebSockets, packedProject, publish, range, run, serve, startHub, tearDown,
+  ARTIFACTS, FIXTURE, ROOT, launchChromium, openPage, openWebSockets, packedProject, publish, range, run, serve, startHub, tearDown,
   until,
 } from "./support.mjs";
 
@@ -38,12 +38,7 @@ after(() => tearDown({ browser, server, hub, project }));
 
 test(`a Vite-built page with no reference to its clients gets all ${ROUNDS * PER_ROUND} events while garbage is collected, then its idle client is collected`, { timeout: 120_000 }, async () => {
   const executionId = `gc-page-${process.pid}`;
-  const page = await browser.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(error.message));
-  page.on("console", (message) => message.type() === "error" && problems.push(message.text()));
-  const ws = `${hubUrl.replace(/^http/, "ws")}/ws`;
-  await page.goto(`${pageUrl}?ws=${encodeURIComponent(ws)}&execution=${executionId}`);
+  const { page, problems } = await openPage(browser, pageUrl, hubUrl, executionId);
   await page.waitForSelector("#state:text('open')", { timeout: 20_000 });
   await page.waitForSelector("#list-state:text('open')", { timeout: 20_000 });
   const text = (id) => page.textContent(`#${id}`);

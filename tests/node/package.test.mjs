@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  ARTIFACTS, FIXTURE, ROOT, installedManifest, launchChromium, packedProject, range, run, serve, startHub, tearDown,
+  ARTIFACTS, FIXTURE, ROOT, installedManifest, launchChromium, openPage, packedProject, range, run, serve, startHub, tearDown,
 } from "./support.mjs";
 
 const TSC = `${ROOT}node_modules/typescript/bin/tsc`;
@@ -77,12 +77,7 @@ for (const [resolution, file, settings] of [
 
 test(`a Node worker publishes ${WORKER_EVENTS} events over WebSocket and a batch over HTTP while a page watches them all arrive`, { timeout: 120_000 }, async () => {
   const executionId = `node-worker-${process.pid}`;
-  const page = await browser.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(error.message));
-  page.on("console", (message) => message.type() === "error" && problems.push(message.text()));
-  const ws = `${hubUrl.replace(/^http/, "ws")}/ws`;
-  await page.goto(`${pageUrl}?ws=${encodeURIComponent(ws)}&execution=${executionId}`);
+  const { page, problems } = await openPage(browser, pageUrl, hubUrl, executionId);
   // The page imported the package by its bare name and connected.
   await page.waitForSelector("#state:text('open')", { timeout: 20_000 });
 

@@ -78,6 +78,20 @@ export function launchChromium(extraArgs = []) {
   return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: [...CHROMIUM_ARGS, ...extraArgs] });
 }
 
+/**
+ * Opens `pageUrl` for `executionId` on the hub at `hubUrl` (the page reads
+ * `?ws=` and `?execution=`), collecting the page's errors into `problems`.
+ */
+export async function openPage(browser, pageUrl, hubUrl, executionId) {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(error.message));
+  page.on("console", (message) => message.type() === "error" && problems.push(message.text()));
+  const ws = `${hubUrl.replace(/^http/, "ws")}/ws`;
+  await page.goto(`${pageUrl}?ws=${encodeURIComponent(ws)}&execution=${executionId}`);
+  return { page, problems };
+}
+
 /** The hub's count of open WebSockets (`/health`). */
 export async function openWebSockets(hubUrl) {
   const health = await (await fetch(`${hubUrl}/health`)).json();
